@@ -1,0 +1,171 @@
+"""The one place that builds the ``carta_backend`` command line and environment.
+
+Both spawners and both server modes (JupyterLab tile, CARTA-only) use :class:`CartaBackend`.
+It is configured like any traitlets class, e.g. ``c.CartaBackend.top_level_folder = "/ceph"``
+in ``jupyterhub_config.py`` (passed on to the user's server by the spawners) or on the
+command line of ``carta-hub-singleuser``.
+"""
+
+import os
+import secrets
+import shutil
+
+from traitlets import Int, List, Unicode, Bool
+from traitlets.config import Configurable
+
+LOOPBACK = "127.0.0.1"
+
+
+class BackendNotFound(RuntimeError):
+    """``carta_backend`` (or the configured executable) cannot be run."""
+
+
+class CartaBackend(Configurable):
+    """How to run one user's ``carta_backend``."""
+
+    executable = Unicode(
+        "carta_backend",
+        help="""Path or name (looked up on PATH) of the CARTA backend executable.
+        With the Ubuntu PPA this is /usr/bin/carta_backend; the stand-in used by the demo
+        and the tests is `carta-standin`.""",
+    ).tag(config=True)
+
+    frontend_folder = Unicode(
+        "",
+        help="""Folder holding the built CARTA frontend (index.html).
+        Empty: the backend's own default (<exe>/../share/carta/frontend).""",
+    ).tag(config=True)
+
+    top_level_folder = Unicode(
+        "",
+        help="""Highest folder the user may browse in CARTA. Empty: the backend's default (/).
+        `{username}` and `{home}` are replaced.""",
+    ).tag(config=True)
+
+    starting_folder = Unicode(
+        "",
+        help="""Folder the file browser opens in; must be inside top_level_folder.
+        Empty: the backend's default. `{username}` and `{home}` are replaced.""",
+    ).tag(config=True)
+
+    idle_timeout = Int(
+        -1,
+        help="""Seconds without user interaction (PINGs do not count) after which the backend
+        ends the session and exits; the CARTA-only server then stops too. -1: off.""",
+    ).tag(config=True)
+
+    exit_timeout = Int(
+        -1,
+        help="Seconds the backend stays alive after its last client disconnected. -1: off.",
+    ).tag(config=True)
+
+    initial_timeout = Int(
+        -1,
+        help="Seconds the backend waits for a first client before exiting. -1: off.",
+    ).tag(config=True)
+
+    omp_threads = Int(
+        0,
+        help="OpenMP threads for the backend (-t). 0: the backend's default (all cores).",
+    ).tag(config=True)
+
+    verbosity = Int(
+        4,
+        help="Backend log verbosity, 0 (none) to 5 (debug); 4 is info.",
+    ).tag(config=True)
+
+    write_log_file = Bool(
+        False,
+        help="""Let the backend write ~/.carta/log/carta.log as well. Off by default: the
+        wrapper already captures the backend's output, and a full or read-only home must
+        not stop CARTA.""",
+    ).tag(config=True)
+
+    extra_args = List(
+        Unicode(),
+        help="Further carta_backend arguments, appended as given (e.g. ['--enable_scripting']).",
+    ).tag(config=True)
+
+    start_timeout = Int(
+        120,
+        help="Seconds to wait for the backend to listen before giving up.",
+    ).tag(config=True)
+
+    def resolve_executable(self):
+        """Absolute path of the backend executable, or :class:`BackendNotFound`."""
+        path = shutil.which(self.executable)
+        if path is None:
+            raise BackendNotFound(
+                f"The CARTA backend {self.executable!r} was not found or is not executable. "
+                "Install CARTA (e.g. from ppa:cartavis-team/carta) or point "
+                "c.CartaBackend.executable at carta_backend."
+            )
+        return path
+
+    def folder(self, template, username=None, home=None):
+        """Fill `{username}` and `{home}` into a folder template."""
+        username = username or os.environ.get("JUPYTERHUB_USER") or _current_user()
+        home = home or os.path.expanduser("~")
+        return template.format(username=username, home=home)
+
+    def command(self, port):
+        """The backend's argument list for ``port``, always bound to loopback."""
+        cmd = [
+            self.resolve_executable(),
+            "--host", LOOPBACK,
+            "--port", str(port),
+            "--no_browser",
+            "--idle_timeout", str(self.idle_timeout),
+            "--exit_timeout", str(self.exit_timeout),
+            "--initial_timeout", str(self.initial_timeout),
+            "--verbosity", str(self.verbosity),
+        ]
+        if not self.write_log_file:
+            cmd.append("--no_log")
+        if self.omp_threads:
+            cmd += ["--omp_threads", str(self.omp_threads)]
+        if self.frontend_folder:
+            cmd += ["--frontend_folder", self.frontend_folder]
+        if self.top_level_folder:
+            cmd += ["--top_level_folder", self.folder(self.top_level_folder)]
+        cmd += list(self.extra_args)
+        if self.starting_folder:
+            cmd.append(self.folder(self.starting_folder))
+        return cmd
+
+    def environment(self, token):
+        """Environment additions for one backend start with its ``token``."""
+        env = {"CARTA_AUTH_TOKEN": token}
+        if not os.environ.get("HOME"):
+            env["HOME"] = os.path.expanduser("~")
+        return env
+
+    def cli_args(self):
+        """This configuration as ``--CartaBackend.x=...`` arguments for the user's server.
+
+        Spawners append these to ``carta-hub-singleuser`` or ``jupyterhub-singleuser``; only
+        operator-set values are passed, never user input.
+        """
+        args = []
+        for name in sorted(self.trait_names(config=True)):
+            value = getattr(self, name)
+            if value != self.trait_defaults(name):
+                args.append(f"--CartaBackend.{name}={_cli_value(value)}")
+        return args
+
+    @staticmethod
+    def new_token():
+        """A fresh random token, one per backend start."""
+        return secrets.token_urlsafe(32)
+
+
+def _cli_value(value):
+    if isinstance(value, list):
+        return "[" + ", ".join(repr(v) for v in value) + "]"
+    return str(value)
+
+
+def _current_user():
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name

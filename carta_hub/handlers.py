@@ -1,0 +1,95 @@
+"""The proxy handler in front of one user's backend, shared by the JupyterLab tile and the
+CARTA-only server. Built on jupyter-server-proxy's handlers: HTTP goes through its proxy,
+websockets through :mod:`carta_hub.tunnel`."""
+
+import json
+
+from jupyter_server_proxy.handlers import SuperviseAndProxyHandler
+from tornado import web
+from tornado.escape import xhtml_escape
+
+from .backend import BackendNotFound
+from .process import BackendFailed
+from .tunnel import tunnel
+
+
+def rewrite_config(response, request, path):
+    """Point the frontend's ``apiAddress`` at this server's own prefix.
+
+    The backend runs without ``--http_url_prefix`` (it rejects `.` and `%` in usernames), so
+    ``/config`` is answered with the prefix the browser actually used.
+    """
+    if path != "/config" or response.code != 200:
+        return
+    try:
+        config = json.loads(response.body)
+    except ValueError:
+        return
+    if isinstance(config, dict) and "apiAddress" in config:
+        prefix = request.path[: -len("config")]
+        config["apiAddress"] = prefix + "api"
+        response.body = json.dumps(config).encode()
+
+
+class CartaProxyHandler(SuperviseAndProxyHandler):
+    """Proxies ``<prefix>/...`` to the backend, starting it on demand.
+
+    ``state["backend"]`` is the server's :class:`~carta_hub.process.BackendProcess`.
+    """
+
+    name = "carta"
+    rewrite_response = [rewrite_config]
+
+    @property
+    def backend(self):
+        return self.state["backend"]
+
+    @property
+    def port(self):
+        return self.backend.port
+
+    async def ensure_process(self):
+        try:
+            await self.backend.ensure_running()
+        except (BackendNotFound, BackendFailed) as e:
+            raise web.HTTPError(503, str(e), reason="CARTA could not start") from e
+
+    async def proxy(self, port, path):
+        await self.ensure_process()
+        return await super().proxy(self.port, path)
+
+    def get_request_headers_override(self):
+        return {"carta-auth-token": self.backend.token}
+
+    def proxy_request_headers(self):
+        headers = super().proxy_request_headers()
+        for name in ("Cookie", "Authorization"):
+            headers.pop(name, None)
+        return headers
+
+    def _record_activity(self):
+        super()._record_activity()
+        reporter = self.settings.get("carta_activity")
+        if reporter:
+            reporter.record()
+
+    async def get(self, path):
+        if self.request.headers.get("Upgrade", "").lower() != "websocket":
+            return await self.http_get(path)
+        if not self.current_user:
+            raise web.HTTPError(403, "Log in to the Hub first")
+        if not self.check_origin(self.request.headers.get("Origin")):
+            raise web.HTTPError(403, "Cross-origin websocket refused")
+        await self.ensure_process()
+        self._record_activity()
+        await tunnel(self, self.backend.port, self.backend.token, "/" + path,
+                     self._record_activity)
+
+    def write_error(self, status_code, **kwargs):
+        exc = kwargs.get("exc_info", (None, None))[1]
+        message = getattr(exc, "log_message", None) or self._reason
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(
+            f"<!doctype html><title>{status_code} {xhtml_escape(self._reason)}</title>"
+            f"<h1>{xhtml_escape(self._reason)}</h1><pre>{xhtml_escape(message)}</pre>"
+        )

@@ -1,0 +1,138 @@
+"""``carta-hub-singleuser``: a CARTA-only server a spawner runs instead of
+``jupyterhub-singleuser``. CARTA is served at the server's root, behind the Hub's OAuth
+(the owner and whoever the Hub grants access), on jupyter-server-proxy's standalone handler.
+"""
+
+import asyncio
+import os
+import re
+import signal
+from urllib.parse import urlparse
+
+from jupyter_server_proxy.standalone.proxy import make_standalone_proxy
+from jupyterhub.services.auth import HubOAuthCallbackHandler
+from tornado import httpserver, web
+from traitlets import Int, Unicode, default, validate
+from traitlets.config import Application
+
+from . import __version__
+from .activity import ActivityReporter
+from .backend import BackendNotFound, CartaBackend
+from .handlers import CartaProxyHandler
+from .process import BackendFailed, BackendProcess
+
+_Standalone, _ = make_standalone_proxy(CartaProxyHandler, {})
+
+
+class CartaOnlyHandler(_Standalone):
+    """The standalone proxy's Hub OAuth in front of our CARTA handler."""
+
+    write_error = CartaProxyHandler.write_error
+
+
+def _service_url():
+    return urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", ""))
+
+
+class CartaSingleUserApp(Application):
+    name = "carta-hub-singleuser"
+    description = "Serve one user's CARTA at the root of their JupyterHub server."
+    version = __version__
+    classes = [CartaBackend]
+    aliases = {
+        "ip": "CartaSingleUserApp.ip",
+        "port": "CartaSingleUserApp.port",
+        "base-url": "CartaSingleUserApp.base_url",
+    }
+
+    ip = Unicode(help="Address to listen on. Default: from $JUPYTERHUB_SERVICE_URL.").tag(
+        config=True
+    )
+    port = Int(help="Port to listen on. Default: from $JUPYTERHUB_SERVICE_URL.").tag(
+        config=True
+    )
+    base_url = Unicode(
+        help="URL prefix of this server. Default: $JUPYTERHUB_SERVICE_PREFIX."
+    ).tag(config=True)
+    activity_interval = Int(
+        60,
+        help="""Seconds between activity reports to the Hub. A report is sent only when the
+        student used CARTA since the last one (PINGs of an open tab do not count).""",
+    ).tag(config=True)
+
+    @default("ip")
+    def _ip(self):
+        url = _service_url()
+        return url.hostname or ("" if url.netloc else "127.0.0.1")
+
+    @default("port")
+    def _port(self):
+        return _service_url().port or 8888
+
+    @default("base_url")
+    def _base_url(self):
+        return os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
+
+    @validate("base_url")
+    def _slashes(self, proposal):
+        return "/" + proposal.value.strip("/") + "/" if proposal.value.strip("/") else "/"
+
+    def make_app(self, backend):
+        prefix = re.escape(self.base_url)
+        self.reporter = ActivityReporter(self.activity_interval, self.log)
+        handlers = [
+            (f"^{prefix[:-1]}$", web.RedirectHandler, {"url": self.base_url}),
+            (f"^{prefix}oauth_callback", HubOAuthCallbackHandler),
+            (f"^{prefix}(.*)", CartaOnlyHandler, {"state": {"backend": backend}}),
+        ]
+        return web.Application(
+            handlers,
+            base_url=self.base_url,
+            hub_user=os.environ.get("JUPYTERHUB_USER", ""),
+            cookie_secret=os.urandom(32),
+            carta_activity=self.reporter,
+            log_function=self._log_request,
+        )
+
+    def _log_request(self, handler):
+        status = handler.get_status()
+        if status >= 400 or self.log_level <= 10:
+            self.log.info("%d %s %s", status, handler.request.method, handler.request.path)
+
+    def session_ended(self, code):
+        if code == 0:
+            self.log.info("CARTA ended its session (idle or exit timeout): stopping this server")
+            self.stopped.set()
+
+    async def prestart(self):
+        """Start CARTA straight away so it is ready when the student arrives."""
+        try:
+            await self.backend.ensure_running()
+        except (BackendNotFound, BackendFailed) as e:
+            self.log.error("%s", e)
+
+    async def serve(self):
+        self.stopped = asyncio.Event()
+        self.backend = BackendProcess(CartaBackend(parent=self), self.log, self.session_ended)
+        server = httpserver.HTTPServer(self.make_app(self.backend), xheaders=True)
+        server.listen(self.port, self.ip)
+        self.log.info("CARTA for %s at http://%s:%d%s", os.environ.get("JUPYTERHUB_USER", "?"),
+                      self.ip or "*", self.port, self.base_url)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, self.stopped.set)
+        self.reporter.start()
+        asyncio.ensure_future(self.prestart())
+        await self.stopped.wait()
+        server.stop()
+        await self.backend.stop()
+
+    def start(self):
+        asyncio.run(self.serve())
+
+
+def main(argv=None):
+    CartaSingleUserApp.launch_instance(argv)
+
+
+if __name__ == "__main__":
+    main()
