@@ -4,6 +4,7 @@
 """
 
 import asyncio
+import logging
 import os
 import re
 import signal
@@ -59,6 +60,10 @@ class CartaSingleUserApp(Application):
         help="""Seconds between activity reports to the Hub. A report is sent only when the
         student used CARTA since the last one (PINGs of an open tab do not count).""",
     ).tag(config=True)
+
+    @default("log_level")
+    def _log_level(self):
+        return logging.INFO
 
     @default("ip")
     def _ip(self):

@@ -1,0 +1,49 @@
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from helpers.hub import start_hub  # noqa: E402
+from helpers.users import ensure_user  # noqa: E402
+
+HUB_USER = "cartahub-test"
+
+
+@pytest.fixture(scope="session")
+def hub_unix_user():
+    """The unprivileged unix user the test Hubs (and their local servers) run as."""
+    return ensure_user(HUB_USER)
+
+
+@pytest.fixture(scope="session")
+def artifacts():
+    """Where tests leave screenshots and logs for people to look at."""
+    path = Path(os.environ.get("CARTA_HUB_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def hub_factory(hub_unix_user):
+    """``hub_factory(config)``: a real Hub + CHP run as the unprivileged test user."""
+    hubs, dirs = [], []
+
+    def make(config="", **kwargs):
+        workdir = Path(tempfile.mkdtemp(prefix="carta-hub-test-", dir="/tmp"))
+        dirs.append(workdir)
+        os.chown(workdir, hub_unix_user.pw_uid, hub_unix_user.pw_gid)
+        config = config.replace("{workdir}", str(workdir))
+        hub = start_hub(workdir, config, user=kwargs.pop("user", HUB_USER), **kwargs)
+        hubs.append(hub)
+        return hub
+
+    yield make
+    for hub in hubs:
+        hub.stop()
+    for d in dirs if not os.environ.get("KEEP_HUB_DIRS") else []:
+        shutil.rmtree(d, ignore_errors=True)
