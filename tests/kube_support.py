@@ -1,0 +1,62 @@
+"""Shared pieces of the tests/test_kube_*.py tests: fake Hub users and spawner construction."""
+
+import json
+
+import kubernetes_asyncio.config.kube_config
+from kubernetes_asyncio.client import ApiClient
+from traitlets.config import Config
+
+from carta_hub.kube import CARTAKubeSpawner
+
+LDAP = {"user_attributes": {"uidNumber": [23501], "gidNumber": [23500], "uid": ["alice"],
+                            "homeDirectory": ["/ceph/home/alice"]}}
+OIDC = {"oauth_user": {"sub": "x", "uid_number": 23502, "gid_number": 23500,
+                       "gids": [23600, 23601], "preferred_username": "jo"}}
+
+
+class FakeUser:
+    """The parts of a JupyterHub User a spawner uses."""
+
+    def __init__(self, name, auth_state=None, user_id=1):
+        self.name = name
+        self.id = user_id
+        self.url = f"/user/{name}/"
+        self._state = auth_state
+
+    async def get_auth_state(self):
+        return self._state
+
+
+def use_kubeconfig(monkeypatch, path):
+    """Make kubernetes_asyncio (so KubeSpawner) load ``path`` (it reads $KUBECONFIG on import)."""
+    monkeypatch.setattr(kubernetes_asyncio.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION",
+                        str(path))
+
+
+def make_spawner(user, config=None, user_options=None):
+    """A CARTAKubeSpawner for ``user`` with a mock Hub, configured by ``config`` (dict of
+    section -> {trait: value})."""
+    c = Config()
+    c.KubeSpawner.namespace = "carta"
+    for section, values in (config or {}).items():
+        for key, value in values.items():
+            setattr(c[section], key, value)
+    spawner = CARTAKubeSpawner(user=user, config=c, _mock=True)
+    spawner.user_options = user_options or {}
+    return spawner
+
+
+async def pod_manifest(spawner):
+    """The pod ``spawner`` would create, as the JSON the API server receives."""
+    await spawner.load_user_options()
+    pod = await spawner.get_pod_manifest()
+    return json.loads(json.dumps(ApiClient().sanitize_for_serialization(pod)))
+
+
+def container(pod, name="notebook"):
+    return next(c for c in pod["spec"]["containers"] + pod["spec"].get("initContainers", [])
+                if c["name"] == name)
+
+
+def env(pod, name="notebook"):
+    return {e["name"]: e.get("value") for e in container(pod, name)["env"]}

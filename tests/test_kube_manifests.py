@@ -1,0 +1,132 @@
+"""CARTAKubeSpawner pod manifests: every storage mode x identity source x profile validates
+against the Kubernetes OpenAPI schemas (strict, 1.30 and the newest kubernetes-validate
+knows), runs as the user's identity and mounts the user's storage."""
+
+import itertools
+
+import kubernetes_validate
+import pytest
+
+from kube_support import (LDAP, OIDC, FakeUser, container, env, make_spawner, pod_manifest,
+                          use_kubeconfig)
+from k8s_simulator import write_kubeconfig
+
+VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
+
+STORAGE = {
+    "cephfs-pvc": [
+        {"pvc": "cephfs", "sub_path": "home/{login}", "mount_path": "/ceph/home/{login}"},
+        {"pvc": "cephfs", "sub_path": "data", "mount_path": "/ceph/data", "read_only": True},
+    ],
+    "hostpath": [
+        {"host_path": "/mnt/ceph/home/{login}", "mount_path": "/ceph/home/{login}"},
+        {"host_path": "/mnt/ceph/data", "mount_path": "/ceph/data", "read_only": True},
+    ],
+}
+
+IDENTITIES = {
+    # source -> (auth_state, IdentityResolver config, expected uid, gid, groups, login)
+    "ldap": (LDAP, {}, 23501, 23500, [], "alice"),
+    "oidc": (OIDC, {"uid_attribute": "uid_number", "gid_attribute": "gid_number",
+                    "groups_attribute": "gids", "name_attribute": "preferred_username"},
+             23502, 23500, [23600, 23601], "jo"),
+    "mapping": (None, {"mapping_file": "MAPPING"}, 23503, 23500, [23600], "a.student"),
+    "nss": (None, {"sources": ["nss"]}, None, None, None, None),
+}
+
+PROFILES = {
+    "carta": ({}, ["carta-hub-singleuser"], "", "8589934592"),
+    "carta-large": ({"profile": "carta", "resources": "large"}, ["carta-hub-singleuser"], "",
+                    "34359738368"),
+    "lab": ({"profile": "lab"}, ["jupyterhub-singleuser"], "/lab", "8589934592"),
+}
+
+
+@pytest.fixture(autouse=True)
+def kubeconfig(tmp_path, monkeypatch):
+    use_kubeconfig(monkeypatch, write_kubeconfig(tmp_path / "kc", "http://127.0.0.1:9"))
+
+
+@pytest.fixture
+def nss_user():
+    from helpers.users import ensure_user, remove_user
+
+    entry = ensure_user("carta-nss-t", uid=23504)
+    yield entry
+    remove_user("carta-nss-t")
+
+
+@pytest.mark.parametrize("storage, source, profile",
+                         list(itertools.product(STORAGE, IDENTITIES, PROFILES)))
+async def test_pod_manifest(storage, source, profile, tmp_path, request):
+    state, resolver, uid, gid, groups, login = IDENTITIES[source]
+    name = {"ldap": "alice", "oidc": "jo@uni.edu", "mapping": "a.student"}.get(source)
+    if source == "nss":
+        entry = request.getfixturevalue("nss_user")
+        name, uid, gid, groups, login = entry.pw_name, entry.pw_uid, entry.pw_gid, [], entry.pw_name
+    if "mapping_file" in resolver:
+        path = tmp_path / "ids.yaml"
+        path.write_text("a.student: {uid: 23503, gid: 23500, groups: [23600]}\n")
+        resolver = {"mapping_file": str(path)}
+    home = entry.pw_dir if source == "nss" else f"/ceph/home/{login}"
+    options, cmd, default_url, mem_limit = PROFILES[profile]
+    spawner = make_spawner(
+        FakeUser(name, state),
+        {"IdentityResolver": {**resolver, "home_template": "/ceph/home/{login}"},
+         "CartaStorage": {"mounts": STORAGE[storage]},
+         "CartaBackend": {"top_level_folder": "/ceph", "idle_timeout": 3600}},
+        options)
+    pod = await pod_manifest(spawner)
+
+    for version in VERSIONS:
+        kubernetes_validate.validate(pod, version, strict=True)
+
+    psc, nb = pod["spec"]["securityContext"], container(pod)
+    assert (psc["runAsUser"], psc["runAsGroup"], psc["supplementalGroups"]) == (uid, gid, groups)
+    assert psc["runAsNonRoot"] and "fsGroup" not in psc
+    for c in (nb, container(pod, "carta-nss")):
+        sc = c["securityContext"]
+        assert (sc["runAsUser"], sc["runAsGroup"]) == (uid, gid)
+        assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"} and sc["readOnlyRootFilesystem"]
+    assert nb["args"] == cmd + ["--CartaBackend.idle_timeout=3600",
+                                "--CartaBackend.top_level_folder=/ceph"]
+    assert nb["resources"]["limits"]["memory"] == int(mem_limit)
+    e = env(pod)
+    assert e["HOME"] == nb["workingDir"] == home
+    assert e["JUPYTERHUB_DEFAULT_URL"] == default_url if default_url else "JUPYTERHUB_DEFAULT_URL" not in e
+    assert e["NSS_WRAPPER_PASSWD"] == "/run/carta-hub/passwd"
+    assert f"{login}:x:{uid}:{gid}:" in env(pod, "carta-nss")["CARTA_PASSWD"]
+
+    mounts = {m["mountPath"]: m for m in nb["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert home in mounts  # a storage mount, or an emptyDir when none holds HOME
+    home, data = mounts[f"/ceph/home/{login}"], mounts["/ceph/data"]
+    assert data["readOnly"] and not home["readOnly"]
+    assert all("cephfs" not in v for v in volumes.values())  # never an in-tree cephfs volume
+    if storage == "cephfs-pvc":
+        assert home["subPath"] == f"home/{login}"
+        assert volumes[home["name"]]["persistentVolumeClaim"] == {"claimName": "cephfs"}
+    else:
+        assert volumes[home["name"]]["hostPath"] == {"path": f"/mnt/ceph/home/{login}",
+                                                     "type": "Directory"}
+    assert volumes[mounts["/tmp"]["name"]] == {"name": "carta-tmp", "emptyDir": {}}
+
+
+async def test_fs_group_only_when_asked():
+    spawner = make_spawner(FakeUser("alice", LDAP), {"CARTAKubeSpawner": {"fs_group": True},
+                                                     "KubeSpawner": {"fs_gid": 100}})
+    psc = (await pod_manifest(spawner))["spec"]["securityContext"]
+    assert (psc["fsGroup"], psc["fsGroupChangePolicy"]) == (23500, "OnRootMismatch")
+    # the chart's default singleuser.fsGid (100) must not leak into the pod
+    spawner = make_spawner(FakeUser("alice", LDAP), {"KubeSpawner": {"fs_gid": 100, "uid": 1000}})
+    pod = await pod_manifest(spawner)
+    assert "fsGroup" not in pod["spec"]["securityContext"]
+    assert container(pod)["securityContext"]["runAsUser"] == 23501
+
+
+async def test_home_without_storage_is_an_empty_dir():
+    pod = await pod_manifest(make_spawner(FakeUser("alice", LDAP)))
+    mounts = {m["mountPath"]: m["name"] for m in container(pod)["volumeMounts"]}
+    assert mounts["/ceph/home/alice"] == "carta-home"
+    kubernetes_validate.validate(pod, VERSIONS[0], strict=True)
