@@ -29,6 +29,17 @@ def artifacts():
 
 
 @pytest.fixture
+def open_tmp(hub_unix_user):
+    """A temporary folder outside /tmp/pytest-of-root (mode 700), owned by the test Hub's
+    user and readable by other test users."""
+    path = Path(tempfile.mkdtemp(prefix="carta-hub-", dir="/tmp"))
+    os.chmod(path, 0o755)
+    os.chown(path, hub_unix_user.pw_uid, hub_unix_user.pw_gid)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
 def hub_factory(hub_unix_user):
     """``hub_factory(config)``: a real Hub + CHP run as the unprivileged test user."""
     hubs, dirs = [], []

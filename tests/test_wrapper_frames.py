@@ -5,7 +5,6 @@ carta_backend's command line (tests/helpers/echo_backend.py), not CARTA."""
 import os
 import shutil
 import sys
-import tempfile
 
 import pytest
 
@@ -27,13 +26,10 @@ def install_echo_backend(directory):
 
 
 @pytest.fixture
-def echo_hub(hub_factory):
-    directory = tempfile.mkdtemp(prefix="carta-echo-", dir="/tmp")
-    os.chmod(directory, 0o755)
-    yield hub_factory(SAME_USER_CARTA + f"""
-c.CartaBackend.executable = "{install_echo_backend(directory)}"
+def echo_hub(hub_factory, open_tmp):
+    return hub_factory(SAME_USER_CARTA + f"""
+c.CartaBackend.executable = "{install_echo_backend(open_tmp)}"
 """)
-    shutil.rmtree(directory)
 
 
 @pytest.mark.parametrize("size", [64 * 2**20])

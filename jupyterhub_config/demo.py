@@ -1,0 +1,52 @@
+# Local demo: JupyterHub on http://127.0.0.1:8000 serving CARTA to the accounts of this
+# machine, started by `make demo` (as root: the Hub starts each user's CARTA as that user).
+# Log in with your own account, or as `carta-demo` with the password printed at start.
+import os
+import secrets
+import shutil
+import subprocess
+
+prefix = os.environ.get("CARTA_HUB_PREFIX", "/opt/carta-hub")
+state = os.environ.get("CARTA_HUB_DEMO_DIR", "/var/lib/carta-hub-demo")
+os.makedirs(state, mode=0o700, exist_ok=True)
+
+c.JupyterHub.bind_url = "http://127.0.0.1:8000"
+c.JupyterHub.db_url = f"sqlite:///{state}/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret_file = f"{state}/cookie_secret"
+c.ConfigurableHTTPProxy.command = [f"{prefix}/node/node_modules/.bin/configurable-http-proxy"]
+c.ConfigurableHTTPProxy.pid_file = f"{state}/proxy.pid"
+
+c.JupyterHub.authenticator_class = "pam"
+c.Authenticator.allow_all = True  # any account of this machine (the Hub listens on loopback)
+c.JupyterHub.spawner_class = "carta-local"  # CARTA-only servers, as each user
+
+carta_backend = shutil.which("carta_backend")
+if carta_backend:
+    c.CartaBackend.executable = carta_backend
+    print(f"carta-hub demo: serving the real CARTA backend {carta_backend}")
+else:
+    c.CartaBackend.executable = f"{prefix}/venv/bin/carta-standin"
+    c.CartaBackend.frontend_folder = f"{prefix}/node/node_modules/carta-frontend/build"
+    print("carta-hub demo: carta_backend not found, serving the STAND-IN backend "
+          "(carta-standin, not CARTA) with the real carta-frontend 6.0.0 from npm")
+
+
+def demo_account(name="carta-demo"):
+    """A local account with a random password, created once; returns its password."""
+    password_file = os.path.join(state, f"{name}.password")
+    if not os.path.exists(password_file):
+        if subprocess.run(["id", name], capture_output=True).returncode:
+            subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
+        password = secrets.token_urlsafe(12)
+        subprocess.run(["chpasswd"], input=f"{name}:{password}", text=True, check=True)
+        with open(os.open(password_file, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+            f.write(password)
+    with open(password_file) as f:
+        return f.read()
+
+
+if os.getuid() == 0:
+    print(f"carta-hub demo: open http://127.0.0.1:8000 and log in as carta-demo "
+          f"with password {demo_account()} (or with your own account)")
+else:
+    print("carta-hub demo: not root, so only your own account can log in and start CARTA")
