@@ -1,8 +1,9 @@
 """``CARTAKubeSpawner``: KubeSpawner running each user's CARTA as the user's own POSIX identity.
 
 Only wiring: :mod:`carta_hub.identity` gives UID/GID/groups, :mod:`carta_hub.storage` gives the
-CephFS/hostPath mounts, :class:`carta_hub.backend.CartaBackend` gives the backend arguments and
-``profile_list`` chooses resources and CARTA-only vs JupyterLab mode. Everything else is
+CephFS/hostPath mounts, :class:`carta_hub.spawner.CartaSpawnerMixin` gives the command and the
+``CartaBackend`` arguments, and ``profile_list`` chooses resources and CARTA-only
+(``carta_mode: carta``, the default) vs JupyterLab mode. Everything else is
 KubeSpawner's.
 
 The pod is hardened: runAsUser/runAsGroup/supplementalGroups from the identity, runAsNonRoot,
@@ -22,8 +23,8 @@ from kubespawner.utils import get_k8s_model
 from traitlets import Bool, Unicode, default
 
 from . import __version__
-from .backend import CartaBackend
 from .identity import IdentityResolver
+from .spawner import CartaSpawnerMixin
 from .storage import CartaStorage, kube_volumes
 
 NSS_VOLUME = "carta-nss"
@@ -53,7 +54,7 @@ DEFAULT_PROFILES = [
         "slug": "carta",
         "description": "The CARTA viewer on its own.",
         "default": True,
-        "kubespawner_override": {"cmd": ["carta-hub-singleuser"], "default_url": ""},
+        "kubespawner_override": {"carta_mode": "carta", "default_url": ""},
         "profile_options": {"resources": {"display_name": "Resources",
                                           "choices": RESOURCE_CHOICES}},
     },
@@ -61,14 +62,14 @@ DEFAULT_PROFILES = [
         "display_name": "JupyterLab with CARTA",
         "slug": "lab",
         "description": "JupyterLab; CARTA opens from the launcher's CARTA tile.",
-        "kubespawner_override": {"cmd": ["jupyterhub-singleuser"], "default_url": "/lab"},
+        "kubespawner_override": {"carta_mode": "lab", "default_url": "/lab"},
         "profile_options": {"resources": {"display_name": "Resources",
                                           "choices": RESOURCE_CHOICES}},
     },
 ]
 
 
-class CARTAKubeSpawner(KubeSpawner):
+class CARTAKubeSpawner(CartaSpawnerMixin, KubeSpawner):
     """KubeSpawner for CARTA: per-user identity, CephFS mounts, hardened pods, profiles."""
 
     fs_group = Bool(
@@ -98,10 +99,6 @@ class CARTAKubeSpawner(KubeSpawner):
 
     carta_identity = None
 
-    @default("cmd")
-    def _cmd_default(self):
-        return ["carta-hub-singleuser"]
-
     @default("profile_list")
     def _profile_list_default(self):
         return DEFAULT_PROFILES
@@ -109,10 +106,6 @@ class CARTAKubeSpawner(KubeSpawner):
     @default("image")
     def _image_default(self):
         return f"carta-hub-singleuser:{__version__}"
-
-    def get_args(self):
-        """The single-user command's arguments plus the operator's CartaBackend settings."""
-        return super().get_args() + CartaBackend(parent=self).cli_args()
 
     def get_env(self):
         env = super().get_env()

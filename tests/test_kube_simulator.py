@@ -1,0 +1,120 @@
+"""CARTAKubeSpawner's real start/poll/stop against the Kubernetes API simulator: the pod runs
+as the user's UID/GID/groups with the user's storage mounted and can resolve its own names
+(nss_wrapper); a bad identity creates no pod."""
+
+import json
+import os
+import shutil
+import tempfile
+
+import pytest
+
+from carta_hub.identity import IdentityError
+from carta_hub.kube import CARTAKubeSpawner
+from helpers.ports import free_port, wait_for
+from kube_support import FakeUser, make_spawner, use_kubeconfig
+from k8s_simulator import start_simulator, write_kubeconfig
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the simulator's kubelet needs root")
+
+NSS_WRAPPER = "/usr/lib/x86_64-linux-gnu/libnss_wrapper.so"
+UID, GID, GROUP = 23999, 23998, 23997  # no passwd/group entries on this machine
+# What the "notebook" container runs: report who it is, then wait to be stopped.
+PROBE = """
+import grp, json, os, pwd, time
+info = {"uid": os.getuid(), "gid": os.getgid(), "groups": sorted(os.getgroups()),
+        "cwd": os.getcwd(), "home": os.environ["HOME"], "name": pwd.getpwuid(os.getuid()).pw_name,
+        "group": grp.getgrgid(os.getgid()).gr_name, "data": os.listdir("DATA")}
+try:
+    open("DATA/x", "w")
+except OSError as e:
+    info["data_write"] = e.strerror
+json.dump(info, open("who.json", "w"))
+time.sleep(600)
+"""
+
+
+@pytest.fixture(scope="module")
+def site():
+    """A simulator with a 'cephfs' PVC backed by a local tree with a home and a data folder."""
+    root = tempfile.mkdtemp(prefix="carta-k8s-sim-", dir="/var/tmp")
+    os.chmod(root, 0o755)
+    state, volumes = os.path.join(root, "state"), os.path.join(root, "pv")
+    home = os.path.join(volumes, "cephfs", "home", "stu")
+    os.makedirs(state)
+    os.makedirs(home)
+    os.makedirs(os.path.join(volumes, "cephfs", "data", "survey"))
+    os.chown(home, UID, GID)
+    sim = start_simulator(state, volumes)
+    sim.post("/api/v1/namespaces/carta/persistentvolumeclaims", {
+        "metadata": {"name": "cephfs"},
+        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}},
+                 "storageClassName": "", "volumeName": "cephfs-static"}})
+    yield {"sim": sim, "root": root, "home": home}
+    sim.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def spawner_for(site, tmp_path, monkeypatch):
+    use_kubeconfig(monkeypatch, write_kubeconfig(tmp_path / "kubeconfig", site["sim"].url))
+    mapping = tmp_path / "ids.yaml"
+    mapping.write_text(f"stu: {{uid: {UID}, gid: {GID}, groups: [{GROUP}], name: stu}}\n"
+                       "root2: {uid: 0, gid: 0}\n")
+    ceph = site["root"] + "/ceph"
+
+    def make(name, **kube):
+        return make_spawner(FakeUser(name), {
+            "KubeSpawner": {"k8s_api_host": site["sim"].url, "port": free_port(),
+                            "start_timeout": 30, "delete_grace_period": 2, **kube},
+            "IdentityResolver": {"sources": ["mapping"], "mapping_file": str(mapping),
+                                 "home_template": ceph + "/home/{login}"},
+            "CartaStorage": {"mounts": [
+                {"pvc": "cephfs", "sub_path": "home/{login}", "mount_path": ceph + "/home/{login}"},
+                {"pvc": "cephfs", "sub_path": "data", "mount_path": ceph + "/data",
+                 "read_only": True}]},
+        })
+
+    return make
+
+
+async def _stop_reflectors():
+    """KubeSpawner's reflectors are class-wide singletons bound to one test's event loop."""
+    await CARTAKubeSpawner._stop_all_reflectors()
+
+
+@pytest.mark.skipif(not os.path.exists(NSS_WRAPPER), reason="libnss-wrapper is not installed")
+async def test_start_poll_stop(site, spawner_for):
+    sim, ceph = site["sim"], site["root"] + "/ceph"
+    spawner = spawner_for("stu", cmd=["python3", "-c", PROBE.replace("DATA", ceph + "/data")])
+    try:
+        url = await spawner.start()
+        assert url.startswith("http://127.0.0.1:")
+        assert await spawner.poll() is None
+        who_file = os.path.join(site["home"], "who.json")
+        wait_for(lambda: os.path.exists(who_file) and os.path.getsize(who_file), 20, "the probe")
+        with open(who_file) as f:
+            who = json.load(f)
+        assert (who["uid"], who["gid"], who["groups"]) == (UID, GID, sorted([GID, GROUP]))
+        assert who["cwd"] == who["home"] == ceph + "/home/stu"
+        assert (who["name"], who["group"]) == ("stu", f"g{GID}")  # through nss_wrapper
+        assert who["data"] == ["survey"] and who["data_write"] == "Read-only file system"
+        (pod,) = sim.pods()
+        assert pod["spec"]["securityContext"]["runAsUser"] == UID
+
+        await spawner.stop()
+        assert sim.pods() == [] and await spawner.poll() == 1
+        assert any(e["reason"] == "Killing" for e in sim.events())
+    finally:
+        await _stop_reflectors()
+
+
+@pytest.mark.parametrize("name, message", [("root2", "UID 0"), ("nobody-here", "No POSIX identity")])
+async def test_bad_identity_creates_no_pod(site, spawner_for, name, message):
+    spawner = spawner_for(name, cmd=["true"])
+    try:
+        with pytest.raises(IdentityError, match=message):
+            await spawner.start()
+        assert site["sim"].pods() == []
+    finally:
+        await _stop_reflectors()
