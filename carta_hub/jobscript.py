@@ -1,0 +1,59 @@
+"""The Slurm job script: a Jinja template (packaged, or the operator's file), the container
+command around the single-user server, and checks for what goes on ``#SBATCH`` lines."""
+
+import re
+import shlex
+from importlib.resources import files
+from pathlib import Path
+
+from jinja2 import Environment, StrictUndefined
+
+# Apptainer/Singularity bind specs are split on ',' and ':'
+BIND_PATH = re.compile(r"/[^:,\s]*")
+# sbatch reads directive values up to whitespace, without shell quoting
+SBATCH_VALUE = re.compile(r"[^\s'\"\\;&|<>`$]+")
+
+
+def load_template(path=""):
+    """The job script template: the file at ``path``, else the packaged one."""
+    if path:
+        text = Path(path).read_text()
+    else:
+        text = files("carta_hub").joinpath("templates/slurm_job.sh.j2").read_text()
+    env = Environment(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                      undefined=StrictUndefined, autoescape=False)
+    env.filters["quote"] = shlex.quote
+    return env.from_string(text)
+
+
+def bind_spec(bind):
+    """``{source, target, read_only}`` as ``--bind`` argument ``source:target[:ro]``."""
+    for path in (bind["source"], bind["target"]):
+        if not BIND_PATH.fullmatch(path):
+            raise ValueError(f"bind path {path!r} must be absolute, without ':' ',' or spaces")
+    return f"{bind['source']}:{bind['target']}" + (":ro" if bind.get("read_only") else "")
+
+
+def container_argv(runtime, image, binds, gpus, extra_args=()):
+    """``apptainer exec ... IMAGE`` (or singularity), or nothing for ``runtime == "none"``."""
+    if runtime == "none":
+        return []
+    if not image:
+        raise ValueError(
+            "No container image: set c.CARTASlurmSpawner.container_image to the CARTA "
+            "Apptainer image (.sif), or c.CARTASlurmSpawner.container_runtime = 'none'."
+        )
+    argv = [runtime, "exec"]
+    if gpus:
+        argv.append("--nv")
+    for bind in binds:
+        argv += ["--bind", bind_spec(bind)]
+    return argv + list(extra_args) + [image]
+
+
+def sbatch_value(what, value):
+    """``value`` if it can stand on an ``#SBATCH`` line, else ValueError naming ``what``."""
+    if not SBATCH_VALUE.fullmatch(value):
+        raise ValueError(f"{what} {value!r} cannot go on an #SBATCH line "
+                         "(no spaces, quotes or shell characters)")
+    return value

@@ -1,0 +1,324 @@
+"""CARTASlurmSpawner: each user's CARTA server as a Slurm batch job under their own identity.
+
+Wiring only. batchspawner's SlurmSpawner submits and cancels (``sudo -E -u USER sbatch``);
+:mod:`carta_hub.resources` validates the student's choices; :mod:`carta_hub.jobscript`
+renders the job script (Apptainer/Singularity or bare); :mod:`carta_hub.squeue` answers every
+status question from one ``squeue`` per poll interval shared by all servers of the Hub.
+"""
+
+import asyncio
+import json
+import os
+import shlex
+
+from batchspawner import JobStatus, SlurmSpawner, format_template
+from jupyterhub import apihandlers
+from jupyterhub.apihandlers import APIHandler
+from tornado import web
+from traitlets import Enum, Float, Int, List, Unicode, default, validate
+
+from .identity import IdentityError, IdentityResolver
+from .jobscript import container_argv, load_template, sbatch_value
+from .resources import FormError, ResourceFormMixin
+from .spawner import CartaSpawnerMixin
+from .squeue import QueuePoller
+from .storage import CartaStorage, binds, escape_component
+
+
+class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
+    """CARTA (or JupyterLab with a CARTA tile) as a Slurm job, optionally in Apptainer."""
+
+    job_template = Unicode(
+        "",
+        help="""Jinja template file of the job script. Empty: the packaged
+        carta_hub/templates/slurm_job.sh.j2 (copy it to start your own).""",
+    ).tag(config=True)
+
+    job_name = Unicode(
+        "carta", help="Slurm job name. {login}, {username} are replaced."
+    ).tag(config=True)
+
+    log_path = Unicode(
+        "{home}/.carta-hub-slurm-%j.log",
+        help="""The job's output file (#SBATCH --output), on a file system the Hub can read
+        as the user: its tail is shown when a job fails. {home}, {login}, {username} and
+        Slurm's %j, %u, %x are replaced; its folder must exist.""",
+    ).tag(config=True)
+
+    container_runtime = Enum(
+        ["apptainer", "singularity", "none"],
+        default_value="apptainer",
+        help="""Run the server in `apptainer exec` or `singularity exec` with
+        container_image and the c.CartaStorage.mounts as binds, or bare on the node ('none').""",
+    ).tag(config=True)
+
+    container_image = Unicode(
+        "", help="The image (e.g. /ceph/images/carta-hub.sif) holding CARTA and carta-hub."
+    ).tag(config=True)
+
+    container_args = List(
+        Unicode(),
+        help="Extra arguments for `apptainer exec` before the image, e.g. ['--cleanenv'].",
+    ).tag(config=True)
+
+    gpu_gres = Unicode(
+        "gpu", help="GRES name GPUs are requested with: --gres=<gpu_gres>:N."
+    ).tag(config=True)
+
+    sbatch_options = List(
+        Unicode(),
+        help="Extra #SBATCH arguments, e.g. ['--constraint=carta', '--reservation=teaching'].",
+    ).tag(config=True)
+
+    squeue_command = Unicode(
+        "squeue",
+        help="""squeue as the Hub runs it for all jobs at once (not through sudo): the Hub's
+        user must see every user's jobs (no PrivateData=jobs for it).""",
+    ).tag(config=True)
+
+    log_tail_lines = Int(
+        30, help="Lines of the job's log shown to the student when the job dies early."
+    ).tag(config=True)
+
+    startup_poll_interval = Float(
+        1.0,
+        help="""Seconds between squeue calls while a job starts or stops (one call for all
+        jobs). Otherwise squeue runs once per poll_interval.""",
+    ).tag(config=True)
+
+    @validate("sbatch_options")
+    def _one_line_each(self, proposal):
+        for option in proposal.value:
+            if "\n" in option or "\r" in option:
+                raise ValueError(f"sbatch_options: {option!r} spans several lines")
+        return proposal.value
+
+    @default("options_form")
+    def _form_default(self):
+        return type(self)._options_form
+
+    @default("options_from_form")
+    def _from_form_default(self):
+        return self._options_from_form
+
+    @default("apply_user_options")
+    def _apply_default(self):
+        return type(self)._apply_options
+
+    @default("req_srun")
+    def _srun_default(self):
+        return "srun"
+
+    # --- form and validation ---
+
+    async def _options_form(self):
+        return self.render_form(await self._names())
+
+    async def _options_from_form(self, formdata):
+        return (await self._resources(self.parse_form(formdata))).options()
+
+    async def _apply_options(self, options):
+        try:
+            await self._resources(options)
+        except (FormError, IdentityError) as e:
+            raise web.HTTPError(400, str(e))
+
+    async def _names(self):
+        """Template fields of this user: {username} {login} {home} {uid}."""
+        ident = await IdentityResolver(parent=self).resolve(self.user)
+        self._identity = ident
+        return {"username": escape_component(self.user.name), "login": ident.name,
+                "home": ident.home, "uid": ident.uid}
+
+    async def _resources(self, options):
+        return self.validate_resources(options or {}, await self._names())
+
+    # --- the job script ---
+
+    def get_env(self):
+        env = super().get_env()
+        if os.environ.get("SLURM_CONF"):  # a non-default cluster config reaches sbatch and srun
+            env["SLURM_CONF"] = os.environ["SLURM_CONF"]
+        return env
+
+    def server_argv(self):
+        """The single-user server's command line, through batchspawner-singleuser."""
+        argv = list(self.cmd) + self.get_args()
+        if self.batchspawner_singleuser_cmd:
+            argv.insert(0, self.batchspawner_singleuser_cmd)
+        if self._job.folder:
+            argv.append(f"--CartaBackend.starting_folder={self._job.folder}")
+        return argv
+
+    def cmd_formatted_for_batch(self):
+        return shlex.join(self.server_argv())
+
+    async def _get_batch_script(self, **subvars):
+        res, names = self._job, self._job_names
+        storage = CartaStorage(parent=self).render(self._identity, self.user.name)
+        srun = shlex.split(self.req_srun)
+        container = container_argv(self.container_runtime, self.container_image,
+                                   binds(storage), res.gpus, self.container_args)
+        server = self.server_argv()
+        return load_template(self.job_template).render(
+            username=self.user.name, login=names["login"], res=res,
+            job_name=sbatch_value("job_name", self.job_name.format(**names)),
+            log_path=sbatch_value("log_path", self.log_path.format(**names)),
+            workdir=sbatch_value("home directory", names["home"]),
+            keepvars=sbatch_value("keepvars", subvars["keepvars"]),
+            gres=f"{sbatch_value('gpu_gres', self.gpu_gres)}:{res.gpus}" if res.gpus else "",
+            sbatch_options=self.sbatch_options,
+            prologue=self.req_prologue, epilogue=self.req_epilogue,
+            srun=srun, container=container, server=server,
+            command=shlex.join(srun + container + server),
+        )
+
+    # --- lifecycle ---
+
+    async def start(self):
+        self._job_names = await self._names()
+        self._job = self.validate_resources(self.user_options or {}, self._job_names)
+        self.carta_mode = self._job.mode
+        self.req_username, self.req_homedir = self._identity.name, self._identity.home
+        self.port = 0
+        if self.server:
+            self.server.port = 0
+        try:
+            await self.submit_batch_script()
+        except RuntimeError as e:
+            raise RuntimeError(f"Slurm refused the CARTA job: {e}") from None
+        info = await self._wait_for(lambda info: info.status == JobStatus.RUNNING)
+        self.ip = info.node
+        await self._wait_for(lambda info: self.port != 0)
+        self.db.commit()
+        return self.ip, self.port
+
+    async def _wait_for(self, done):
+        """Fresh job states until ``done(info)``; a job that ended raises, explained."""
+        while True:
+            info = await self._refresh(fresh=True)
+            if info is None or info.status == JobStatus.NOTFOUND:
+                raise RuntimeError(await self._why_ended(info))
+            if info.status != JobStatus.UNKNOWN and done(info):
+                return info
+
+    async def _refresh(self, fresh):
+        self._poller = QueuePoller.shared(self.squeue_command, self.log,
+                                          self.poll_interval, self.startup_poll_interval)
+        info = await self._poller.status(self.job_id, fresh)
+        self._info = info
+        self.job_status = info.status_line if info else ""
+        return info
+
+    async def query_job_status(self):
+        if not self.job_id:
+            self.job_status = ""
+            return JobStatus.NOTFOUND
+        info = await self._refresh(fresh=True)
+        return info.status if info else JobStatus.NOTFOUND
+
+    async def poll(self):
+        if self.job_id:
+            info = await self._refresh(fresh=False)
+            if info is not None and info.status != JobStatus.NOTFOUND:
+                return None
+        self.clear_state()
+        return 1
+
+    async def stop(self, now=False):
+        if self.job_id:
+            await super().stop(now=now)
+
+    def clear_state(self):
+        if self.job_id and getattr(self, "_poller", None):
+            self._poller.forget(self.job_id)
+        super().clear_state()
+
+    # --- what the student sees ---
+
+    async def progress(self):
+        shown = None
+        while True:
+            message = self._progress_message()
+            if message != shown:
+                shown = message
+                yield {"message": message}
+            if self.port:
+                return
+            await asyncio.sleep(self.startup_poll_interval)
+
+    def _progress_message(self):
+        info = getattr(self, "_info", None)
+        if not self.job_id:
+            return "Submitting your CARTA job to Slurm"
+        if info is None or info.status == JobStatus.UNKNOWN:
+            return f"Slurm job {self.job_id} submitted"
+        if info.status == JobStatus.PENDING:
+            why = f" (Slurm reason: {info.reason})" if info.reason not in ("", "None") else ""
+            return f"Slurm job {self.job_id} is waiting in the queue{why}"
+        if not self.port:
+            return f"Slurm job {self.job_id} is running on node {info.node}; CARTA is starting"
+        return f"CARTA is up on {info.node}:{self.port}; connecting"
+
+    async def _why_ended(self, info):
+        job_id, path = self.job_id, self._log_file()
+        if info is None:
+            state = "Slurm no longer lists it"
+        else:
+            reason = f", reason {info.reason}" if info.reason not in ("", "None") else ""
+            state = f"Slurm state {info.state}{reason}"
+        tail = await self._log_tail(path)
+        self.clear_state()
+        return (f"Your CARTA job {job_id} ended before CARTA was ready ({state}). "
+                f"Last lines of its log {path}:\n{tail}")
+
+    def _log_file(self):
+        path = self.log_path.format(**self._job_names)
+        for code, value in (("%j", self.job_id), ("%u", self._identity.name),
+                            ("%x", self.job_name.format(**self._job_names)), ("%%", "%")):
+            path = path.replace(code, value)
+        return path
+
+    async def _log_tail(self, path):
+        """The end of the job's log, read as the user (batchspawner's exec_prefix)."""
+        prefix = format_template(self.exec_prefix, **self.get_req_subvars())
+        cmd = f"{prefix} tail -n {self.log_tail_lines} -- {shlex.quote(path)}"
+        try:
+            out = await asyncio.wait_for(self.run_command(cmd, env=self.get_env()), 15)
+        except Exception as e:  # a missing or unreadable log must not hide the job's state
+            return f"(could not read it: {e})"
+        return out[-4000:] or "(empty)"
+
+
+class PortOnlyHandler(APIHandler):
+    """``POST /hub/api/batchspawner``: batchspawner-singleuser reports its port, nothing else.
+
+    batchspawner's own handler sets ANY attribute the job posts on the spawner (its
+    exec_prefix, its scancel command, ...), with the server's token, which the student can
+    read in the job: a path to commands run by the Hub. This one accepts only the port.
+    """
+
+    @web.authenticated
+    def post(self):
+        data = self.get_json_body()
+        port = data.get("port") if isinstance(data, dict) else None
+        if set(data or {}) != {"port"} or type(port) is not int or not 0 < port < 65536:
+            raise web.HTTPError(400, 'Only {"port": 1-65535} is accepted here.')
+        token = self.get_auth_token()
+        for spawner in self.current_user.spawners.values():
+            if spawner.api_token == token:
+                spawner.port = port
+                self.set_status(201)
+                self.finish(json.dumps({"message": "port set"}))
+                return
+        raise web.HTTPError(404, "No server of yours uses this token.")
+
+
+def _replace_batchspawner_handler():
+    handlers = apihandlers.default_handlers
+    for i, (pattern, *rest) in enumerate(handlers):
+        if pattern == r"/api/batchspawner":
+            handlers[i] = (pattern, PortOnlyHandler, *rest[1:])
+
+
+_replace_batchspawner_handler()

@@ -1,0 +1,163 @@
+"""One ``squeue`` call per poll interval for all of a Hub's Slurm jobs.
+
+batchspawner runs one ``squeue`` per server per poll, which floods slurmctld on a busy Hub.
+:class:`QueuePoller` keeps the set of watched job ids and runs ONE ``squeue -j id,id,...``
+per tick, every ``slow`` seconds while nobody is waiting, every ``fast`` seconds while some
+spawner waits for a fresh answer (a job starting or being stopped). Spawners read the cache.
+"""
+
+import asyncio
+import shlex
+import time
+from dataclasses import dataclass
+
+from batchspawner import JobStatus
+
+FORMAT = "%i %T %B %r"  # id, long state, batch host, reason (last: it may contain spaces)
+PENDING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
+           "SUSPENDED"}
+RUNNING = {"RUNNING", "COMPLETING"}
+UNKNOWN = "UNKNOWN"  # squeue itself failed: keep the server, ask again later
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """One job as the last ``squeue`` saw it."""
+
+    job_id: str
+    state: str
+    node: str = ""
+    reason: str = ""
+
+    @property
+    def status(self):
+        if self.state in RUNNING:
+            return JobStatus.RUNNING
+        if self.state in PENDING:
+            return JobStatus.PENDING
+        if self.state == UNKNOWN:
+            return JobStatus.UNKNOWN
+        return JobStatus.NOTFOUND
+
+    @property
+    def status_line(self):
+        """batchspawner's ``job_status`` format: ``STATE HOST``."""
+        return f"{self.state} {self.node}"
+
+
+def parse(output):
+    """``squeue -h -o FORMAT`` output to ``{job_id: JobInfo}``."""
+    jobs = {}
+    for line in output.splitlines():
+        parts = line.split(None, 3)
+        if len(parts) >= 2:
+            node = parts[2] if len(parts) > 2 and parts[2] != "n/a" else ""
+            jobs[parts[0]] = JobInfo(parts[0], parts[1], node, parts[3] if len(parts) > 3 else "")
+    return jobs
+
+
+class QueuePoller:
+    """Shared by all spawners of one Hub (one per event loop and squeue command)."""
+
+    _shared = {}
+
+    def __init__(self, command, log, timeout=30.0):
+        self.command = command
+        self.log = log
+        self.timeout = timeout
+        self.slow, self.fast = 30.0, 1.0
+        self.jobs = {}  # results of the last query for the ids it asked about
+        self.watched = set()
+        self.calls = 0
+        self._last = float("-inf")
+        self._tick = None  # future resolved by the next query, created by the first waiter
+        self._wake = asyncio.Event()
+        self._task = None
+
+    @classmethod
+    def shared(cls, command, log, slow, fast):
+        """The poller of this event loop for ``command`` (a shell-style string)."""
+        key = (asyncio.get_running_loop(), command)
+        poller = cls._shared.get(key)
+        if poller is None:
+            cls._shared = {k: p for k, p in cls._shared.items() if not k[0].is_closed()}
+            poller = cls._shared[key] = cls(command, log)
+        poller.slow, poller.fast = slow, fast
+        return poller
+
+    async def status(self, job_id, fresh=True):
+        """``JobInfo`` of ``job_id``, or None when Slurm no longer lists it.
+
+        ``fresh``: from a query started after this call; otherwise the cached answer
+        (a query is still awaited when the job was never queried).
+        """
+        self.watched.add(job_id)
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._run())
+        if fresh or job_id not in self.jobs:
+            await self._next_tick()
+        return self.jobs.get(job_id)
+
+    def forget(self, job_id):
+        self.watched.discard(job_id)
+        self.jobs.pop(job_id, None)
+
+    async def _next_tick(self):
+        if self._tick is None:
+            self._tick = asyncio.get_running_loop().create_future()
+        tick = self._tick
+        self._wake.set()
+        await asyncio.shield(tick)
+
+    async def _run(self):
+        while self.watched:
+            await self._until_due()
+            tick, self._tick = self._tick, None
+            try:
+                await self._query(sorted(self.watched, key=int))
+            finally:
+                if tick is not None and not tick.done():
+                    tick.set_result(None)
+
+    async def _until_due(self):
+        """Sleep until the next query is due: ``fast`` after the last if someone waits."""
+        while True:
+            interval = self.fast if self._tick is not None else self.slow
+            remaining = self._last + interval - time.monotonic()
+            if remaining <= 0:
+                # let requests made in the same moment (e.g. a Hub restart) share the query
+                await asyncio.sleep(0.05)
+                return
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), remaining)
+            except asyncio.TimeoutError:
+                return
+
+    async def _query(self, ids):
+        self._last = time.monotonic()
+        self.calls += 1
+        cmd = f"{self.command} -h --states=all -o {shlex.quote(FORMAT)} -j {','.join(ids)}"
+        out, err, code = await self._run_command(cmd)
+        if code == 0:
+            found = parse(out)
+        elif "Invalid job id" in err:
+            found = {}
+        else:
+            self.log.warning("squeue failed (%s): %s", code, err.strip())
+            found = {i: JobInfo(i, UNKNOWN, reason=err.strip()[:200]) for i in ids}
+        self.jobs = {i: found.get(i) for i in ids if i in self.watched}
+
+    async def _run_command(self, cmd):
+        try:
+            proc = await asyncio.create_subprocess_shell(
+                cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        except OSError as e:
+            return "", str(e), -1
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), self.timeout)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return "", f"timed out after {self.timeout} s", -1
+        return out.decode(errors="replace"), err.decode(errors="replace"), proc.returncode

@@ -1,0 +1,212 @@
+"""The Slurm spawn form and job script, without a cluster: what a given configuration
+renders (the exact container command), and forged choices refused before anything runs."""
+
+import shlex
+
+import pytest
+import yaml
+from traitlets.config import Config
+from tornado import web
+
+from carta_hub.jobscript import bind_spec, container_argv
+from carta_hub.resources import FormError
+from carta_hub.slurm import CARTASlurmSpawner, PortOnlyHandler
+from jupyterhub import apihandlers
+
+
+class FakeUser:
+    def __init__(self, name):
+        self.name = name
+        self.url = f"/user/{name}/"
+        self.spawners = {}
+
+    async def get_auth_state(self):
+        return None
+
+
+@pytest.fixture
+def make_spawner(tmp_path):
+    mapping = tmp_path / "ids.yaml"
+    mapping.write_text(yaml.safe_dump({
+        "alice": {"uid": 2001, "gid": 2001, "home": "/ceph/home/alice", "name": "alice"},
+        "bob": {"uid": 2002, "gid": 2002, "home": "/ceph/home/bob", "name": "bob"},
+    }))
+
+    def make(name="alice", **traits):
+        c = Config()
+        c.IdentityResolver.sources = ["mapping"]
+        c.IdentityResolver.mapping_file = str(mapping)
+        c.CARTASlurmSpawner.container_image = "/ceph/images/carta-hub.sif"
+        c.CARTASlurmSpawner.partitions = ["interactive", "gpu"]
+        c.CARTASlurmSpawner.cores = [2, 4, 8]
+        c.CARTASlurmSpawner.memory_gb = {"min": 2, "max": 64, "default": 8}
+        c.CARTASlurmSpawner.gpus = [0, 1]
+        c.CARTASlurmSpawner.runtimes = ["2:00:00", "8:00:00"]
+        c.CARTASlurmSpawner.accounts = ["astro"]
+        c.CARTASlurmSpawner.qos = ["normal", "teaching"]
+        c.CARTASlurmSpawner.mode_choices = ["carta", "lab"]
+        c.CARTASlurmSpawner.req_prologue = "module load apptainer/1.3"
+        c.CartaStorage.mounts = [
+            {"host_path": "/ceph/home/{login}", "mount_path": "/ceph/home/{login}"},
+            {"host_path": "/ceph/data", "mount_path": "/ceph/data", "read_only": True},
+        ]
+        c.CartaBackend.top_level_folder = "/ceph"
+        for key, value in traits.items():
+            setattr(c.CARTASlurmSpawner, key, value)
+        return CARTASlurmSpawner(user=FakeUser(name), config=c)
+
+    return make
+
+
+async def render(spawner, options):
+    """The job script for ``options`` as start() would submit it."""
+    spawner._job_names = await spawner._names()
+    spawner._job = spawner.validate_resources(options, spawner._job_names)
+    spawner.carta_mode = spawner._job.mode
+    return await spawner._get_batch_script(keepvars="JUPYTERHUB_API_TOKEN,PATH")
+
+
+def command_line(script):
+    lines = [line for line in script.splitlines() if line.startswith("srun ")]
+    assert len(lines) == 1, script
+    return lines[0]
+
+
+async def test_apptainer_command_with_gpu(make_spawner):
+    spawner = make_spawner()
+    options = await spawner.options_from_form({
+        "_xsrf": ["x"], "partition": ["gpu"], "cores": ["4"], "memory_gb": ["16"],
+        "gpus": ["1"], "runtime": ["8:00:00"], "account": ["astro"], "qos": ["teaching"],
+        "folder": ["/ceph/home/alice/obs"]})
+    script = await render(spawner, options)
+    assert command_line(script) == (
+        "srun apptainer exec --nv --bind /ceph/home/alice:/ceph/home/alice "
+        "--bind /ceph/data:/ceph/data:ro /ceph/images/carta-hub.sif "
+        "batchspawner-singleuser carta-hub-singleuser --CartaBackend.top_level_folder=/ceph "
+        "--CartaBackend.starting_folder=/ceph/home/alice/obs")
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --cpus-per-task=4", "#SBATCH --mem=16G",
+                 "#SBATCH --gres=gpu:1", "#SBATCH --time=8:00:00", "#SBATCH --account=astro",
+                 "#SBATCH --qos=teaching", "#SBATCH --job-name=carta",
+                 "#SBATCH --output=/ceph/home/alice/.carta-hub-slurm-%j.log",
+                 "#SBATCH --chdir=/ceph/home/alice", "module load apptainer/1.3"):
+        assert line in script.splitlines()
+    assert script.startswith("#!/bin/bash\n")
+
+
+async def test_defaults_without_gpu_and_lab_mode(make_spawner):
+    spawner = make_spawner(container_runtime="singularity", container_args=["--cleanenv"],
+                           sbatch_options=["--constraint=carta"], job_name="carta-{login}")
+    script = await render(spawner, {"mode": "lab"})
+    assert command_line(script) == (
+        "srun singularity exec --bind /ceph/home/alice:/ceph/home/alice "
+        "--bind /ceph/data:/ceph/data:ro --cleanenv /ceph/images/carta-hub.sif "
+        "batchspawner-singleuser jupyterhub-singleuser --CartaBackend.top_level_folder=/ceph")
+    lines = script.splitlines()
+    assert "#SBATCH --partition=interactive" in lines and "#SBATCH --mem=8G" in lines
+    assert "#SBATCH --constraint=carta" in lines and "#SBATCH --job-name=carta-alice" in lines
+    assert not [line for line in lines if "--gres" in line or "--nv" in line]
+
+
+async def test_bare_runtime(make_spawner):
+    spawner = make_spawner(container_runtime="none", req_srun="")
+    script = await render(spawner, {})
+    line = [ln for ln in script.splitlines() if "carta-hub-singleuser" in ln]
+    assert line == ["batchspawner-singleuser carta-hub-singleuser "
+                    "--CartaBackend.top_level_folder=/ceph"]
+
+
+async def test_missing_image_is_explained(make_spawner):
+    spawner = make_spawner(container_image="")
+    with pytest.raises(ValueError, match="container_image"):
+        await render(spawner, {})
+
+
+async def test_form_is_escaped_and_lists_choices(make_spawner):
+    spawner = make_spawner(partitions=["a-1", "b.2"])
+    html = await spawner.options_form(spawner)
+    assert '<option value="b.2">' in html and 'name="memory_gb"' in html
+    assert 'min="2" max="64"' in html and 'placeholder="/ceph/home/alice"' in html
+
+
+FORGED = [
+    ({"partition": ["gpu\n#SBATCH --uid=0"]}, "Partition"),
+    ({"partition": ["gpu --uid=0"]}, "Partition"),
+    ({"cores": ["4; rm -rf ~"]}, "CPU cores"),
+    ({"cores": ["$(id)"]}, "CPU cores"),
+    ({"cores": ["16"]}, "CPU cores"),
+    ({"memory_gb": ["65"]}, "outside 2-64"),
+    ({"memory_gb": ["8G"]}, "whole number"),
+    ({"memory_gb": ["08"]}, "whole number"),
+    ({"runtime": ["99:00:00"]}, "Wall time"),
+    ({"account": ["physics"]}, "Account"),
+    ({"qos": ["`reboot`"]}, "QoS"),
+    ({"gpus": ["2"]}, "GPUs"),
+    ({"mode": ["shell"]}, "Interface"),
+    ({"folder": ["/ceph/home/bob"]}, "not inside your folders"),
+    ({"folder": ["/ceph/home/alice/../bob"]}, "plain absolute path"),
+    ({"folder": ["/ceph/home/alice/x y"]}, "plain absolute path"),
+    ({"folder": ["/ceph/home/alice\n#SBATCH -p x"]}, "plain absolute path"),
+    ({"folder": ["/ceph/home/alicex"]}, "not inside your folders"),
+    ({"cores": ["2", "4"]}, "exactly once"),
+    ({"prologue": ["curl evil | sh"]}, "Unknown option"),
+    ({"cmd": ["bash"]}, "Unknown option"),
+]
+
+
+@pytest.mark.parametrize("form,message", FORGED)
+async def test_forged_form_refused(make_spawner, form, message):
+    spawner = make_spawner()
+    with pytest.raises(FormError, match=message):
+        await spawner.options_from_form(form)
+
+
+@pytest.mark.parametrize("options", [
+    {"cores": 16}, {"cores": True}, {"cores": None}, {"gpus": [1]}, {"partition": ["gpu"]},
+    {"folder": "/ceph/home/bob"}, {"exec_prefix": "sh -c id"}, ["cores"],
+])
+async def test_forged_api_options_refused(make_spawner, options):
+    """REST API user_options skip the form: the apply hook and start() check them too."""
+    spawner = make_spawner()
+    with pytest.raises(web.HTTPError) as info:
+        await spawner.apply_user_options(spawner, options)
+    assert info.value.status_code == 400
+    if isinstance(options, dict):
+        spawner.user_options = options
+        with pytest.raises(FormError):
+            await spawner.start()
+        assert not spawner.job_id
+
+
+async def test_valid_api_options_accepted(make_spawner):
+    spawner = make_spawner()
+    await spawner.apply_user_options(spawner, {"cores": 8, "memory_gb": 32, "gpus": 1})
+
+
+def test_bind_paths_checked():
+    assert bind_spec({"source": "/a", "target": "/b", "read_only": True}) == "/a:/b:ro"
+    for bad in ("/a:/etc", "/a,/b", "relative", "/a b"):
+        with pytest.raises(ValueError):
+            bind_spec({"source": bad, "target": "/x"})
+    assert container_argv("none", "", [{"source": "/a", "target": "/a"}], 1) == []
+
+
+def test_batchspawner_api_accepts_only_the_port():
+    routes = [h for h in apihandlers.default_handlers if h[0] == r"/api/batchspawner"]
+    assert routes and all(h[1] is PortOnlyHandler for h in routes)
+
+
+def test_operator_values_checked(make_spawner):
+    with pytest.raises(Exception, match="Slurm name"):
+        make_spawner(partitions=["gpu\n#SBATCH --uid=0"])
+    with pytest.raises(Exception, match="HH:MM:SS"):
+        make_spawner(runtimes=["2h"])
+    with pytest.raises(Exception, match="min <= default <= max"):
+        make_spawner(cores={"min": 4, "max": 2})
+
+
+def test_script_quotes_the_command(make_spawner):
+    spawner = make_spawner(container_runtime="none")
+    spawner.cmd = ["/opt/my venv/bin/carta-hub-singleuser"]
+    spawner._job = spawner.validate_resources({}, {"username": "alice", "login": "alice",
+                                                   "home": "/h", "uid": 1})
+    assert shlex.split(spawner.cmd_formatted_for_batch())[1] == "/opt/my venv/bin/carta-hub-singleuser"
