@@ -28,7 +28,7 @@ def artifacts():
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def open_tmp(hub_unix_user):
     """A temporary folder outside /tmp/pytest-of-root (mode 700), owned by the test Hub's
     user and readable by other test users."""
@@ -39,7 +39,7 @@ def open_tmp(hub_unix_user):
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def hub_factory(hub_unix_user):
     """``hub_factory(config)``: a real Hub + CHP run as the unprivileged test user."""
     hubs, dirs = [], []

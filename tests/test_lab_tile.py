@@ -1,16 +1,15 @@
 """The JupyterLab mode: carta-hub's `carta` entry in a real Jupyter Server with
 jupyter-server-proxy: the launcher tile, and CARTA proxied at <base_url>/carta/."""
 
-import os
 
 import pytest
 import websockets
 
 from helpers.jupyter import start_jupyter
-from test_wrapper_frames import install_echo_backend
+from helpers.frames import exchange_both_ways, install_echo_backend
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def lab(open_tmp, hub_unix_user):
     server = start_jupyter(open_tmp, "/user/a.student/", user=hub_unix_user.pw_name, args=[
         f"--CartaBackend.executable={install_echo_backend(open_tmp)}"])
@@ -29,10 +28,6 @@ def test_launcher_tile_is_carta(lab):
 
 async def test_large_frames_pass_the_tile_both_ways(lab):
     url = lab.url.replace("http://", "ws://") + "carta/"
-    payload = os.urandom(1024) * (64 * 1024)
     headers = {"Authorization": f"token {lab.token}"}
     async with websockets.connect(url, additional_headers=headers, max_size=None) as ws:
-        await ws.send(payload)
-        assert await ws.recv() == payload
-        await ws.send(b"small")
-        assert await ws.recv() == b"small"
+        await exchange_both_ways(ws, 64 * 2**20)
