@@ -1,12 +1,19 @@
 """Shared pieces of the tests/test_kube_*.py tests: fake Hub users and spawner construction."""
 
 import json
+import os
+import shutil
+import tempfile
 
 import kubernetes_asyncio.config.kube_config
+import pytest
 from kubernetes_asyncio.client import ApiClient
 from traitlets.config import Config
 
 from carta_hub.kube import CARTAKubeSpawner
+from k8s_simulator import start_simulator
+
+UID, GID = 23999, 23998  # the simulated site's student
 
 LDAP = {"user_attributes": {"uidNumber": [23501], "gidNumber": [23500], "uid": ["alice"],
                             "homeDirectory": ["/ceph/home/alice"]}}
@@ -60,3 +67,25 @@ def container(pod, name="notebook"):
 
 def env(pod, name="notebook"):
     return {e["name"]: e.get("value") for e in container(pod, name)["env"]}
+
+
+@pytest.fixture(scope="module")
+def site():
+    """A simulator with a 'cephfs' PVC backed by a local tree with UID's home 'stu' and a
+    read-only data folder. Import it into a test module to use it."""
+    root = tempfile.mkdtemp(prefix="carta-k8s-sim-", dir="/var/tmp")
+    os.chmod(root, 0o755)
+    state, volumes = os.path.join(root, "state"), os.path.join(root, "pv")
+    home = os.path.join(volumes, "cephfs", "home", "stu")
+    os.makedirs(state)
+    os.makedirs(home)
+    os.makedirs(os.path.join(volumes, "cephfs", "data", "survey"))
+    os.chown(home, UID, GID)
+    sim = start_simulator(state, volumes)
+    sim.post("/api/v1/namespaces/carta/persistentvolumeclaims", {
+        "metadata": {"name": "cephfs"},
+        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}},
+                 "storageClassName": "", "volumeName": "cephfs-static"}})
+    yield {"sim": sim, "root": root, "home": home}
+    sim.stop()
+    shutil.rmtree(root, ignore_errors=True)

@@ -4,21 +4,19 @@ as the user's UID/GID/groups with the user's storage mounted and can resolve its
 
 import json
 import os
-import shutil
-import tempfile
 
 import pytest
 
 from carta_hub.identity import IdentityError
 from carta_hub.kube import CARTAKubeSpawner
 from helpers.ports import free_port, wait_for
-from kube_support import FakeUser, make_spawner, use_kubeconfig
-from k8s_simulator import start_simulator, write_kubeconfig
+from kube_support import GID, UID, FakeUser, make_spawner, site, use_kubeconfig  # noqa: F401
+from k8s_simulator import write_kubeconfig
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the simulator's kubelet needs root")
 
 NSS_WRAPPER = "/usr/lib/x86_64-linux-gnu/libnss_wrapper.so"
-UID, GID, GROUP = 23999, 23998, 23997  # no passwd/group entries on this machine
+GROUP = 23997  # UID, GID and GROUP have no passwd/group entries on this machine
 # What the "notebook" container runs: report who it is, then wait to be stopped.
 PROBE = """
 import grp, json, os, pwd, time
@@ -32,27 +30,6 @@ except OSError as e:
 json.dump(info, open("who.json", "w"))
 time.sleep(600)
 """
-
-
-@pytest.fixture(scope="module")
-def site():
-    """A simulator with a 'cephfs' PVC backed by a local tree with a home and a data folder."""
-    root = tempfile.mkdtemp(prefix="carta-k8s-sim-", dir="/var/tmp")
-    os.chmod(root, 0o755)
-    state, volumes = os.path.join(root, "state"), os.path.join(root, "pv")
-    home = os.path.join(volumes, "cephfs", "home", "stu")
-    os.makedirs(state)
-    os.makedirs(home)
-    os.makedirs(os.path.join(volumes, "cephfs", "data", "survey"))
-    os.chown(home, UID, GID)
-    sim = start_simulator(state, volumes)
-    sim.post("/api/v1/namespaces/carta/persistentvolumeclaims", {
-        "metadata": {"name": "cephfs"},
-        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}},
-                 "storageClassName": "", "volumeName": "cephfs-static"}})
-    yield {"sim": sim, "root": root, "home": home}
-    sim.stop()
-    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
