@@ -1,0 +1,196 @@
+"""A real one-node Slurm cluster on this machine, for tests.
+
+``SlurmCluster(root).start()`` writes a private munge key and slurm.conf under ``root``, then
+starts munged, slurmctld and slurmd (as root, in the foreground, on free loopback ports).
+``stop()`` cancels the cluster's jobs and ends exactly the daemons it started, by PID. The
+node claims 64 CPUs (``SlurmdParameters=config_overrides``) so many jobs run at once, without
+cgroups (``proctrack/linuxproc``, ``task/none``). Clients find it through ``SLURM_CONF``.
+"""
+
+import atexit
+import os
+import secrets
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from .ports import free_port, wait_for
+from .users import ensure_user, remove_user
+
+STUDENTS = {name: secrets.token_hex(8) for name in ("cs-alice", "cs-bob")}  # name: password
+
+NODE = "localhost"
+PARTITIONS = ("debug", "short")
+
+CONF = """\
+ClusterName=cartahubtest
+SlurmctldHost=localhost(127.0.0.1)
+SlurmctldPort={ctld_port}
+SlurmdPort={slurmd_port}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket={root}/run/munge.socket
+StateSaveLocation={root}/state
+SlurmdSpoolDir={root}/spool
+SlurmctldPidFile={root}/run/slurmctld.pid
+SlurmdPidFile={root}/run/slurmd.pid
+SlurmctldLogFile={root}/log/slurmctld.log
+SlurmdLogFile={root}/log/slurmd.log
+PlugStackConfig={root}/plugstack.conf
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+MpiDefault=none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU_Memory
+SlurmdParameters=config_overrides
+ReturnToService=2
+MinJobAge=300
+KillWait=5
+InactiveLimit=0
+NodeName={node} NodeAddr=127.0.0.1 CPUs=64 RealMemory=262144 State=UNKNOWN
+PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP
+PartitionName=short Nodes={node} MaxTime=60 State=UP
+"""
+
+
+class SlurmCluster:
+    def __init__(self, root):
+        self.root = Path(root)
+        self.conf = self.root / "slurm.conf"
+        self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
+        self.procs = []
+
+    def start(self):
+        try:
+            self._write_files()
+            self._spawn("munged", ["munged", "-F", "--force",
+                                   f"--socket={self.root}/run/munge.socket",
+                                   f"--key-file={self.root}/munge/munge.key",
+                                   f"--pid-file={self.root}/munge/munged.pid",
+                                   f"--seed-file={self.root}/munge/munged.seed"])
+            wait_for(lambda: (self.root / "run/munge.socket").exists(), 20, "munged")
+            self._spawn("slurmctld", ["slurmctld", "-D", "-i", "-f", str(self.conf)])
+            wait_for(lambda: self.run("scontrol", "ping", check=False).returncode == 0,
+                     30, "slurmctld")
+            self._spawn("slurmd", ["slurmd", "-D", "-N", NODE, "-f", str(self.conf)])
+            wait_for(self._node_ready, 60, "the Slurm node to be idle")
+        except BaseException:
+            self.stop()
+            raise
+        atexit.register(self.stop)
+        return self
+
+    def _write_files(self):
+        for sub in ("run", "state", "spool", "log", "munge"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o755)
+        os.chmod(self.root / "run", 0o755)  # jobs and users reach munged's socket here
+        os.chmod(self.root / "munge", 0o700)
+        key = self.root / "munge" / "munge.key"
+        key.write_bytes(os.urandom(1024))
+        os.chmod(key, 0o600)
+        (self.root / "plugstack.conf").write_text("")
+        self.conf.write_text(CONF.format(root=self.root, node=NODE, ctld_port=free_port(),
+                                         slurmd_port=free_port()))
+        os.chmod(self.conf, 0o644)
+
+    def _spawn(self, name, cmd):
+        log = open(self.root / "log" / f"{name}.out", "wb")
+        self.procs.append(subprocess.Popen(cmd, env=self.env, stdout=log,
+                                           stderr=subprocess.STDOUT))
+
+    def _node_ready(self):
+        for proc in self.procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}:\n"
+                                   + self.logs())
+        out = self.run("sinfo", "-h", "-n", NODE, "-o", "%T", check=False).stdout
+        return "idle" in out
+
+    def run(self, *cmd, check=True, user=None, input=None):
+        """A Slurm command against this cluster (as ``user`` through sudo if given)."""
+        if user:
+            cmd = ("sudo", "-E", "-u", user, *cmd)
+        return subprocess.run(cmd, env=self.env, capture_output=True, text=True,
+                              check=check, input=input)
+
+    def submit(self, script, user):
+        """Submit ``script`` (text) as ``user``; returns the job id."""
+        out = self.run("sbatch", "--parsable", user=user, input=script).stdout
+        return out.strip().split(";")[0]
+
+    def jobs(self, states="all"):
+        """``{job_id: (state, user)}`` of the cluster's jobs."""
+        out = self.run("squeue", "-h", f"--states={states}", "-o", "%i %T %u").stdout
+        return {i: (s, u) for i, s, u in (line.split() for line in out.splitlines())}
+
+    def wait_state(self, job_id, states, timeout=60):
+        return wait_for(lambda: self.jobs().get(job_id, ("GONE",))[0] in states, timeout,
+                        f"job {job_id} in {states}")
+
+    def cancel_all(self, timeout=30):
+        live = [i for i, (s, _) in self.jobs().items() if s in ("PENDING", "RUNNING")]
+        if live:
+            self.run("scancel", *live, check=False)
+        wait_for(lambda: not [s for s, _ in self.jobs().values()
+                              if s in ("PENDING", "RUNNING", "COMPLETING")],
+                 timeout, "the cluster's jobs to end")
+
+    def logs(self):
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+                         for p in sorted((self.root / "log").glob("*")))
+
+    def stop(self):
+        """Cancel the jobs, then end the daemons this cluster started (slurmd first)."""
+        if any(p.poll() is None for p in self.procs[1:]):
+            try:
+                self.cancel_all()
+            except Exception:
+                pass
+        for proc in reversed(self.procs):
+            _end(proc)
+        self.procs = []
+
+
+def _end(proc, timeout=15):
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+_shared = []
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """The session's cluster, started once however many test modules import this fixture."""
+    if not _shared:
+        root = tempfile.mkdtemp(prefix="carta-slurm-", dir="/tmp")
+        _shared.append(SlurmCluster(root).start())
+    yield _shared[0]
+    _shared[0].stop()
+
+
+@pytest.fixture(scope="session")
+def students():
+    """Two real unix users with private homes and PAM passwords: ``{name: password}``."""
+    for name, password in STUDENTS.items():
+        ensure_user(name, password=password, home_mode="0700")
+    yield STUDENTS
+    if _shared and _shared[0].procs:
+        _shared[0].cancel_all()
+    for name in STUDENTS:
+        remove_user(name)

@@ -1,0 +1,151 @@
+"""CARTASlurmSpawner against a real Slurm (slurmctld + slurmd on this machine): jobs run as
+the student, progress shows Slurm's real state, early deaths are explained, stop cancels,
+re-attaching after a Hub restart, and one squeue per poll interval for 50 running jobs."""
+
+import asyncio
+import os
+import pwd
+import random
+import stat
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from jupyterhub.objects import Hub
+
+from carta_hub.slurm import CARTASlurmSpawner
+from helpers.ports import wait_for
+from helpers.slurm import slurm, students  # noqa: F401  (session fixtures)
+
+ALICE = "cs-alice"
+
+
+class FakeUser:
+    def __init__(self, name):
+        self.name = name
+        self.url = f"/user/{name}/"
+        self.spawners = {}
+
+    async def get_auth_state(self):
+        return None
+
+
+class FakeDB:
+    def commit(self):
+        pass
+
+
+@pytest.fixture
+def squeue(slurm):  # noqa: F811
+    """An squeue that logs each call: ``(path, calls())``."""
+    folder = Path(tempfile.mkdtemp(prefix="carta-squeue-", dir="/tmp"))
+    log = folder / "calls"
+    wrapper = folder / "squeue"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {log}\nexec squeue "$@"\n')
+    wrapper.chmod(stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
+    log.touch()
+    yield str(wrapper), lambda: len(log.read_text().splitlines())
+    os.unlink(wrapper), os.unlink(log), os.rmdir(folder)
+
+
+@pytest.fixture
+def make_spawner(slurm, squeue, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("SLURM_CONF", str(slurm.conf))
+
+    def make(name=ALICE, shell="sleep 300", **traits):
+        traits = {"container_runtime": "none", "req_srun": "", "batchspawner_singleuser_cmd": "",
+                  "cmd": ["/bin/sh", "-c", shell], "squeue_command": squeue[0],
+                  "poll_interval": 1.0, "startup_poll_interval": 0.5, **traits}
+        return CARTASlurmSpawner(user=FakeUser(name), db=FakeDB(), api_token="t",
+                                 hub=Hub(ip="127.0.0.1", port=1, base_url="/hub/"), **traits)
+
+    return make
+
+
+async def collect(progress, into):
+    async for event in progress:
+        into.append(event["message"])
+
+
+async def test_job_runs_as_student_with_progress_then_stop_cancels(make_spawner, slurm, students):  # noqa: F811
+    uid_file = Path(pwd.getpwnam(ALICE).pw_dir) / ".carta-test-uid"
+    spawner = make_spawner(shell=f"id -u > {uid_file}; sleep 300")
+    messages = []
+    starting = asyncio.ensure_future(spawner.start())
+    watcher = asyncio.ensure_future(collect(spawner.progress(), messages))
+    await asyncio.to_thread(wait_for, uid_file.exists, 60, "the job to run")
+    spawner.port = 4242  # what batchspawner-singleuser reports through the Hub API
+    assert await asyncio.wait_for(starting, 30) == ("localhost", 4242)
+    await asyncio.wait_for(watcher, 10)
+    assert uid_file.read_text().strip() == str(pwd.getpwnam(ALICE).pw_uid)
+    assert messages[0].startswith(("Submitting", f"Slurm job {spawner.job_id}"))
+    assert f"Slurm job {spawner.job_id} is running on node localhost; CARTA is starting" in messages
+    assert messages[-1] == "CARTA is up on localhost:4242; connecting"
+    assert slurm.jobs()[spawner.job_id] == ("RUNNING", ALICE)
+
+    assert await spawner.poll() is None
+    job_id = spawner.job_id
+    await spawner.stop()
+    assert slurm.jobs()[job_id][0] == "CANCELLED"
+    assert await spawner.poll() == 1
+
+
+async def test_queued_job_shows_the_reason(make_spawner, slurm, students):  # noqa: F811
+    spawner = make_spawner(partitions=["short"], runtimes=["2:00:00"])  # over short's 1 h limit
+    messages = []
+    starting = asyncio.ensure_future(spawner.start())
+    watcher = asyncio.ensure_future(collect(spawner.progress(), messages))
+    want = "is waiting in the queue (Slurm reason: PartitionTimeLimit)"
+    await asyncio.to_thread(wait_for, lambda: any(want in m for m in messages), 30, want)
+    job_id = spawner.job_id
+    starting.cancel()
+    watcher.cancel()
+    await spawner.stop()
+    assert slurm.jobs()[job_id][0] == "CANCELLED"
+
+
+async def test_job_dying_before_ready_is_explained(make_spawner, students):  # noqa: F811
+    spawner = make_spawner(shell="echo 'CARTA: cannot read /ceph/missing'; exit 3")
+    with pytest.raises(RuntimeError) as info:
+        await asyncio.wait_for(spawner.start(), 60)
+    text = str(info.value)
+    assert "ended before CARTA was ready" in text and "Slurm state FAILED" in text, text
+    assert "NonZeroExitCode" in text and "CARTA: cannot read /ceph/missing" in text, text
+    assert not spawner.job_id
+
+
+async def test_refused_submission_is_explained(make_spawner, students):  # noqa: F811
+    spawner = make_spawner(partitions=["nosuchpartition"])
+    with pytest.raises(RuntimeError, match="Slurm refused the CARTA job: .*[Ii]nvalid partition"):
+        await spawner.start()
+
+
+async def test_one_squeue_per_poll_interval_for_50_jobs(make_spawner, slurm, squeue, students):  # noqa: F811
+    script = "#!/bin/bash\n#SBATCH --mem=10M\n#SBATCH --output=/dev/null\nsleep 600\n"
+    ids = [slurm.submit(script, ALICE) for _ in range(50)]
+    await asyncio.to_thread(wait_for, lambda: all(
+        slurm.jobs().get(i, ("",))[0] == "RUNNING" for i in ids), 120, "50 running jobs")
+
+    # A restarted Hub loads each server's state and polls them all at once: one squeue.
+    spawners = [make_spawner() for _ in ids]
+    for spawner, job_id in zip(spawners, ids):
+        spawner.load_state({"job_id": job_id})
+    before = squeue[1]()
+    assert await asyncio.gather(*(s.poll() for s in spawners)) == [None] * 50
+    assert squeue[1]() - before == 1
+
+    # Then the Hub polls each server every poll_interval (with jitter): still one per interval.
+    async def hub_polls(spawner, rounds=5):
+        for _ in range(rounds):
+            await asyncio.sleep(spawner.poll_interval * random.uniform(0.9, 1.1))
+            assert await spawner.poll() is None
+
+    before, started = squeue[1](), time.monotonic()
+    await asyncio.gather(*(hub_polls(s) for s in spawners))
+    calls, intervals = squeue[1]() - before, (time.monotonic() - started) / 1.0
+    assert 1 <= calls <= intervals + 1, (calls, intervals)
+
+    slurm.cancel_all()
+    await asyncio.sleep(1.2)
+    assert await asyncio.gather(*(s.poll() for s in spawners)) == [1] * 50
