@@ -16,7 +16,7 @@ DEFAULT_PATH = "/opt/carta-hub/venv/bin:/usr/local/bin:/usr/bin:/bin"
 async def serve(args):
     store = Store()
     kubelet = Kubelet(store, args.state_dir, args.volume_root, args.image_path)
-    runner = web.AppRunner(Api(store, kubelet, args.kube_version).app())
+    runner = web.AppRunner(Api(store, kubelet, args.kube_version).app(), shutdown_timeout=1)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", args.port).start()
     logging.info("Kubernetes API simulator listening on http://127.0.0.1:%s", args.port)

@@ -1,0 +1,138 @@
+"""helm-values/: merged over the z2jh 4.4.0 chart defaults they validate against the chart's
+schema; their hub.config (and any hub.extraConfig) loads into the real classes with no unknown
+settings, and the pods CARTAKubeSpawner makes from them validate against Kubernetes."""
+
+import copy
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from traitlets.config import Config
+
+from kube_support import FakeUser, container, pod_manifest, use_kubeconfig
+from k8s_simulator import write_kubeconfig
+
+ROOT = Path(__file__).parent.parent
+VALUES = ROOT / "helm-values"
+CHART = ROOT.parent / "shared" / "z2jh-4.4.0"
+VARIANTS = {"oidc": {"oauth_user": {"preferred_username": "jo", "uidNumber": 23502,
+                                    "gidNumber": 23500, "gidNumbers": [23600]}},
+            "ldap": {"user_attributes": {"uid": ["alice"], "uidNumber": [23501],
+                                         "gidNumber": [23500], "homeDirectory": ["/ceph/home/alice"]}}}
+
+pytestmark = pytest.mark.skipif(not CHART.is_dir(), reason=f"{CHART} is missing")
+
+
+def load(path):
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def merge(base, override):
+    """Helm's value merge: dicts merge, a null deletes the key, anything else replaces."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def values_for(variant):
+    return merge(merge(load(CHART / "values.yaml"), load(VALUES / "base.yaml")),
+                 load(VALUES / f"{variant}.yaml"))
+
+
+def hub_config(values):
+    """The Hub's traitlets config: the chart's singleuser.* settings we rely on, then
+    hub.config, then hub.extraConfig, in the chart's order."""
+    su, c = values["singleuser"], Config()
+    c.KubeSpawner.image = f"{su['image']['name']}:{su['image']['tag']}"
+    c.KubeSpawner.cmd = [su["cmd"]]
+    c.KubeSpawner.profile_list = su["profileList"]
+    c.KubeSpawner.mem_guarantee = su["memory"]["guarantee"]
+    c.KubeSpawner.namespace = "carta"
+    for trait, key in (("uid", "uid"), ("fs_gid", "fsGid")):
+        if su.get(key) is not None:
+            setattr(c.KubeSpawner, trait, su[key])
+    c.merge(Config(values["hub"]["config"]))
+    for snippet in (values["hub"].get("extraConfig") or {}).values():
+        exec(snippet, {"c": c})
+    return c
+
+
+def configurable_classes(values):
+    from carta_hub.backend import CartaBackend
+    from carta_hub.identity import IdentityResolver
+    from carta_hub.storage import CartaStorage
+    from jupyterhub.app import JupyterHub
+    from jupyterhub.auth import Authenticator
+
+    authenticator = values["hub"]["config"]["JupyterHub"]["authenticator_class"]
+    auth_class = entry_points(group="jupyterhub.authenticators")[authenticator].load()
+    spawner_class = spawner_class_for(values)
+    return {cls.__name__: cls for cls in (JupyterHub, Authenticator, auth_class, spawner_class,
+                                          IdentityResolver, CartaStorage, CartaBackend)}
+
+
+def spawner_class_for(values):
+    name = values["hub"]["config"]["JupyterHub"]["spawner_class"]
+    return entry_points(group="jupyterhub.spawners")[name].load()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_values_validate_against_chart_schema(variant):
+    jsonschema.validate(values_for(variant), load(CHART / "values.schema.yaml"))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_hub_config_has_no_unknown_settings(variant):
+    values = values_for(variant)
+    classes = configurable_classes(values)
+    for section, settings in values["hub"]["config"].items():
+        cls = classes[section]
+        unknown = set(settings) - set(cls.class_trait_names(config=True))
+        assert not unknown, f"{variant}: {section} has no settings {unknown}"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("options", [{}, {"profile": "carta", "resources": "large"},
+                                     {"profile": "lab"}])
+async def test_pods_from_values(variant, options, tmp_path, monkeypatch):
+    use_kubeconfig(monkeypatch, write_kubeconfig(tmp_path / "kc", "http://127.0.0.1:9"))
+    values = values_for(variant)
+    cls = spawner_class_for(values)
+    login = "jo" if variant == "oidc" else "alice"
+    spawner = cls(user=FakeUser(login, VARIANTS[variant]), config=hub_config(values), _mock=True)
+    spawner.user_options = options
+    pod = await pod_manifest(spawner)
+    for version in ("1.30.0", kubernetes_validate.latest_version()):
+        kubernetes_validate.validate(pod, version, strict=True)
+    nb = container(pod)
+    assert nb["image"] == "registry.example.org/carta-hub/singleuser:0.1.0"
+    assert nb["args"][0] == ("jupyterhub-singleuser" if options.get("profile") == "lab"
+                             else "carta-hub-singleuser")
+    assert "--CartaBackend.executable=/usr/bin/carta_backend" in nb["args"]
+    assert nb["securityContext"]["runAsUser"] in (23501, 23502)
+    assert "fsGroup" not in pod["spec"]["securityContext"]
+    mounts = {m["mountPath"]: m for m in nb["volumeMounts"]}
+    assert mounts[f"/ceph/home/{login}"]["subPath"] == f"home/{login}"
+    assert mounts["/ceph/data"]["readOnly"]
+    assert [c["name"] for c in pod["spec"]["initContainers"]] == ["carta-nss"]
+
+
+def test_cephfs_static_volume_manifest():
+    with open(VALUES / "extra" / "cephfs-static-pv.yaml") as f:
+        docs = list(yaml.safe_load_all(f))
+    assert [d["kind"] for d in docs] == ["PersistentVolume", "PersistentVolumeClaim"]
+    for doc in docs:
+        for version in ("1.30.0", kubernetes_validate.latest_version()):
+            kubernetes_validate.validate(doc, version, strict=True)
+    claim = load(VALUES / "base.yaml")["hub"]["config"]["CartaStorage"]["mounts"][0]["pvc"]
+    assert docs[1]["metadata"]["name"] == claim
