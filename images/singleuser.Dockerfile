@@ -1,0 +1,37 @@
+# The single-user CARTA image: Ubuntu 24.04, CARTA from the official PPA, carta-hub.
+# Build from the repository root:
+#   docker build -f images/singleuser.Dockerfile -t registry.example.org/carta-hub/singleuser:0.1.0 .
+# Pods run it as the user's own UID (any UID: nothing here is owned by a user) with a
+# read-only root filesystem; nss_wrapper (libnss-wrapper) lets that UID resolve its name.
+FROM ubuntu:24.04
+
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ENV DEBIAN_FRONTEND=noninteractive
+
+# carta = carta_backend (/usr/bin/carta_backend) + frontend (/usr/share/carta/frontend).
+# Versions follow the PPA and Ubuntu's updates: rebuild to update CARTA.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates gpg-agent software-properties-common \
+ && add-apt-repository -y ppa:cartavis-team/carta \
+ && apt-get install -y --no-install-recommends carta libnss-wrapper python3 python3-venv tini \
+ && apt-get purge -y --auto-remove software-properties-common gpg-agent \
+ && rm -rf /var/lib/apt/lists/* \
+ && test -x /usr/bin/carta_backend \
+ && test -f /usr/share/carta/frontend/index.html \
+ && test -f /usr/lib/x86_64-linux-gnu/libnss_wrapper.so
+
+# carta-hub with JupyterLab (lab mode) and batchspawner-singleuser (Slurm, via Apptainer)
+COPY pyproject.toml README.md /opt/src/carta-hub/
+COPY carta_hub /opt/src/carta-hub/carta_hub
+RUN python3 -m venv /opt/carta-hub \
+ && /opt/carta-hub/bin/pip install --no-cache-dir "/opt/src/carta-hub[lab,slurm]" \
+ && rm -rf /opt/src
+ENV PATH=/opt/carta-hub/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+
+# A non-root default; Kubernetes and Apptainer run it as the user.
+USER 65534:65534
+WORKDIR /tmp
+EXPOSE 8888
+ENTRYPOINT ["tini", "--"]
+CMD ["carta-hub-singleuser"]

@@ -1,0 +1,97 @@
+"""images/: the Dockerfiles pass hadolint, the Apptainer recipe parses (spython), and the
+paths and commands they bake in are the ones the spawners and helm-values run."""
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from spython.main.parse.parsers import DockerParser, SingularityParser
+
+from carta_hub.kube import CARTAKubeSpawner
+from carta_hub.spawner import COMMANDS
+
+ROOT = Path(__file__).parent.parent
+IMAGES = ROOT / "images"
+HADOLINT = Path(sys.executable).with_name("hadolint")
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+BASE_VALUES = yaml.safe_load((ROOT / "helm-values" / "base.yaml").read_text())
+
+
+def recipe(parser, name):
+    (parsed,) = parser(str(IMAGES / name)).recipe.values()
+    return parsed
+
+
+def install_text(parsed):
+    return "\n".join(parsed.install)
+
+
+@pytest.mark.parametrize("dockerfile", ["singleuser.Dockerfile", "hub.Dockerfile"])
+def test_hadolint(dockerfile):
+    result = subprocess.run([str(HADOLINT), "--no-color", str(IMAGES / dockerfile)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("dockerfile", ["singleuser.Dockerfile", "hub.Dockerfile"])
+def test_copied_sources_exist(dockerfile):
+    for source, _ in recipe(DockerParser, dockerfile).files:
+        assert (ROOT / source).exists(), source
+
+
+def test_singleuser_image_has_what_the_pods_run():
+    image = recipe(DockerParser, "singleuser.Dockerfile")
+    text = install_text(image)
+    assert image.fromHeader == "ubuntu:24.04"
+    assert "add-apt-repository -y ppa:cartavis-team/carta" in text
+    assert re.search(r"apt-get install .*\bcarta\b.*\blibnss-wrapper\b", text)
+    # helm-values run /usr/bin/carta_backend; the kube spawner preloads this nss_wrapper
+    assert BASE_VALUES["hub"]["config"]["CartaBackend"]["executable"] == "/usr/bin/carta_backend"
+    assert "test -x /usr/bin/carta_backend" in text
+    nss = CARTAKubeSpawner.class_traits()["nss_wrapper_library"].default_value
+    assert f"test -f {nss}" in text
+    # the spawners' commands: carta-hub's console script, JupyterLab and batchspawner extras
+    assert '"/opt/src/carta-hub[lab,slurm]"' in text
+    assert COMMANDS["carta"][0] in PYPROJECT["project"]["scripts"]
+    assert any(d.startswith("batchspawner") for d in PYPROJECT["project"]["optional-dependencies"]["slurm"])
+    assert any(d.startswith("jupyterlab") for d in PYPROJECT["project"]["optional-dependencies"]["lab"])
+    path = dict(e.split("=", 1) for e in image.environ)["PATH"]
+    assert path.startswith("/opt/carta-hub/bin:")
+    assert image.cmd == COMMANDS["carta"] and image.entrypoint == ["tini", "--"]
+    # the tag it is built as is the one helm-values deploy
+    su = BASE_VALUES["singleuser"]
+    assert f"-t {su['image']['name']}:{su['image']['tag']} ." in text
+    assert su["cmd"] == COMMANDS["carta"][0]
+
+
+def test_hub_image_adds_carta_hub_to_the_chart_image():
+    image = recipe(DockerParser, "hub.Dockerfile")
+    text = install_text(image)
+    assert image.fromHeader == "quay.io/jupyterhub/k8s-hub:4.4.0"
+    assert "pip install --no-cache-dir --no-deps /tmp/carta-hub" in text
+    assert "from carta_hub.kube import CARTAKubeSpawner" in text
+    spawner = BASE_VALUES["hub"]["config"]["JupyterHub"]["spawner_class"]
+    entry = PYPROJECT["project"]["entry-points"]["jupyterhub.spawners"][spawner]
+    assert entry == "carta_hub.kube:CARTAKubeSpawner"
+    hub = BASE_VALUES["hub"]["image"]
+    assert f"-t {hub['name']}:{hub['tag']} ." in text
+
+
+def test_apptainer_recipe_is_the_singleuser_image():
+    sif = recipe(SingularityParser, "carta-hub.def")
+    su = BASE_VALUES["singleuser"]["image"]
+    assert sif.fromHeader == f"{su['name']}:{su['tag']}"
+    assert sif.cmd == 'exec carta-hub-singleuser "$@"'
+    assert "/opt/carta-hub/bin" in dict(e.split("=", 1) for e in sif.environ)["PATH"]
+    tests = install_text(sif)
+    assert "test -x /usr/bin/carta_backend" in tests
+    # what the Slurm spawner execs inside the image
+    from carta_hub.slurm import CARTASlurmSpawner
+
+    wrapper = CARTASlurmSpawner.class_traits()["batchspawner_singleuser_cmd"].default_value
+    for command in (wrapper, *(c[0] for c in COMMANDS.values())):
+        assert command in tests, command
