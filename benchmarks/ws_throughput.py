@@ -1,0 +1,211 @@
+"""Websocket throughput and round trip along the path a student's CARTA traffic takes.
+
+Paths, all measured in the same run against the same test backend (tests/helpers/
+echo_backend.py, not CARTA):
+  direct        client -> backend
+  chp           client -> configurable-http-proxy -> backend        (the baseline)
+  carta-only    client -> CHP -> carta-hub-singleuser -> backend     (a real Hub + login)
+  lab-tile      client -> CHP -> Jupyter Server /carta/ -> backend
+  stock-proxy   client -> CHP -> Jupyter Server, stock jupyter-server-proxy entry -> backend
+Prints MB/s per frame size and direction, median round trip, and ratios against `chp`.
+
+Run as root from the repository: /opt/carta-hub/venv/bin/python benchmarks/ws_throughput.py
+"""
+
+import argparse
+import asyncio
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import websockets
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from helpers.frames import install_echo_backend  # noqa: E402
+from helpers.hub import CHP, SAME_USER_CARTA, _end, start_hub  # noqa: E402
+from helpers.jupyter import start_jupyter  # noqa: E402
+from helpers.ports import free_port, wait_for  # noqa: E402
+from helpers.users import ensure_user  # noqa: E402
+
+SIZES = {"64KiB": 64 * 2**10, "1MiB": 2**20, "32MiB": 32 * 2**20}
+VOLUME = 512 * 2**20  # bytes per measurement
+
+
+async def download(ws, size):
+    count = max(1, VOLUME // size)
+    start = time.perf_counter()
+    await ws.send(f"send {size} {count}")
+    while await ws.recv() != "sent":
+        pass
+    return size * count / (time.perf_counter() - start)
+
+
+async def upload(ws, size):
+    count, frame = max(1, VOLUME // size), os.urandom(size)
+    start = time.perf_counter()
+    for _ in range(count):
+        await ws.send(frame)
+    await ws.send("stats")
+    assert int(await ws.recv()) == size * count
+    return size * count / (time.perf_counter() - start)
+
+
+async def round_trip(ws, n=300):
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        await ws.send(b"x" * 16)
+        await ws.recv()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+async def measure(url, headers):
+    """Figures for one path; a transfer whose connection the path closes counts as 0."""
+    def connect():
+        return websockets.connect(url, additional_headers=headers, max_size=None,
+                                  compression=None)
+
+    async with connect() as ws:
+        result = {"rtt_ms": await round_trip(ws) * 1000}
+    for name, size in SIZES.items():
+        for direction, transfer in (("down", download), ("up", upload)):
+            try:
+                async with connect() as ws:
+                    result[f"{direction} {name}"] = await transfer(ws, size) / 1e6
+            except websockets.ConnectionClosed:
+                result[f"{direction} {name}"] = 0.0
+    return result
+
+
+def spawn(cmd, env=None, log=None):
+    return subprocess.Popen(cmd, env={**os.environ, **(env or {})},
+                            stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
+@contextmanager
+def proxy_to(target):
+    """A configurable-http-proxy on a free port sending everything to ``target``."""
+    port, api = free_port(), free_port()
+    proc = spawn([str(CHP), "--ip", "127.0.0.1", "--port", str(port), "--api-ip", "127.0.0.1",
+                  "--api-port", str(api), "--default-target", target],
+                 env={"CONFIGPROXY_AUTH_TOKEN": secrets.token_hex(8)})
+    wait_for(lambda: _listening(port), 30, "CHP")
+    try:
+        yield f"ws://127.0.0.1:{port}"
+    finally:
+        _end(proc.pid, proc)
+
+
+def _listening(port):
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextmanager
+def echo_backend(workdir):
+    port, token = free_port(), secrets.token_hex(16)
+    proc = spawn([install_echo_backend(workdir), "--host", "127.0.0.1", "--port", str(port)],
+                 env={"CARTA_AUTH_TOKEN": token})
+    wait_for(lambda: _listening(port), 30, "echo backend")
+    try:
+        yield port, token
+    finally:
+        _end(proc.pid, proc)
+
+
+STOCK = """
+c.ServerProxy.servers = {{"stock": {{"command": ["{echo}", "--host", "127.0.0.1", "--port", "{{port}}"],
+    "environment": {{"CARTA_AUTH_TOKEN": "{token}"}},
+    "request_headers_override": {{"carta-auth-token": "{token}"}}, "timeout": 30}}}}
+"""
+
+
+async def run(paths):
+    user = ensure_user("cartahub-test")
+    workdir = Path(tempfile.mkdtemp(prefix="carta-bench-", dir="/tmp"))
+    os.chmod(workdir, 0o755)
+    os.chown(workdir, user.pw_uid, user.pw_gid)
+    results = {}
+    with echo_backend(workdir) as (port, token):
+        auth = {"carta-auth-token": token}
+        if "direct" in paths:
+            results["direct"] = await measure(f"ws://127.0.0.1:{port}/", auth)
+        with proxy_to(f"http://127.0.0.1:{port}") as url:
+            results["chp"] = await measure(url + "/", auth)
+    if "carta-only" in paths:
+        results["carta-only"] = await carta_only(workdir, user)
+    if paths & {"lab-tile", "stock-proxy"}:
+        results.update(await lab(workdir, user, paths))
+    return results
+
+
+async def carta_only(workdir, user):
+    hubdir = workdir / "hub"
+    hubdir.mkdir()
+    os.chown(hubdir, user.pw_uid, user.pw_gid)
+    config = SAME_USER_CARTA.replace("{workdir}", str(hubdir))
+    hub = start_hub(hubdir, config + f'\nc.CartaBackend.executable = "{install_echo_backend(workdir)}"\n',
+                    user=user.pw_name)
+    try:
+        hub.start_server("alice")
+        session = hub.login("alice")
+        session.get(hub.user_url("alice"))
+        cookies = "; ".join(f"{c.name}={c.value}" for c in session.cookies)
+        url = hub.user_url("alice").replace("http://", "ws://")
+        return await measure(url, {"Cookie": cookies, "Origin": hub.url})
+    finally:
+        hub.stop()
+
+
+async def lab(workdir, user, paths):
+    labdir = workdir / "lab"
+    labdir.mkdir()
+    os.chown(labdir, user.pw_uid, user.pw_gid)
+    echo, token = install_echo_backend(workdir), secrets.token_hex(16)
+    (labdir / "jupyter_server_config.py").write_text(STOCK.format(echo=echo, token=token))
+    server = start_jupyter(labdir, "/user/alice/", user=user.pw_name, args=[
+        f"--CartaBackend.executable={echo}", f"--config={labdir}/jupyter_server_config.py"])
+    results = {}
+    try:
+        with proxy_to(f"http://127.0.0.1:{server.port}") as url:
+            auth = {"Authorization": f"token {server.token}"}
+            if "lab-tile" in paths:
+                results["lab-tile"] = await measure(url + "/user/alice/carta/", auth)
+            if "stock-proxy" in paths:
+                results["stock-proxy"] = await measure(url + "/user/alice/stock/", auth)
+    finally:
+        server.stop()
+    return results
+
+
+def report(results):
+    base = results["chp"]
+    metrics = list(base)
+    print(f"{'path':<12} " + " ".join(f"{m:>12}" for m in metrics))
+    for path, values in results.items():
+        print(f"{path:<12} " + " ".join(f"{values[m]:>12.2f}" for m in metrics))
+    print("\nratio to chp (throughput: higher is better; rtt: extra ms over chp)")
+    for path, values in results.items():
+        cells = [f"{values[m] - base[m]:>+12.3f}" if m == "rtt_ms"
+                 else f"{values[m] / base[m]:>12.2f}" for m in metrics]
+        print(f"{path:<12} " + " ".join(cells))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--paths", default="direct,carta-only,lab-tile,stock-proxy")
+    args = parser.parse_args()
+    report(asyncio.run(run(set(args.paths.split(",")))))
+
+
+if __name__ == "__main__":
+    main()
