@@ -135,20 +135,10 @@ class CARTAKubeSpawner(CartaSpawnerMixin, KubeSpawner):
         return next(c for c in pod.spec.containers if c.name == "notebook")
 
     def _add_volumes(self, pod, volumes, mounts):
-        ident = self.carta_identity
-        extra = [({"name": TMP_VOLUME, "emptyDir": {}}, "/tmp")]
-        if not any(_under(ident.home, m["mountPath"]) for m in mounts):
-            self.log.warning("No storage mount holds %s's HOME %s: using an emptyDir",
-                             self.user.name, ident.home)
-            extra.append(({"name": HOME_VOLUME, "emptyDir": {}}, ident.home))
-        for volume, path in extra:
-            if not any(m["mountPath"] == path for m in mounts):
-                volumes.append(volume)
-                mounts.append({"name": volume["name"], "mountPath": path})
+        for volume, mount in self._scratch_volumes(mounts) + self._nss_volumes():
+            volumes.append(volume)
+            mounts.append(mount)
         if self.nss_wrapper_library:
-            volumes.append({"name": NSS_VOLUME, "emptyDir": {"medium": "Memory",
-                                                             "sizeLimit": "1Mi"}})
-            mounts.append({"name": NSS_VOLUME, "mountPath": self.nss_dir, "readOnly": True})
             init = get_k8s_model(V1Container, self._nss_init_container())
             pod.spec.init_containers = [init, *(pod.spec.init_containers or [])]
         pod.spec.volumes = [*(pod.spec.volumes or []),
@@ -156,7 +146,24 @@ class CARTAKubeSpawner(CartaSpawnerMixin, KubeSpawner):
         notebook = self._notebook(pod)
         notebook.volume_mounts = [*(notebook.volume_mounts or []),
                                   *(get_k8s_model(V1VolumeMount, m) for m in mounts)]
-        notebook.working_dir = notebook.working_dir or ident.home
+        notebook.working_dir = notebook.working_dir or self.carta_identity.home
+
+    def _scratch_volumes(self, mounts):
+        """emptyDirs for /tmp, and for HOME when no storage mount holds it."""
+        home = self.carta_identity.home
+        wanted = [(TMP_VOLUME, "/tmp")]
+        if not any(_under(home, m["mountPath"]) for m in mounts):
+            self.log.warning("No storage mount holds %s's HOME %s: using an emptyDir",
+                             self.user.name, home)
+            wanted.append((HOME_VOLUME, home))
+        return [({"name": name, "emptyDir": {}}, {"name": name, "mountPath": path})
+                for name, path in wanted if all(m["mountPath"] != path for m in mounts)]
+
+    def _nss_volumes(self):
+        if not self.nss_wrapper_library:
+            return []
+        volume = {"name": NSS_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}
+        return [(volume, {"name": NSS_VOLUME, "mountPath": self.nss_dir, "readOnly": True})]
 
     def _nss_init_container(self):
         ident = self.carta_identity
