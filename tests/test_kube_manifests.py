@@ -130,3 +130,20 @@ async def test_home_without_storage_is_an_empty_dir():
     mounts = {m["mountPath"]: m["name"] for m in container(pod)["volumeMounts"]}
     assert mounts["/ceph/home/alice"] == "carta-home"
     kubernetes_validate.validate(pod, VERSIONS[0], strict=True)
+
+
+async def test_storage_paths_do_not_depend_on_the_slug_scheme():
+    """`{username}` is the escaped raw name, so paths survive a slug_scheme change."""
+    state = {"user_attributes": {**LDAP["user_attributes"], "uid": ["Jo.Smith@Uni"]}}
+    mounts = [{"pvc": "cephfs", "sub_path": "users/{username}", "mount_path": "/ceph/u/{login}"}]
+    found, names = [], set()
+    for scheme in ("safe", "escape"):
+        spawner = make_spawner(FakeUser("jo.smith@uni", state),
+                               {"KubeSpawner": {"slug_scheme": scheme},
+                                "CartaStorage": {"mounts": mounts}})
+        pod = await pod_manifest(spawner)
+        found.append([(m["mountPath"], m.get("subPath")) for m in container(pod)["volumeMounts"]])
+        names.add(pod["metadata"]["name"])
+    assert len(names) == 2  # the slug scheme changes the pod name, not the paths
+    assert found[0] == found[1]
+    assert ("/ceph/u/Jo.Smith@Uni", "users/jo.smith@uni") in found[0]
