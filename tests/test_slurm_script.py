@@ -2,15 +2,17 @@
 renders (the exact container command), and forged choices refused before anything runs."""
 
 import shlex
+from pathlib import Path
 
 import pytest
 import yaml
-from traitlets.config import Config
+from traitlets.config import Config, PyFileConfigLoader
 from tornado import web
 
 from carta_hub.jobscript import bind_spec, container_argv
 from carta_hub.resources import FormError
 from carta_hub.slurm import CARTASlurmSpawner, PortOnlyHandler
+from carta_hub.storage import CartaStorage
 from jupyterhub import apihandlers
 
 
@@ -210,3 +212,20 @@ def test_script_quotes_the_command(make_spawner):
     spawner._job = spawner.validate_resources({}, {"username": "alice", "login": "alice",
                                                    "home": "/h", "uid": 1})
     assert shlex.split(spawner.cmd_formatted_for_batch())[1] == "/opt/my venv/bin/carta-hub-singleuser"
+
+
+CONFIGS = Path(__file__).parent.parent / "jupyterhub_config"
+
+
+@pytest.mark.parametrize("name", ["slurm-pam.py", "slurm-ldap.py"])
+def test_shipped_configs_load(name, monkeypatch):
+    if name == "slurm-ldap.py" and not (CONFIGS / "auth-ldap.py").exists():
+        pytest.skip("auth-ldap.py not in this tree")
+    monkeypatch.setenv("JUPYTERHUB_CRYPT_KEY", "0" * 64)
+    config = PyFileConfigLoader(name, path=str(CONFIGS)).load_config()
+    assert config.JupyterHub.spawner_class == "carta-slurm"
+    assert config.JupyterHub.cleanup_servers is False
+    spawner = CARTASlurmSpawner(user=FakeUser("alice"), config=config)  # operator values checked
+    assert spawner.container_runtime == "apptainer" and spawner.container_image.endswith(".sif")
+    assert spawner.partitions and spawner.runtimes
+    assert CartaStorage(config=config).mounts
