@@ -21,9 +21,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import requests
 import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -34,7 +35,7 @@ from helpers.ports import free_port, wait_for  # noqa: E402
 from helpers.users import ensure_user  # noqa: E402
 
 SIZES = {"64KiB": 64 * 2**10, "1MiB": 2**20, "32MiB": 32 * 2**20}
-VOLUME = 512 * 2**20  # bytes per measurement
+VOLUME = 256 * 2**20  # bytes per measurement
 
 
 async def download(ws, size):
@@ -91,12 +92,14 @@ def spawn(cmd, env=None, log=None):
 
 @contextmanager
 def proxy_to(target):
-    """A configurable-http-proxy on a free port sending everything to ``target``."""
-    port, api = free_port(), free_port()
+    """A configurable-http-proxy on a free port with one route, "/" -> ``target``, added
+    through its API as the Hub adds user routes (so activity tracking is on, as for a Hub)."""
+    port, api, secret = free_port(), free_port(), secrets.token_hex(8)
     proc = spawn([str(CHP), "--ip", "127.0.0.1", "--port", str(port), "--api-ip", "127.0.0.1",
-                  "--api-port", str(api), "--default-target", target],
-                 env={"CONFIGPROXY_AUTH_TOKEN": secrets.token_hex(8)})
-    wait_for(lambda: _listening(port), 30, "CHP")
+                  "--api-port", str(api)], env={"CONFIGPROXY_AUTH_TOKEN": secret})
+    wait_for(lambda: _listening(api), 30, "CHP")
+    requests.post(f"http://127.0.0.1:{api}/api/routes/", json={"target": target},
+                  headers={"Authorization": f"token {secret}"}).raise_for_status()
     try:
         yield f"ws://127.0.0.1:{port}"
     finally:
@@ -129,44 +132,30 @@ c.ServerProxy.servers = {{"stock": {{"command": ["{echo}", "--host", "127.0.0.1"
 """
 
 
-async def run(paths):
-    user = ensure_user("cartahub-test")
-    workdir = Path(tempfile.mkdtemp(prefix="carta-bench-", dir="/tmp"))
-    os.chmod(workdir, 0o755)
-    os.chown(workdir, user.pw_uid, user.pw_gid)
-    results = {}
-    with echo_backend(workdir) as (port, token):
-        auth = {"carta-auth-token": token}
-        if "direct" in paths:
-            results["direct"] = await measure(f"ws://127.0.0.1:{port}/", auth)
-        with proxy_to(f"http://127.0.0.1:{port}") as url:
-            results["chp"] = await measure(url + "/", auth)
-    if "carta-only" in paths:
-        results["carta-only"] = await carta_only(workdir, user)
-    if paths & {"lab-tile", "stock-proxy"}:
-        results.update(await lab(workdir, user, paths))
-    return results
-
-
-async def carta_only(workdir, user):
+@contextmanager
+def carta_only(workdir, user):
+    """A real Hub serving alice's CARTA-only server; yields (url, headers) after login."""
     hubdir = workdir / "hub"
     hubdir.mkdir()
     os.chown(hubdir, user.pw_uid, user.pw_gid)
     config = SAME_USER_CARTA.replace("{workdir}", str(hubdir))
-    hub = start_hub(hubdir, config + f'\nc.CartaBackend.executable = "{install_echo_backend(workdir)}"\n',
-                    user=user.pw_name)
+    config += f'\nc.CartaBackend.executable = "{install_echo_backend(workdir)}"\n'
+    hub = start_hub(hubdir, config, user=user.pw_name)
     try:
         hub.start_server("alice")
         session = hub.login("alice")
         session.get(hub.user_url("alice"))
         cookies = "; ".join(f"{c.name}={c.value}" for c in session.cookies)
         url = hub.user_url("alice").replace("http://", "ws://")
-        return await measure(url, {"Cookie": cookies, "Origin": hub.url})
+        yield url, {"Cookie": cookies, "Origin": hub.url}
     finally:
         hub.stop()
 
 
-async def lab(workdir, user, paths):
+@contextmanager
+def lab(workdir, user):
+    """A Jupyter Server behind CHP with the CARTA tile and a stock proxy entry; yields
+    {path: (url, headers)}."""
     labdir = workdir / "lab"
     labdir.mkdir()
     os.chown(labdir, user.pw_uid, user.pw_gid)
@@ -174,17 +163,36 @@ async def lab(workdir, user, paths):
     (labdir / "jupyter_server_config.py").write_text(STOCK.format(echo=echo, token=token))
     server = start_jupyter(labdir, "/user/alice/", user=user.pw_name, args=[
         f"--CartaBackend.executable={echo}", f"--config={labdir}/jupyter_server_config.py"])
-    results = {}
     try:
         with proxy_to(f"http://127.0.0.1:{server.port}") as url:
             auth = {"Authorization": f"token {server.token}"}
-            if "lab-tile" in paths:
-                results["lab-tile"] = await measure(url + "/user/alice/carta/", auth)
-            if "stock-proxy" in paths:
-                results["stock-proxy"] = await measure(url + "/user/alice/stock/", auth)
+            yield {"lab-tile": (url + "/user/alice/carta/", auth),
+                   "stock-proxy": (url + "/user/alice/stock/", auth)}
     finally:
         server.stop()
-    return results
+
+
+def run(paths, rounds):
+    user = ensure_user("cartahub-test")
+    workdir = Path(tempfile.mkdtemp(prefix="carta-bench-", dir="/tmp"))
+    os.chmod(workdir, 0o755)
+    os.chown(workdir, user.pw_uid, user.pw_gid)
+    with ExitStack() as stack:
+        port, token = stack.enter_context(echo_backend(workdir))
+        auth = {"carta-auth-token": token}
+        targets = {"direct": (f"ws://127.0.0.1:{port}/", auth),
+                   "chp": (stack.enter_context(proxy_to(f"http://127.0.0.1:{port}")) + "/", auth)}
+        if "carta-only" in paths:
+            targets["carta-only"] = stack.enter_context(carta_only(workdir, user))
+        if paths & {"lab-tile", "stock-proxy"}:
+            targets.update(stack.enter_context(lab(workdir, user)))
+        targets = {k: v for k, v in targets.items() if k in paths | {"chp"}}
+        samples = {path: [] for path in targets}
+        for _ in range(rounds):  # interleaved, so load changes hit every path alike
+            for path, (url, headers) in targets.items():
+                samples[path].append(asyncio.run(measure(url, headers)))
+    return {path: {m: statistics.median(r[m] for r in rs) for m in rs[0]}
+            for path, rs in samples.items()}
 
 
 def report(results):
@@ -203,8 +211,9 @@ def report(results):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--paths", default="direct,carta-only,lab-tile,stock-proxy")
+    parser.add_argument("--rounds", type=int, default=3, help="medians over this many rounds")
     args = parser.parse_args()
-    report(asyncio.run(run(set(args.paths.split(",")))))
+    report(run(set(args.paths.split(",")), args.rounds))
 
 
 if __name__ == "__main__":

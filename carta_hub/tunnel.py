@@ -7,12 +7,9 @@ decoding, so no size cap and little overhead.
 
 import asyncio
 
-from tornado.iostream import StreamClosedError
-from tornado.tcpclient import TCPClient
-
 from .backend import LOOPBACK
 
-CHUNK = 1 << 20
+WRITE_BUFFER = 4 << 20
 # Headers never forwarded to the backend: the Hub's credentials, and hop-by-hop ones we set.
 DROPPED = {"cookie", "authorization", "host", "x-xsrftoken"}
 
@@ -72,26 +69,54 @@ class ClientFrames:
             self.on_interaction()
 
 
-async def _pump(src, dst, observe=None):
-    try:
-        while True:
-            chunk = await src.read_bytes(CHUNK, partial=True)
-            if observe:
-                observe(chunk)
-            await dst.write(chunk)
-    except StreamClosedError:
-        pass
-    finally:
-        dst.close()
+class _Relay(asyncio.Protocol):
+    """One side of the tunnel: bytes it receives are written to the other side at once."""
+
+    def __init__(self, observe=None):
+        self.observe = observe
+        self.peer = None
+        self.transport = None
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+        transport.set_write_buffer_limits(high=WRITE_BUFFER)
+
+    def data_received(self, data):
+        if self.observe:
+            self.observe(data)
+        self.peer.transport.write(data)
+
+    def pause_writing(self):
+        self.peer.transport.pause_reading()
+
+    def resume_writing(self):
+        self.peer.transport.resume_reading()
+
+    def connection_lost(self, exc):
+        if self.peer.transport:
+            self.peer.transport.close()
+        if not self.closed.done():
+            self.closed.set_result(None)
 
 
 async def tunnel(handler, port, token, path, on_interaction):
-    """Connect ``handler``'s upgrade request to the backend on ``port`` and copy bytes."""
+    """Connect ``handler``'s upgrade request to the backend on ``port`` and relay bytes."""
+    loop = asyncio.get_running_loop()
     request = handler.request
-    upstream = await TCPClient().connect(LOOPBACK, port)
-    upstream.set_nodelay(True)
-    await upstream.write(upgrade_request(path, request.query, request.headers, port, token))
-    client = handler.detach()
-    client.set_nodelay(True)
-    frames = ClientFrames(on_interaction)
-    await asyncio.gather(_pump(client, upstream, frames.feed), _pump(upstream, client))
+    browser, backend = _Relay(ClientFrames(on_interaction).feed), _Relay()
+    browser.peer, backend.peer = backend, browser
+    await loop.create_connection(lambda: backend, LOOPBACK, port)
+    backend.transport.pause_reading()
+    backend.transport.write(upgrade_request(path, request.query, request.headers, port, token))
+    stream = handler.detach()
+    # The browser waits for the 101 before sending frames (RFC 6455 4.1), so nothing is
+    # left in tornado's buffer: take the socket over.
+    sock = stream.socket.dup()
+    stream.close()
+    await loop.connect_accepted_socket(lambda: browser, sock)
+    if backend.closed.done():
+        browser.transport.close()
+    else:
+        backend.transport.resume_reading()
+    await asyncio.gather(browser.closed, backend.closed)
