@@ -1,0 +1,58 @@
+"""Log lines in carta_backend's spdlog format: ``[UTC time] [CARTA] [level] text``.
+
+Lines go to stdout (level coloured with ANSI codes, as spdlog does even into a pipe) and,
+unless disabled, to ``~/.carta/log/carta.log`` without colours. Every line is flushed at once.
+"""
+
+import datetime
+import os
+import sys
+
+# CARTA's --verbosity: 0 off, 1 critical, 2 error, 3 warning, 4 info, 5 debug.
+LEVELS = {"critical": 1, "error": 2, "warning": 3, "info": 4, "debug": 5}
+COLOURS = {"critical": "\033[1m\033[41m", "error": "\033[31m\033[1m",
+           "warning": "\033[33m\033[1m", "info": "\033[32m", "debug": "\033[36m"}
+RESET = "\033[m"
+
+_state = {"verbosity": 4, "file": None}
+
+
+def configure(verbosity, log_file=None):
+    """Set the verbosity and open ``log_file`` for appending (None: no file)."""
+    _state["verbosity"] = verbosity
+    if log_file:
+        try:
+            os.makedirs(os.path.dirname(log_file), exist_ok=True)
+            _state["file"] = open(log_file, "a", buffering=1, encoding="utf-8")
+        except OSError as e:
+            warning(f"Could not open log file {log_file}: {e}")
+
+
+def log(level, text):
+    if LEVELS[level] > _state["verbosity"]:
+        return
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    sys.stdout.write(f"[{now}] [CARTA] [{COLOURS[level]}{level}{RESET}] {text}\n")
+    sys.stdout.flush()
+    if _state["file"]:
+        _state["file"].write(f"[{now}] [CARTA] [{level}] {text}\n")
+
+
+def debug(text):
+    log("debug", text)
+
+
+def info(text):
+    log("info", text)
+
+
+def warning(text):
+    log("warning", text)
+
+
+def error(text):
+    log("error", text)
+
+
+def critical(text):
+    log("critical", text)
