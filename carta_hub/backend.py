@@ -51,12 +51,15 @@ class CartaBackend(Configurable):
     idle_timeout = Int(
         -1,
         help="""Seconds without user interaction (PINGs do not count) after which the backend
-        ends the session and exits; the CARTA-only server then stops too. -1: off.""",
+        drops the session. -1: off. With exit_timeout the backend then exits, and the
+        CARTA-only server stops too.""",
     ).tag(config=True)
 
     exit_timeout = Int(
         -1,
-        help="Seconds the backend stays alive after its last client disconnected. -1: off.",
+        help="""Seconds the backend stays alive after its last client disconnected (a closed
+        tab, or a session dropped by idle_timeout); then it exits, and the CARTA-only server
+        stops. -1: off.""",
     ).tag(config=True)
 
     initial_timeout = Int(
@@ -119,6 +122,8 @@ class CartaBackend(Configurable):
             "--exit_timeout", str(self.exit_timeout),
             "--initial_timeout", str(self.initial_timeout),
             "--verbosity", str(self.verbosity),
+            # ~/.carta/backend.json could set debug_no_auth and open the port to everyone
+            "--no_user_config",
         ]
         if not self.write_log_file:
             cmd.append("--no_log")
@@ -129,9 +134,17 @@ class CartaBackend(Configurable):
         if self.top_level_folder:
             cmd += ["--top_level_folder", self.folder(self.top_level_folder)]
         cmd += list(self.extra_args)
-        if self.starting_folder:
-            cmd.append(self.folder(self.starting_folder))
+        cmd.append(self.start_in())
         return cmd
+
+    def start_in(self):
+        """The starting folder: as configured, else home when it is under the top level
+        (the backend exits when its working folder is outside), else the top level."""
+        if self.starting_folder:
+            return self.folder(self.starting_folder)
+        home, top = self.folder("{home}"), self.folder(self.top_level_folder or "/")
+        inside = os.path.commonpath([home, top]) == os.path.normpath(top)
+        return home if inside else top
 
     def environment(self, token):
         """Environment additions for one backend start with its ``token``."""

@@ -38,7 +38,10 @@ class CartaProxyHandler(SuperviseAndProxyHandler):
     """
 
     name = "carta"
-    rewrite_response = [rewrite_config]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rewrite_response = [rewrite_config]
 
     @property
     def backend(self):

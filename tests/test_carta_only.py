@@ -1,0 +1,139 @@
+"""carta-hub-singleuser under a real Hub + configurable-http-proxy, with the stand-in
+backend (carta-standin, not CARTA) and the real carta-frontend 6.0.0 files."""
+
+import re
+import subprocess
+import time
+from urllib.parse import quote
+
+import pytest
+import requests
+import websockets
+
+from helpers.carta import file_list, register
+from helpers.client import connect, open_carta
+from helpers.hub import SAME_USER_CARTA
+from helpers.ports import wait_for
+from carta_hub.standin.icd import EventType
+
+USERNAMES = ["alice", "a.student", "jo@uni.edu"]
+
+
+@pytest.fixture(scope="module")
+def hub(hub_factory, hub_unix_user):
+    hub = hub_factory(SAME_USER_CARTA + """
+c.Spawner.args = ["--CartaSingleUserApp.activity_interval=1"]
+""")
+    for name in USERNAMES:  # a file in each home, for the file browser
+        home = hub.workdir / "homes" / name
+        home.mkdir(parents=True, exist_ok=True)
+        (home / f"{name}-cube.fits").write_bytes(b"SIMPLE  =                    T" + b" " * 2850)
+        subprocess.run(["chown", "-R", hub_unix_user.pw_name, str(home)], check=True)
+    return hub
+
+
+@pytest.fixture(scope="module")
+def sessions(hub):
+    """Each user's logged-in browser session, with their CARTA server running."""
+    result = {}
+    for name in USERNAMES:
+        hub.start_server(name)
+        result[name] = hub.login(name)
+    return result
+
+
+@pytest.mark.parametrize("name", USERNAMES)
+def test_frontend_and_config_under_own_prefix(hub, sessions, name):
+    page = open_carta(hub, sessions[name], name)
+    assert page.status_code == 200
+    assert "<title>CARTA</title>" in page.text
+    config = sessions[name].get(hub.user_url(name, "config")).json()
+    assert config["apiAddress"] == f"/user/{quote(name, safe='@~')}/api"
+
+
+@pytest.mark.parametrize("name", USERNAMES)
+def test_preferences_round_trip(hub, sessions, name):
+    session = sessions[name]
+    open_carta(hub, session, name)
+    url = hub.user_url(name, "api/database/preferences")
+    r = session.put(url, json={"colormap": "viridis", "telemetryMode": "none"})
+    assert r.status_code == 200, r.text
+    stored = session.get(url).json()["preferences"]
+    assert stored["colormap"] == "viridis" and stored["telemetryMode"] == "none"
+
+
+@pytest.mark.parametrize("name", USERNAMES)
+async def test_icd_handshake_and_file_list(hub, sessions, name):
+    open_carta(hub, sessions[name], name)
+    async with connect(hub, sessions[name], name) as ws:
+        event, _, _, ack = await register(ws)
+        assert event == EventType.REGISTER_VIEWER_ACK and ack.success
+        event, _, _, listing = await file_list(ws)
+    assert event == EventType.FILE_LIST_RESPONSE and listing.success
+    assert f"{name}-cube.fits" in [f.name for f in listing.files]
+
+
+def test_other_users_session_is_refused(hub, sessions):
+    alice = sessions["alice"]
+    r = alice.get(hub.user_url("a.student", "api/database/preferences"),
+                  allow_redirects=True)
+    assert r.status_code == 403 or "preferences" not in r.text
+
+
+async def test_other_users_websocket_is_refused(hub, sessions):
+    open_carta(hub, sessions["alice"], "alice")
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with connect(hub, sessions["alice"], "a.student"):
+            pass
+    assert refused.value.response.status_code in (302, 403)
+
+
+def backend_sockets():
+    """(address, port, pid) of every listening TCP socket of a carta-standin process."""
+    out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout
+    found = []
+    for line in out.splitlines():
+        if '"carta-standin"' in line:
+            address, port = line.split()[3].rsplit(":", 1)
+            found.append((address, int(port), int(re.search(r"pid=(\d+)", line).group(1))))
+    return found
+
+
+def test_backend_is_loopback_only_and_needs_the_token(hub, sessions):
+    sockets = wait_for(backend_sockets, 10, "the backends to listen")
+    assert len({pid for _, _, pid in sockets}) >= len(USERNAMES)
+    assert {address for address, _, _ in sockets} == {"127.0.0.1"}
+    for _, port, _ in sockets:
+        r = requests.get(f"http://127.0.0.1:{port}/api/database/preferences")
+        assert r.status_code == 403
+        r = requests.get(f"http://127.0.0.1:{port}/api/database/preferences",
+                         headers={"carta-auth-token": "guessed"})
+        assert r.status_code == 403
+
+
+@pytest.mark.parametrize("token", [None, "guessed"])
+async def test_direct_websocket_without_the_token_fails(hub, sessions, token):
+    _, port, _ = wait_for(backend_sockets, 10, "a backend")[0]
+    url = f"ws://127.0.0.1:{port}/" + (f"?token={token}" if token else "")
+    with pytest.raises((websockets.InvalidMessage, websockets.InvalidStatus,
+                        websockets.ConnectionClosed)):
+        async with websockets.connect(url) as ws:
+            await register(ws)
+
+
+def last_activity(hub, name):
+    return hub.server(name)["last_activity"]
+
+
+async def test_activity_reported_only_for_real_use(hub, sessions):
+    name = "alice"
+    open_carta(hub, sessions[name], name)
+    time.sleep(2.5)  # the page load's activity is reported within one 1-s interval
+    before = last_activity(hub, name)
+    time.sleep(3)  # idle across three report intervals: nothing may move
+    assert last_activity(hub, name) == before
+    async with connect(hub, sessions[name], name) as ws:
+        await register(ws)
+        await file_list(ws)
+    moved = wait_for(lambda: last_activity(hub, name) != before, 10, "activity to reach the Hub")
+    assert moved
