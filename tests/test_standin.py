@@ -14,6 +14,7 @@ import websockets
 
 from carta_hub.standin import icd
 from carta_hub.standin.icd import EventType, FileType
+from helpers.carta import file_list, register, request
 from helpers.standin import FRONTEND, running_standin, start_standin
 
 TOKEN = "test-token"
@@ -66,22 +67,6 @@ def http(backend, method, path, body=None, headers=None):
             return response.status, response.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
-
-
-async def request(ws, event_type, message, request_id=1, icd_version=icd.ICD_VERSION):
-    """Send one ICD message and return the decoded reply."""
-    await ws.send(icd.encode_message(event_type, request_id, message, icd_version))
-    return icd.decode_message(await asyncio.wait_for(ws.recv(), 5))
-
-
-def register(ws, icd_version=icd.ICD_VERSION):
-    return request(ws, EventType.REGISTER_VIEWER,
-                   icd.messages.RegisterViewer(client_feature_flags=5), 1, icd_version)
-
-
-def file_list(ws, directory="$BASE", request_id=2):
-    return request(ws, EventType.FILE_LIST_REQUEST,
-                   icd.messages.FileListRequest(directory=directory), request_id)
 
 
 async def test_register_viewer(backend):
