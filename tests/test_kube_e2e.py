@@ -3,26 +3,21 @@ a student's server starts as a pod with the student's identity and CephFS volume
 ICD 30 handshake succeeds through the proxy (carta-standin as backend) and stopping the
 server deletes the pod."""
 
-import importlib.util
 import os
-import struct
 
 import pytest
 
+from carta_hub.standin.icd import EventType
+from helpers.carta import file_list, register
 from helpers.client import connect, open_carta
 from helpers.ports import free_port
 from helpers.users import ensure_user, remove_user
 from kube_support import site  # noqa: F401
 from k8s_simulator import write_kubeconfig
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="the simulator's kubelet needs root"),
-    pytest.mark.skipif(importlib.util.find_spec("carta_hub.standin") is None,
-                       reason="carta-standin is not there yet"),
-]
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the simulator's kubelet needs root")
 
 STUDENT, STUDENT_UID = "carta-kube-stu", 23611
-REGISTER_VIEWER, REGISTER_VIEWER_ACK, FILE_LIST_REQUEST, FILE_LIST_RESPONSE = 1, 18, 2, 19
 
 
 @pytest.fixture(scope="module")
@@ -61,46 +56,6 @@ c.CartaBackend.top_level_folder = "{ceph}"
 """, env={"KUBECONFIG": str(kubeconfig)})
 
 
-def message(event_type, request_id, body):
-    return struct.pack("<HHI", event_type, 30, request_id) + body
-
-
-def fields(body):
-    """Decode a protobuf message into {field number: [values]} (varint, fixed32/64, bytes)."""
-    out, i = {}, 0
-    while i < len(body):
-        key, i = _varint(body, i)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, i = _varint(body, i)
-        elif wire in (1, 5):
-            size = 8 if wire == 1 else 4
-            value, i = body[i:i + size], i + size
-        else:
-            size, i = _varint(body, i)
-            value, i = body[i:i + size], i + size
-        out.setdefault(number, []).append(value)
-    return out
-
-
-def _varint(data, i):
-    value = shift = 0
-    while True:
-        byte = data[i]
-        i += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, i
-
-
-async def _reply(ws, event_type):
-    while True:
-        frame = await ws.recv()
-        if isinstance(frame, bytes) and struct.unpack("<H", frame[:2])[0] == event_type:
-            return fields(frame[8:])
-
-
 async def test_student_session_on_kubernetes(kube_hub, site, student):
     hub, sim, ceph = kube_hub, site["sim"], site["root"] + "/ceph"
     hub.start_server(STUDENT)
@@ -114,15 +69,12 @@ async def test_student_session_on_kubernetes(kube_hub, site, student):
     session = hub.login(STUDENT)
     open_carta(hub, session, STUDENT)
     async with connect(hub, session, STUDENT) as ws:
-        register = b"\x0d" + struct.pack("<I", 0) + b"\x1d" + struct.pack("<I", 5)
-        await ws.send(message(REGISTER_VIEWER, 1, register))
-        ack = await _reply(ws, REGISTER_VIEWER_ACK)
-        assert ack[2] == [1], ack  # success
-        data = f"{ceph}/data".encode()
-        await ws.send(message(FILE_LIST_REQUEST, 2, b"\x0a" + bytes([len(data)]) + data))
-        listing = await _reply(ws, FILE_LIST_RESPONSE)
-        assert listing[1] == [1], listing
-        assert [fields(d)[1][0] for d in listing[6]] == [b"survey"]
+        event, _, _, ack = await register(ws)
+        assert event == EventType.REGISTER_VIEWER_ACK and ack.success
+        # the read-only data tree, listed by the backend running as the student
+        event, _, _, listing = await file_list(ws, f"{ceph}/data")
+    assert event == EventType.FILE_LIST_RESPONSE and listing.success, listing.message
+    assert [d.name for d in listing.subdirectories] == ["survey"]
 
     hub.stop_server(STUDENT)
     assert sim.pods() == []
