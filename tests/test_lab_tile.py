@@ -2,9 +2,16 @@
 jupyter-server-proxy: the launcher tile, and CARTA proxied at <base_url>/carta/."""
 
 
+import subprocess
+from urllib.parse import quote
+
 import pytest
+import requests
 import websockets
 
+from carta_hub.standin.icd import EventType
+from helpers.carta import file_list, register
+from helpers.hub import FRONTEND, VENV_BIN
 from helpers.jupyter import start_jupyter
 from helpers.frames import exchange_both_ways, install_echo_backend
 
@@ -31,3 +38,50 @@ async def test_large_frames_pass_the_tile_both_ways(lab):
     headers = {"Authorization": f"token {lab.token}"}
     async with websockets.connect(url, additional_headers=headers, max_size=None) as ws:
         await exchange_both_ways(ws, 64 * 2**20)
+
+
+@pytest.fixture(scope="module", params=["alice", "a.student", "jo@uni.edu"])
+def lab_carta(request, open_tmp, hub_unix_user):
+    """The tile with the stand-in backend (carta-standin, not CARTA); for a.student the
+    backend takes over 20 s to start, as a real one can on a busy node."""
+    name = request.param
+    home = open_tmp / name
+    home.mkdir()
+    (home / "cube.fits").write_bytes(b"SIMPLE  =                    T" + b" " * 2850)
+    delay = 21 if name == "a.student" else 0
+    slow = open_tmp / f"slow-standin-{delay}"
+    slow.write_text(f'#!/bin/sh\nsleep {delay}\nexec {VENV_BIN}/carta-standin "$@"\n')
+    slow.chmod(0o755)
+    subprocess.run(["chown", "-R", hub_unix_user.pw_name, str(home)], check=True)
+    server = start_jupyter(home, f"/user/{quote(name, safe='@~')}/", user=hub_unix_user.pw_name,
+                           args=[f"--CartaBackend.executable={slow}",
+                                 f"--CartaBackend.frontend_folder={FRONTEND}"])
+    yield name, server
+    server.stop()
+
+
+def test_tile_serves_frontend_and_config_under_own_prefix(lab_carta):
+    name, lab = lab_carta
+    page = lab.get("carta/", timeout=120)
+    assert page.status_code == 200 and "<title>CARTA</title>" in page.text
+    config = lab.get("carta/config").json()
+    assert config["apiAddress"] == f"/user/{quote(name, safe='@~')}/carta/api"
+
+
+def test_tile_preferences_round_trip(lab_carta):
+    _, lab = lab_carta
+    url = lab.url + "carta/api/database/preferences"
+    headers = {"Authorization": f"token {lab.token}"}
+    assert requests.put(url, json={"colormap": "inferno"}, headers=headers).status_code == 200
+    assert requests.get(url, headers=headers).json()["preferences"]["colormap"] == "inferno"
+
+
+async def test_tile_icd_handshake_and_file_list(lab_carta):
+    _, lab = lab_carta
+    url = lab.url.replace("http://", "ws://") + "carta/"
+    headers = {"Authorization": f"token {lab.token}"}
+    async with websockets.connect(url, additional_headers=headers) as ws:
+        event, _, _, ack = await register(ws)
+        assert event == EventType.REGISTER_VIEWER_ACK and ack.success
+        _, _, _, listing = await file_list(ws)
+    assert "cube.fits" in [f.name for f in listing.files]
