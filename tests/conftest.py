@@ -49,7 +49,8 @@ def hub_factory(hub_unix_user):
         dirs.append(workdir)
         os.chown(workdir, hub_unix_user.pw_uid, hub_unix_user.pw_gid)
         config = config.replace("{workdir}", str(workdir))
-        hub = start_hub(workdir, config, user=kwargs.pop("user", HUB_USER), **kwargs)
+        env = {k: v.replace("{workdir}", str(workdir)) for k, v in kwargs.pop("env", {}).items()}
+        hub = start_hub(workdir, config, user=kwargs.pop("user", HUB_USER), env=env, **kwargs)
         hubs.append(hub)
         return hub
 

@@ -24,7 +24,9 @@ VENV_BIN = PREFIX / "venv" / "bin"
 CHP = PREFIX / "node" / "node_modules" / ".bin" / "configurable-http-proxy"
 FRONTEND = PREFIX / "node" / "node_modules" / "carta-frontend" / "build"
 
-BASE_CONFIG = """
+# Applied after the test's own config, so that no config under test escapes the test's
+# ports and folder.
+ISOLATION = """
 c.JupyterHub.bind_url = "http://127.0.0.1:{proxy_port}"
 c.JupyterHub.hub_ip = "127.0.0.1"
 c.JupyterHub.hub_port = {hub_port}
@@ -34,6 +36,8 @@ c.ConfigurableHTTPProxy.pid_file = "{workdir}/proxy.pid"
 c.JupyterHub.db_url = "sqlite:///{workdir}/jupyterhub.sqlite"
 c.JupyterHub.cookie_secret_file = "{workdir}/cookie_secret"
 c.JupyterHub.pid_file = "{workdir}/hub.pid"
+"""
+BASE_CONFIG = """
 c.JupyterHub.log_level = "DEBUG"
 c.JupyterHub.services = [{{"name": "tests", "api_token": "{api_token}"}}]
 c.JupyterHub.load_roles = [{{"name": "tests", "services": ["tests"], "scopes": ["admin:users", "admin:servers", "access:servers", "read:hub"]}}]
@@ -157,9 +161,10 @@ def start_hub(workdir, config="", user=None, env=None):
     workdir = Path(workdir)
     ports = {k: free_port() for k in ("proxy_port", "hub_port", "api_port")}
     api_token, password = secrets.token_hex(16), secrets.token_hex(8)
-    text = BASE_CONFIG.format(workdir=workdir, chp=CHP, api_token=api_token, password=password,
-                              venv_bin=VENV_BIN, frontend=FRONTEND, **ports)
-    (workdir / "jupyterhub_config.py").write_text(text + "\n" + config)
+    values = dict(workdir=workdir, chp=CHP, api_token=api_token, password=password,
+                  venv_bin=VENV_BIN, frontend=FRONTEND, **ports)
+    text = BASE_CONFIG.format(**values) + "\n" + config + "\n" + ISOLATION.format(**values)
+    (workdir / "jupyterhub_config.py").write_text(text)
     cmd = [str(VENV_BIN / "jupyterhub"), "-f", str(workdir / "jupyterhub_config.py")]
     if user:
         cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--"] + cmd
