@@ -46,7 +46,7 @@ c.GenericOAuthenticator.username_claim = "preferred_username"
 c.GenericOAuthenticator.basic_auth = True
 c.GenericOAuthenticator.enable_pkce = True
 
-# Access: the `groups` claim only, checked at every login. manage_groups must come first.
+# Access: the `groups` claim only, checked at every login (needs manage_groups).
 c.Authenticator.allow_all = False
 c.Authenticator.allow_existing_users = False
 c.GenericOAuthenticator.manage_groups = True
