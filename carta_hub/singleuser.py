@@ -106,7 +106,7 @@ class CartaSingleUserApp(Application):
 
     def session_ended(self, code):
         if code == 0:
-            self.log.info("CARTA ended its session (idle or exit timeout): stopping this server")
+            self.log.info("CARTA exited (exit or initial timeout): stopping this server")
             self.stopped.set()
 
     async def prestart(self):

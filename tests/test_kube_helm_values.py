@@ -77,8 +77,10 @@ def configurable_classes(values):
     authenticator = values["hub"]["config"]["JupyterHub"]["authenticator_class"]
     auth_class = entry_points(group="jupyterhub.authenticators")[authenticator].load()
     spawner_class = spawner_class_for(values)
-    return {cls.__name__: cls for cls in (JupyterHub, Authenticator, auth_class, spawner_class,
-                                          IdentityResolver, CartaStorage, CartaBackend)}
+    classes = (JupyterHub, Authenticator, auth_class, spawner_class,
+               IdentityResolver, CartaStorage, CartaBackend)
+    # a section may name a class or any of its bases (LDAPAuthenticator for a subclass)
+    return {base.__name__: cls for cls in classes for base in reversed(cls.__mro__)}
 
 
 def spawner_class_for(values):

@@ -87,7 +87,7 @@ class Hub:
         session.get(f"{self.url}/hub/login")
         xsrf = session.cookies.get("_xsrf", "")
         r = session.post(f"{self.url}/hub/login?next=", allow_redirects=False, data={
-            "username": name, "password": password or self.password, "_xsrf": xsrf})
+            "username": name, "password": self.password if password is None else password, "_xsrf": xsrf})
         if r.status_code != 302:
             raise PermissionError(f"login as {name} refused: {r.status_code}")
         return session
