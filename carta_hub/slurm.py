@@ -86,6 +86,12 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         jobs). Otherwise squeue runs once per poll_interval.""",
     ).tag(config=True)
 
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._progress = []  # messages of the current start, in order
+        self._progress_added = asyncio.Event()
+        self._progress_done = False
+
     @validate("sbatch_options")
     def _one_line_each(self, proposal):
         for option in proposal.value:
@@ -183,6 +189,9 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         self.port = 0
         if self.server:
             self.server.port = 0
+        self._progress.clear()
+        self._progress_done = False
+        self._note("Submitting your CARTA job to Slurm")
         try:
             await self.submit_batch_script()
         except RuntimeError as e:
@@ -190,6 +199,8 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         info = await self._wait_for(lambda info: info.status == JobStatus.RUNNING)
         self.ip = info.node
         await self._wait_for(lambda info: self.port != 0)
+        self._note(f"CARTA is up on {self.ip}:{self.port}; connecting")
+        self._progress_done = True
         self.db.commit()
         return self.ip, self.port
 
@@ -199,6 +210,7 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
             info = await self._refresh(fresh=True)
             if info is None or info.status == JobStatus.NOTFOUND:
                 raise RuntimeError(await self._why_ended(info))
+            self._note(self._progress_message())
             if info.status != JobStatus.UNKNOWN and done(info):
                 return info
 
@@ -237,28 +249,29 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
     # --- what the student sees ---
 
     async def progress(self):
-        shown = None
+        shown = 0
         while True:
-            message = self._progress_message()
-            if message != shown:
-                shown = message
-                yield {"message": message}
-            if self.port:
+            while shown < len(self._progress):
+                yield {"message": self._progress[shown]}
+                shown += 1
+            if self._progress_done:
                 return
-            await asyncio.sleep(self.startup_poll_interval)
+            self._progress_added.clear()
+            await self._progress_added.wait()
+
+    def _note(self, message):
+        if not self._progress or self._progress[-1] != message:
+            self._progress.append(message)
+            self._progress_added.set()
 
     def _progress_message(self):
-        info = getattr(self, "_info", None)
-        if not self.job_id:
-            return "Submitting your CARTA job to Slurm"
+        info = self._info
         if info is None or info.status == JobStatus.UNKNOWN:
             return f"Slurm job {self.job_id} submitted"
         if info.status == JobStatus.PENDING:
             why = f" (Slurm reason: {info.reason})" if info.reason not in ("", "None") else ""
             return f"Slurm job {self.job_id} is waiting in the queue{why}"
-        if not self.port:
-            return f"Slurm job {self.job_id} is running on node {info.node}; CARTA is starting"
-        return f"CARTA is up on {info.node}:{self.port}; connecting"
+        return f"Slurm job {self.job_id} is running on node {info.node}; CARTA is starting"
 
     async def _why_ended(self, info):
         job_id, path = self.job_id, self._log_file()

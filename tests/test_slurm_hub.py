@@ -1,0 +1,302 @@
+"""A real Hub on a "login node": PAM login of real unix users, configurable-http-proxy,
+CARTASlurmSpawner submitting through the documented sudo rule to a real Slurm, the CARTA
+stand-in run bare (``container_runtime = "none"``) by carta-hub-singleuser in the job.
+
+The Hub runs as an unprivileged user in group ``shadow`` with the sudo rule of docs/slurm.md.
+"""
+
+import asyncio
+import json
+import os
+import pwd
+import re
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from carta_hub.standin import icd
+from helpers.client import connect, open_carta
+from helpers.hub import VENV_BIN, dumps, start_hub
+from helpers.ports import free_port, wait_for
+from helpers.slurm import slurm, students  # noqa: F401  (session fixtures)
+from helpers.users import ensure_user, remove_user
+
+HUB_USER = "cartahub-slurm"
+GROUP = "carta-students-t"
+SUDOERS = Path("/etc/sudoers.d/carta-hub-slurm-test")
+ALICE, BOB = "cs-alice", "cs-bob"
+FITS = b"SIMPLE  =                    T" + b" " * 2850
+POLL = 2.0
+
+# docs/slurm.md's rule, for this test's Hub user and student group
+RULE = f"""Cmnd_Alias CARTA_SLURM = /usr/bin/sbatch, /usr/bin/scancel, /usr/bin/tail
+{HUB_USER} ALL=(%{GROUP}) NOPASSWD:SETENV: CARTA_SLURM
+"""
+
+
+@pytest.fixture(scope="module")
+def hub_account(students):  # noqa: F811
+    subprocess.run(["groupadd", "-f", GROUP], check=True)
+    for name in students:
+        subprocess.run(["usermod", "-aG", GROUP, name], check=True)
+    ensure_user(HUB_USER)
+    subprocess.run(["usermod", "-aG", "shadow", HUB_USER], check=True)
+    SUDOERS.write_text(RULE)
+    SUDOERS.chmod(0o440)
+    subprocess.run(["visudo", "-cf", str(SUDOERS)], check=True, capture_output=True)
+    yield HUB_USER
+    SUDOERS.unlink()
+    remove_user(HUB_USER)
+    subprocess.run(["groupdel", GROUP], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def squeue_log(hub_account):
+    folder = Path(tempfile.mkdtemp(prefix="carta-squeue-hub-", dir="/tmp"))
+    folder.chmod(0o755)
+    log, wrapper = folder / "calls", folder / "squeue"
+    log.touch()
+    log.chmod(0o666)
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {log}\nexec squeue "$@"\n')
+    wrapper.chmod(0o755)
+    yield wrapper, lambda: len(log.read_text().splitlines())
+    for path in (log, wrapper):
+        path.unlink()
+    folder.rmdir()
+
+
+def hub_config(squeue, hub_port):
+    return f"""
+# kept across the restart (the jobs call this API); hub_bind_url wins over hub_port
+c.JupyterHub.hub_bind_url = "http://127.0.0.1:{hub_port}"
+c.JupyterHub.authenticator_class = "pam"
+c.PAMAuthenticator.open_sessions = False
+c.Authenticator.allow_all = False
+c.PAMAuthenticator.allowed_groups = {{{dumps(GROUP)}}}
+c.JupyterHub.spawner_class = "carta-slurm"
+c.JupyterHub.cleanup_servers = False
+c.Spawner.poll_interval = {POLL}
+c.CARTASlurmSpawner.container_runtime = "none"
+c.CARTASlurmSpawner.req_prologue = "export PATH={VENV_BIN}:$PATH"
+c.CARTASlurmSpawner.squeue_command = {dumps(str(squeue))}
+c.CARTASlurmSpawner.partitions = ["debug", "short"]
+c.CARTASlurmSpawner.cores = [1, 2]
+c.CARTASlurmSpawner.memory_gb = {{"min": 1, "max": 2}}
+c.CARTASlurmSpawner.runtimes = ["0:30:00", "2:00:00"]
+c.CartaBackend.top_level_folder = "/home"
+"""
+
+
+class SlurmHub:
+    """The module's Hub; ``restart()`` stops it (jobs stay) and starts it on the same DB."""
+
+    def __init__(self, slurm, squeue):  # noqa: F811
+        self.workdir = Path(tempfile.mkdtemp(prefix="carta-slurm-hub-", dir="/tmp"))
+        entry = pwd.getpwnam(HUB_USER)
+        os.chown(self.workdir, entry.pw_uid, entry.pw_gid)
+        self.config = hub_config(squeue, free_port())
+        self.env = {"SLURM_CONF": str(slurm.conf)}
+        self.hub = None
+        self.start()
+
+    def start(self):
+        self.hub = start_hub(self.workdir, self.config, user=HUB_USER, env=self.env)
+
+    def restart(self):
+        self.hub.stop()
+        self.start()
+
+
+@pytest.fixture(scope="module")
+def site(slurm, students, hub_account, squeue_log):  # noqa: F811
+    for name, data in ((ALICE, "alice-obs.fits"), (BOB, "bob-obs.fits")):
+        entry = pwd.getpwnam(name)
+        path = Path(entry.pw_dir) / data
+        path.write_bytes(FITS)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+        path.chmod(0o600)
+    site = SlurmHub(slurm, squeue_log[0])
+    yield site
+    site.hub.stop()
+    slurm.cancel_all()
+
+
+def post_form(hub, session, name, form):
+    data = {key: [value] if isinstance(value, str) else value for key, value in form.items()}
+    data["_xsrf"] = [session.cookies.get("_xsrf", path="/hub/") or session.cookies.get("_xsrf")]
+    return session.post(f"{hub.url}/hub/spawn/{name}", data=data, allow_redirects=False)
+
+
+def read_progress(hub, name):
+    """The progress messages (server-sent events) of ``name``'s pending spawn until it ends."""
+    url = f"{hub.url}/hub/api/users/{name}/server/progress"
+    headers = {"Authorization": f"token {hub.api_token}"}
+    messages = []
+    with requests.get(url, headers=headers, stream=True, timeout=120) as r:
+        assert r.status_code == 200, r.text
+        for line in r.iter_lines(decode_unicode=True):
+            if line and line.startswith("data:"):
+                event = json.loads(line[5:])
+                messages.append(event.get("message", ""))
+                if event.get("ready") or event.get("failed"):
+                    return messages
+    return messages
+
+
+async def handshake(ws):
+    viewer = icd.messages.RegisterViewer(session_id=0, client_feature_flags=5)
+    await ws.send(icd.encode_message(icd.EventType.REGISTER_VIEWER, 1, viewer))
+    event, _, request_id, ack = icd.decode_message(await binary(ws))
+    assert event == icd.EventType.REGISTER_VIEWER_ACK and request_id == 1
+    assert ack.success, ack.message
+
+
+async def file_list(ws, directory, request_id=2):
+    request = icd.messages.FileListRequest(directory=directory)
+    await ws.send(icd.encode_message(icd.EventType.FILE_LIST_REQUEST, request_id, request))
+    while True:
+        event, _, _, message = icd.decode_message(await binary(ws))
+        if event == icd.EventType.FILE_LIST_RESPONSE:
+            return message
+
+
+async def binary(ws):
+    while True:
+        frame = await asyncio.wait_for(ws.recv(), 30)
+        if isinstance(frame, bytes):
+            return frame
+
+
+async def listing(hub, session, name, directory):
+    """Log in to ``name``'s CARTA as a browser does, then list ``directory`` over ICD 30."""
+    await asyncio.to_thread(open_carta, hub, session, name)
+    async with connect(hub, session, name) as ws:
+        await handshake(ws)
+        return await file_list(ws, directory)
+
+
+def carta_processes(name):
+    """UIDs of the stand-in backends started for JupyterHub user ``name`` (from /proc)."""
+    uids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            uid = os.stat(f"/proc/{pid}").st_uid
+        except OSError:
+            continue
+        backend = any(arg.endswith(b"/carta-standin") for arg in cmdline.split(b"\0")[:2])
+        if backend and f"JUPYTERHUB_USER={name}".encode() in environ:
+            uids.append(uid)
+    return uids
+
+
+def job_of(slurm, name, state="RUNNING"):  # noqa: F811
+    return [i for i, (s, user) in slurm.jobs().items() if user == name and s == state]
+
+
+def test_pam_login_and_form(site, students):  # noqa: F811
+    hub = site.hub
+    bad = requests.Session()
+    bad.get(f"{hub.url}/hub/login")
+    r = bad.post(f"{hub.url}/hub/login", data={"username": ALICE, "password": "wrong",
+                                               "_xsrf": bad.cookies.get("_xsrf")})
+    assert r.status_code == 403
+    session = hub.login(ALICE, students[ALICE])
+    page = session.get(f"{hub.url}/hub/spawn/{ALICE}").text
+    for field in ('name="partition"', 'name="cores"', 'name="memory_gb"', 'name="runtime"',
+                  'name="folder"', '<option value="short">'):
+        assert field in page
+
+
+FORGED = [
+    ({"partition": "debug\n#SBATCH --uid=0"}, "Partition"),
+    ({"cores": "1 --uid=0"}, "is not offered"),
+    ({"cores": "$(touch /tmp/pwned)"}, "is not offered"),
+    ({"memory_gb": "2; scancel -u root"}, "not a whole number"),
+    ({"memory_gb": "64"}, "outside 1-2"),
+    ({"runtime": "99:00:00"}, "is not offered"),
+    ({"folder": f"/home/{BOB}"}, "not inside your folders"),
+    ({"folder": f"/home/{ALICE}/../{BOB}"}, "plain absolute path"),
+    ({"req_prologue": "id"}, "Unknown option"),
+]
+
+
+def test_forged_posts_submit_nothing(site, slurm, students):  # noqa: F811
+    hub = site.hub
+    session = hub.login(ALICE, students[ALICE])
+    jobs_before = slurm.jobs()
+    for form, message in FORGED:
+        r = post_form(hub, session, ALICE, form)
+        assert message in r.text, (form, r.status_code, r.text[-2000:])
+        api = hub.api("POST", f"/users/{ALICE}/server", json=form)
+        assert api.status_code == 400 and message in api.text, (form, api.text)
+    assert slurm.jobs() == jobs_before
+    assert not hub.server(ALICE)
+    assert "Spawner submitting command" not in hub.log()
+
+
+def test_student_session(site, slurm, students):  # noqa: F811
+    hub = site.hub
+    session = hub.login(ALICE, students[ALICE])
+    form = {"partition": "debug", "cores": "2", "memory_gb": "1", "runtime": "0:30:00",
+            "folder": f"/home/{ALICE}"}
+    posted = []
+    poster = threading.Thread(target=lambda: posted.append(post_form(hub, session, ALICE, form)))
+    poster.start()
+    wait_for(lambda: hub.server(ALICE).get("pending") == "spawn", 30, "alice's spawn")
+    messages = read_progress(hub, ALICE)
+    poster.join(30)
+    assert posted[0].status_code in (302, 303), posted[0].text[-2000:]
+    assert hub.server(ALICE).get("ready"), messages
+    text = "\n".join(messages)
+    assert re.search(r"Slurm job \d+ is running on node localhost; CARTA is starting", text), text
+
+    (job,) = job_of(slurm, ALICE)
+    detail = slurm.run("squeue", "-h", "-j", job, "-o", "%P %C %m %l %j").stdout.split()
+    assert detail == ["debug", "2", "1G", "30:00", "carta"]
+
+    found = asyncio.run(listing(hub, session, ALICE, ALICE))
+    assert found.success and "alice-obs.fits" in [f.name for f in found.files], found
+    assert carta_processes(ALICE) == [pwd.getpwnam(ALICE).pw_uid]
+
+    # Bob's CARTA runs as bob: it lists his own home, not alice's.
+    bob = hub.login(BOB, students[BOB])
+    hub.start_server(BOB, timeout=120, cores=1, memory_gb=1)
+    mine = asyncio.run(listing(hub, bob, BOB, BOB))
+    assert mine.success and [f.name for f in mine.files] == ["bob-obs.fits"]
+    theirs = asyncio.run(listing(hub, bob, BOB, ALICE))
+    assert not theirs.success and not theirs.files, theirs
+    assert carta_processes(BOB) == [pwd.getpwnam(BOB).pw_uid]
+
+
+def test_one_squeue_per_poll_interval(site, squeue_log):
+    assert site.hub.server(ALICE).get("ready") and site.hub.server(BOB).get("ready")
+    before, started = squeue_log[1](), time.monotonic()
+    time.sleep(4 * POLL)
+    calls, intervals = squeue_log[1]() - before, (time.monotonic() - started) / POLL
+    assert 1 <= calls <= intervals + 1, (calls, intervals)
+
+
+def test_hub_restart_reattaches(site, slurm, students):  # noqa: F811
+    (job,) = job_of(slurm, ALICE)
+    site.restart()
+    hub = site.hub
+    assert job_of(slurm, ALICE) == [job]
+    assert hub.server(ALICE).get("ready")
+    session = hub.login(ALICE, students[ALICE])
+    found = asyncio.run(listing(hub, session, ALICE, ALICE))
+    assert "alice-obs.fits" in [f.name for f in found.files]
+
+
+def test_stop_cancels_the_job(site, slurm):  # noqa: F811
+    (job,) = job_of(slurm, ALICE)
+    site.hub.stop_server(ALICE)
+    assert slurm.jobs()[job][0] in ("CANCELLED", "COMPLETED")
+    wait_for(lambda: not carta_processes(ALICE), 30, "alice's CARTA to exit")
+    assert job_of(slurm, BOB)  # bob's job is untouched
