@@ -6,14 +6,24 @@ in ``jupyterhub_config.py`` (passed on to the user's server by the spawners) or 
 command line of ``carta-hub-singleuser``.
 """
 
+import json
 import os
 import secrets
 import shutil
 
-from traitlets import Int, List, Unicode, Bool
+from traitlets import Bool, Dict, Int, List, Unicode
 from traitlets.config import Configurable
 
 LOOPBACK = "127.0.0.1"
+
+
+class JSONDict(Dict):
+    """A Dict that also takes a JSON object on the command line."""
+
+    def from_string_list(self, s_list):
+        if len(s_list) == 1 and s_list[0].lstrip().startswith("{"):
+            return json.loads(s_list[0])
+        return super().from_string_list(s_list)
 
 
 class BackendNotFound(RuntimeError):
@@ -87,6 +97,14 @@ class CartaBackend(Configurable):
     extra_args = List(
         Unicode(),
         help="Further carta_backend arguments, appended as given (e.g. ['--enable_scripting']).",
+    ).tag(config=True)
+
+    preference_defaults = JSONDict(
+        {"telemetryMode": "none", "telemetryConsentShown": True, "checkNewRelease": False},
+        help="""Site defaults for CARTA preferences, used for every key a user has not saved
+        themselves (their own choices always win). The defaults turn telemetry off without
+        the first-start consent dialog and skip the new-release check, which need internet.
+        Any other preference can be added, e.g. {"colormap": "inferno"}.""",
     ).tag(config=True)
 
     start_timeout = Int(
@@ -173,9 +191,7 @@ class CartaBackend(Configurable):
 
 
 def _cli_value(value):
-    if isinstance(value, list):
-        return "[" + ", ".join(repr(v) for v in value) + "]"
-    return str(value)
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 
 
 def _current_user():

@@ -31,6 +31,18 @@ def rewrite_config(response, request, path):
         response.body = json.dumps(config).encode()
 
 
+def fill_preferences(response, request, path, defaults):
+    """Fill the operator's default preferences into keys the user has not saved."""
+    if path != "/api/database/preferences" or request.method != "GET" or response.code != 200:
+        return
+    body = json.loads(response.body)
+    stored = body.get("preferences")
+    if isinstance(stored, dict):
+        for key, value in defaults.items():
+            stored.setdefault(key, value)
+        response.body = json.dumps(body).encode()
+
+
 class CartaProxyHandler(SuperviseAndProxyHandler):
     """Proxies ``<prefix>/...`` to the backend, starting it on demand.
 
@@ -41,7 +53,11 @@ class CartaProxyHandler(SuperviseAndProxyHandler):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.rewrite_response = [rewrite_config]
+        defaults = self.backend.backend.preference_defaults
+        self.rewrite_response = [
+            rewrite_config,
+            lambda response, request, path: fill_preferences(response, request, path, defaults),
+        ]
 
     @property
     def backend(self):

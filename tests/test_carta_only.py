@@ -52,14 +52,19 @@ def test_frontend_and_config_under_own_prefix(hub, sessions, name):
 
 
 @pytest.mark.parametrize("name", USERNAMES)
-def test_preferences_round_trip(hub, sessions, name):
+def test_preferences_round_trip_over_site_defaults(hub, sessions, name):
     session = sessions[name]
     open_carta(hub, session, name)
     url = hub.user_url(name, "api/database/preferences")
-    r = session.put(url, json={"colormap": "viridis", "telemetryMode": "none"})
+    fresh = session.get(url).json()["preferences"]
+    assert fresh["telemetryMode"] == "none" and fresh["telemetryConsentShown"] is True
+    assert fresh["checkNewRelease"] is False
+    r = session.put(url, json={"colormap": "viridis", "telemetryMode": "usage"})
     assert r.status_code == 200, r.text
     stored = session.get(url).json()["preferences"]
-    assert stored["colormap"] == "viridis" and stored["telemetryMode"] == "none"
+    assert stored["colormap"] == "viridis"
+    assert stored["telemetryMode"] == "usage"  # the user's own choice beats the site default
+    assert stored["telemetryConsentShown"] is True
 
 
 @pytest.mark.parametrize("name", USERNAMES)
