@@ -196,23 +196,37 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
             await self.submit_batch_script()
         except RuntimeError as e:
             raise RuntimeError(f"Slurm refused the CARTA job: {e}") from None
-        info = await self._wait_for(lambda info: info.status == JobStatus.RUNNING)
+        info = await self._wait_for(self._running)
         self.ip = info.node
-        await self._wait_for(lambda info: self.port != 0)
+        await self._wait_for(self._listening)
         self._note(f"CARTA is up on {self.ip}:{self.port}; connecting")
         self._progress_done = True
         self.db.commit()
         return self.ip, self.port
 
     async def _wait_for(self, done):
-        """Fresh job states until ``done(info)``; a job that ended raises, explained."""
+        """Fresh job states until ``await done(info)``; a job that ended raises, explained."""
         while True:
             info = await self._refresh(fresh=True)
             if info is None or info.status == JobStatus.NOTFOUND:
                 raise RuntimeError(await self._why_ended(info))
             self._note(self._progress_message())
-            if info.status != JobStatus.UNKNOWN and done(info):
+            if info.status != JobStatus.UNKNOWN and await done(info):
                 return info
+
+    async def _running(self, info):
+        return info.status == JobStatus.RUNNING
+
+    async def _listening(self, info):
+        """The server reported its port (batchspawner-singleuser) and accepts connections."""
+        if not self.port:
+            return False
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(self.ip, self.port), 5)
+        except (OSError, asyncio.TimeoutError):
+            return False
+        writer.close()
+        return True
 
     async def _refresh(self, fresh):
         self._poller = QueuePoller.shared(self.squeue_command, self.log,

@@ -32,6 +32,7 @@ SUDOERS = Path("/etc/sudoers.d/carta-hub-slurm-test")
 ALICE, BOB = "cs-alice", "cs-bob"
 FITS = b"SIMPLE  =                    T" + b" " * 2850
 POLL = 2.0
+PWNED = "/tmp/carta-hub-slurm-test-pwned"
 
 # docs/slurm.md's rule, for this test's Hub user and student group
 RULE = f"""Cmnd_Alias CARTA_SLURM = /usr/bin/sbatch, /usr/bin/scancel, /usr/bin/tail
@@ -180,20 +181,25 @@ async def listing(hub, session, name, directory):
         return await file_list(ws, directory)
 
 
-def carta_processes(name):
-    """UIDs of the stand-in backends started for JupyterHub user ``name`` (from /proc)."""
-    uids = []
+def processes(name, program="carta-standin"):
+    """``[(uid, environ)]`` of the ``program`` processes started for Hub user ``name``."""
+    found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            environ = dict(v.split(b"=", 1) for v in
+                           Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in v)
             uid = os.stat(f"/proc/{pid}").st_uid
         except OSError:
             continue
-        backend = any(arg.endswith(b"/carta-standin") for arg in cmdline.split(b"\0")[:2])
-        if backend and f"JUPYTERHUB_USER={name}".encode() in environ:
-            uids.append(uid)
-    return uids
+        mine = environ.get(b"JUPYTERHUB_USER") == name.encode()
+        if mine and any(arg.endswith(f"/{program}".encode()) for arg in argv[:2]):
+            found.append((uid, environ))
+    return found
+
+
+def carta_uids(name):
+    return [uid for uid, _ in processes(name)]
 
 
 def job_of(slurm, name, state="RUNNING"):  # noqa: F811
@@ -263,7 +269,7 @@ def test_student_session(site, slurm, students):  # noqa: F811
 
     found = asyncio.run(listing(hub, session, ALICE, ALICE))
     assert found.success and "alice-obs.fits" in [f.name for f in found.files], found
-    assert carta_processes(ALICE) == [pwd.getpwnam(ALICE).pw_uid]
+    assert carta_uids(ALICE) == [pwd.getpwnam(ALICE).pw_uid]
 
     # Bob's CARTA runs as bob: it lists his own home, not alice's.
     bob = hub.login(BOB, students[BOB])
@@ -272,7 +278,17 @@ def test_student_session(site, slurm, students):  # noqa: F811
     assert mine.success and [f.name for f in mine.files] == ["bob-obs.fits"]
     theirs = asyncio.run(listing(hub, bob, BOB, ALICE))
     assert not theirs.success and not theirs.files, theirs
-    assert carta_processes(BOB) == [pwd.getpwnam(BOB).pw_uid]
+    assert carta_uids(BOB) == [pwd.getpwnam(BOB).pw_uid]
+
+
+def test_job_token_sets_only_the_port(site):
+    """The server's token (readable in the job) cannot reconfigure the Hub's spawner."""
+    ((_, environ),) = processes(ALICE, "batchspawner-singleuser")
+    headers = {"Authorization": f"token {environ[b'JUPYTERHUB_API_TOKEN'].decode()}"}
+    for body in ({"exec_prefix": f"touch {PWNED};"}, {"batch_cancel_cmd": f"touch {PWNED}"},
+                 {"port": 1, "ip": "127.0.0.2"}, {"port": "8888"}, {"port": 0}):
+        r = requests.post(f"{site.hub.url}/hub/api/batchspawner", headers=headers, json=body)
+        assert r.status_code == 400, (body, r.text)
 
 
 def test_one_squeue_per_poll_interval(site, squeue_log):
@@ -298,5 +314,6 @@ def test_stop_cancels_the_job(site, slurm):  # noqa: F811
     (job,) = job_of(slurm, ALICE)
     site.hub.stop_server(ALICE)
     assert slurm.jobs()[job][0] in ("CANCELLED", "COMPLETED")
-    wait_for(lambda: not carta_processes(ALICE), 30, "alice's CARTA to exit")
+    wait_for(lambda: not carta_uids(ALICE), 30, "alice's CARTA to exit")
+    assert not os.path.exists(PWNED)
     assert job_of(slurm, BOB)  # bob's job is untouched

@@ -15,7 +15,7 @@ import pytest
 from jupyterhub.objects import Hub
 
 from carta_hub.slurm import CARTASlurmSpawner
-from helpers.ports import wait_for
+from helpers.ports import free_port, wait_for
 from helpers.slurm import slurm, students  # noqa: F401  (session fixtures)
 
 ALICE = "cs-alice"
@@ -70,18 +70,20 @@ async def collect(progress, into):
 
 async def test_job_runs_as_student_with_progress_then_stop_cancels(make_spawner, slurm, students):  # noqa: F811
     uid_file = Path(pwd.getpwnam(ALICE).pw_dir) / ".carta-test-uid"
-    spawner = make_spawner(shell=f"id -u > {uid_file}; sleep 300")
+    port = free_port()
+    spawner = make_spawner(shell=f"id -u > {uid_file}; "
+                                 f"exec python3 -m http.server {port} --bind 127.0.0.1")
     messages = []
     starting = asyncio.ensure_future(spawner.start())
     watcher = asyncio.ensure_future(collect(spawner.progress(), messages))
     await asyncio.to_thread(wait_for, uid_file.exists, 60, "the job to run")
-    spawner.port = 4242  # what batchspawner-singleuser reports through the Hub API
-    assert await asyncio.wait_for(starting, 30) == ("localhost", 4242)
+    spawner.port = port  # what batchspawner-singleuser reports through the Hub API
+    assert await asyncio.wait_for(starting, 30) == ("localhost", port)
     await asyncio.wait_for(watcher, 10)
     assert uid_file.read_text().strip() == str(pwd.getpwnam(ALICE).pw_uid)
     assert messages[0].startswith(("Submitting", f"Slurm job {spawner.job_id}"))
     assert f"Slurm job {spawner.job_id} is running on node localhost; CARTA is starting" in messages
-    assert messages[-1] == "CARTA is up on localhost:4242; connecting"
+    assert messages[-1] == f"CARTA is up on localhost:{port}; connecting"
     assert slurm.jobs()[spawner.job_id] == ("RUNNING", ALICE)
 
     assert await spawner.poll() is None
@@ -113,6 +115,14 @@ async def test_job_dying_before_ready_is_explained(make_spawner, students):  # n
     assert "ended before CARTA was ready" in text and "Slurm state FAILED" in text, text
     assert "NonZeroExitCode" in text and "CARTA: cannot read /ceph/missing" in text, text
     assert not spawner.job_id
+
+
+async def test_server_dying_after_reporting_its_port_is_explained(make_spawner, students):  # noqa: F811
+    spawner = make_spawner(shell="sleep 2; echo 'carta-hub-singleuser: no CARTA backend'; exit 1")
+    # the port is reported (as batchspawner-singleuser does first), but nothing listens there
+    asyncio.get_running_loop().call_later(0.5, setattr, spawner, "port", free_port())
+    with pytest.raises(RuntimeError, match="(?s)Slurm state FAILED.*no CARTA backend"):
+        await asyncio.wait_for(spawner.start(), 60)
 
 
 async def test_refused_submission_is_explained(make_spawner, students):  # noqa: F811
