@@ -1,19 +1,22 @@
-"""The Slurm spawn form and job script, without a cluster: what a given configuration
-renders (the exact container command), and forged choices refused before anything runs."""
+"""The Slurm spawn form, job script and queue answers, without a cluster: what a given
+configuration renders (the exact container command), forged choices refused before anything
+runs, squeue failures."""
 
 import shlex
 from pathlib import Path
 
 import pytest
 import yaml
-from traitlets.config import Config, PyFileConfigLoader
+from batchspawner import JobStatus
+from jupyterhub import apihandlers
 from tornado import web
+from traitlets.config import Config, PyFileConfigLoader
 
 from carta_hub.jobscript import bind_spec, container_argv
 from carta_hub.resources import FormError
 from carta_hub.slurm import CARTASlurmSpawner, PortOnlyHandler
+from carta_hub.squeue import parse
 from carta_hub.storage import CartaStorage
-from jupyterhub import apihandlers
 
 
 class FakeUser:
@@ -229,3 +232,25 @@ def test_shipped_configs_load(name, monkeypatch):
     assert spawner.container_runtime == "apptainer" and spawner.container_image.endswith(".sif")
     assert spawner.partitions and spawner.runtimes
     assert CartaStorage(config=config).mounts
+
+
+@pytest.mark.parametrize("stderr,code,expected", [
+    ("slurm_load_jobs error: Unable to contact slurm controller (connect failure)", 1, None),
+    ("slurm_load_jobs error: Invalid job id specified", 1, 1),
+    ("", 0, 1),  # not listed any more
+])
+async def test_poll_when_squeue_fails_or_forgets(make_spawner, tmp_path, stderr, code, expected):
+    """A controller outage keeps the server; a job Slurm no longer knows is gone."""
+    fake = tmp_path / "squeue"
+    fake.write_text(f"#!/bin/sh\necho '{stderr}' >&2\nexit {code}\n")
+    fake.chmod(0o755)
+    spawner = make_spawner(squeue_command=str(fake))
+    spawner.load_state({"job_id": "12"})
+    assert await spawner.poll() == expected
+
+
+def test_squeue_lines_parsed():
+    jobs = parse("7 PENDING n/a ReqNodeNotAvail, UnavailableNodes:c1\n8 RUNNING c042 None\n")
+    assert jobs["7"].status == JobStatus.PENDING and jobs["7"].node == ""
+    assert jobs["7"].reason == "ReqNodeNotAvail, UnavailableNodes:c1"
+    assert jobs["8"].status == JobStatus.RUNNING and jobs["8"].status_line == "RUNNING c042"
