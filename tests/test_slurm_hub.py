@@ -128,13 +128,14 @@ def site(slurm, students, hub_account, squeue_log):  # noqa: F811
 
 
 def post_form(hub, session, name, form):
-    data = {key: [value] if isinstance(value, str) else value for key, value in form.items()}
-    data["_xsrf"] = [session.cookies.get("_xsrf", path="/hub/") or session.cookies.get("_xsrf")]
+    """POST the spawn form as the browser does (with the Hub's XSRF cookie value)."""
+    data = {**form, "_xsrf": session.cookies.get("_xsrf", path="/hub/")}
     return session.post(f"{hub.url}/hub/spawn/{name}", data=data, allow_redirects=False)
 
 
-def read_progress(hub, name):
-    """The progress messages (server-sent events) of ``name``'s pending spawn until it ends."""
+def read_progress(hub, name, until=lambda message: False):
+    """The progress messages (server-sent events) of ``name``'s pending spawn until it ends
+    or ``until(message)``."""
     url = f"{hub.url}/hub/api/users/{name}/server/progress"
     headers = {"Authorization": f"token {hub.api_token}"}
     messages = []
@@ -144,9 +145,17 @@ def read_progress(hub, name):
             if line and line.startswith("data:"):
                 event = json.loads(line[5:])
                 messages.append(event.get("message", ""))
-                if event.get("ready") or event.get("failed"):
+                if event.get("ready") or event.get("failed") or until(messages[-1]):
                     return messages
     return messages
+
+
+def spawn_with_form(hub, session, name, form, until=lambda message: False):
+    """Post the spawn form (in a thread: it waits up to 10 s) and read the spawn's progress."""
+    poster = threading.Thread(target=post_form, args=(hub, session, name, form))
+    poster.start()
+    wait_for(lambda: hub.server(name).get("pending") == "spawn", 30, f"{name}'s spawn")
+    return poster, read_progress(hub, name, until)
 
 
 async def handshake(ws):
@@ -252,13 +261,8 @@ def test_student_session(site, slurm, students):  # noqa: F811
     session = hub.login(ALICE, students[ALICE])
     form = {"partition": "debug", "cores": "2", "memory_gb": "1", "runtime": "0:30:00",
             "folder": f"/home/{ALICE}"}
-    posted = []
-    poster = threading.Thread(target=lambda: posted.append(post_form(hub, session, ALICE, form)))
-    poster.start()
-    wait_for(lambda: hub.server(ALICE).get("pending") == "spawn", 30, "alice's spawn")
-    messages = read_progress(hub, ALICE)
-    poster.join(30)
-    assert posted[0].status_code in (302, 303), posted[0].text[-2000:]
+    posted, messages = spawn_with_form(hub, session, ALICE, form)
+    posted.join(30)
     assert hub.server(ALICE).get("ready"), messages
     text = "\n".join(messages)
     assert re.search(r"Slurm job \d+ is running on node localhost; CARTA is starting", text), text
@@ -317,3 +321,16 @@ def test_stop_cancels_the_job(site, slurm):  # noqa: F811
     wait_for(lambda: not carta_uids(ALICE), 30, "alice's CARTA to exit")
     assert not os.path.exists(PWNED)
     assert job_of(slurm, BOB)  # bob's job is untouched
+
+
+def test_queued_job_shows_the_reason_and_stop_cancels_it(site, slurm, students):  # noqa: F811
+    hub = site.hub
+    session = hub.login(ALICE, students[ALICE])
+    form = {"partition": "short", "cores": "1", "memory_gb": "1", "runtime": "2:00:00"}
+    want = "is waiting in the queue (Slurm reason: PartitionTimeLimit)"  # over short's 1 h
+    posted, messages = spawn_with_form(hub, session, ALICE, form, until=lambda m: want in m)
+    assert want in messages[-1], messages
+    (job,) = job_of(slurm, ALICE, "PENDING")
+    hub.stop_server(ALICE)
+    posted.join(30)
+    assert slurm.jobs()[job][0] == "CANCELLED"
