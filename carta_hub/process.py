@@ -34,6 +34,17 @@ def free_port():
         return sock.getsockname()[1]
 
 
+def warn_unwritable_home(log):
+    """CARTA runs from a full or read-only home (the wrapper keeps its log, the backend gets
+    --no_log), but it cannot save preferences, layouts or snippets there: say so."""
+    home = os.environ.get("HOME") or os.path.expanduser("~")
+    carta = os.path.join(home, ".carta")
+    target = carta if os.path.isdir(carta) else home
+    if not os.access(target, os.W_OK):
+        log.warning("Home folder %s is not writable: CARTA runs, but cannot save preferences, "
+                    "layouts or snippets (%s)", home, target)
+
+
 class BackendProcess:
     """The backend of one server. ``ensure_running()`` starts it when needed."""
 
@@ -46,6 +57,7 @@ class BackendProcess:
         self.proc = None
         self.tail = collections.deque(maxlen=40)
         self._lock = asyncio.Lock()
+        self._home_checked = False
 
     @property
     def running(self):
@@ -59,6 +71,9 @@ class BackendProcess:
         return self.port, self.token
 
     async def _start(self):
+        if not self._home_checked:
+            self._home_checked = True
+            warn_unwritable_home(self.log)
         for _ in range(PORT_ATTEMPTS):
             port, token = free_port(), self.backend.new_token()
             outcome = await self._launch(port, token)
