@@ -1,0 +1,211 @@
+"""Faults on a real Hub + configurable-http-proxy with CARTA-only servers (the stand-in backend
+``carta-standin``, NOT CARTA): what recovers by itself, how fast, and what the student sees.
+
+1. the backend process is killed (-9): the next request restarts it, files and preferences kept;
+2. the single-user server process is killed: the Hub notices within one poll interval, removes
+   the route, the student gets "Server not running" and one POST to the spawn URL restarts it;
+4. configurable-http-proxy is killed: the Hub restarts it and re-adds every route by itself;
+7. a read-only home: CARTA starts, the wrapper warns, saving preferences fails visibly.
+
+Measured times are printed and written to ``test-artifacts/fault-times.json`` (docs/operations.md).
+"""
+
+import asyncio
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from carta_hub.standin.icd import EventType
+from helpers.carta import file_list, register
+from helpers.client import connect, open_carta
+from helpers.hub import SAME_USER_CARTA
+from helpers.ports import wait_for
+
+POLL = 2  # c.Spawner.poll_interval
+JITTER = 0.1  # JupyterHub's default Spawner.poll_jitter
+PROXY_CHECK = 1  # c.ConfigurableHTTPProxy.check_running_interval
+PROXY_TOKEN = secrets.token_hex(16)
+CONFIG = SAME_USER_CARTA + f"""
+c.Spawner.poll_interval = {POLL}
+c.ConfigurableHTTPProxy.check_running_interval = {PROXY_CHECK}
+c.JupyterHub.last_activity_interval = 2
+"""
+FITS = b"SIMPLE  =                    T" + b" " * 2850
+
+
+def record(artifacts, name, seconds):
+    """Keep a measured time for docs/operations.md."""
+    path = artifacts / "fault-times.json"
+    times = json.loads(path.read_text()) if path.exists() else {}
+    times[name] = round(seconds, 2)
+    path.write_text(json.dumps(times, indent=1, sort_keys=True))
+    print(f"measured {name}: {seconds:.2f} s")
+
+
+def processes(home, program):
+    """PIDs of ``program`` processes whose HOME is ``home`` (this Hub's user only)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and f"HOME={home}".encode() in environ and \
+                any(arg.endswith(program.encode()) for arg in argv[:2]):
+            found.append(int(pid))
+    return found
+
+
+def proxy_routes(hub):
+    """The routes configurable-http-proxy holds right now (asked through its own API)."""
+    api = re.search(r'api_url = "([^"]+)"', (hub.workdir / "jupyterhub_config.py").read_text())[1]
+    r = requests.get(f"{api}/api/routes", headers={"Authorization": f"token {PROXY_TOKEN}"},
+                     timeout=5)
+    r.raise_for_status()
+    return r.json()
+
+
+def post_spawn(hub, session, name):
+    """The "Launch server" button: one POST to the spawn URL."""
+    xsrf = session.cookies.get("_xsrf", path="/hub/") or session.cookies.get("_xsrf")
+    return session.post(f"{hub.url}/hub/spawn/{name}", data={"_xsrf": xsrf})
+
+
+async def listing(hub, session, name):
+    async with connect(hub, session, name) as ws:
+        event, _, _, ack = await register(ws)
+        assert event == EventType.REGISTER_VIEWER_ACK and ack.success
+        event, _, _, found = await file_list(ws)
+    assert event == EventType.FILE_LIST_RESPONSE and found.success
+    return [f.name for f in found.files]
+
+
+@pytest.fixture(scope="module")
+def hub(hub_factory, hub_unix_user):
+    hub = hub_factory(CONFIG, env={"CONFIGPROXY_AUTH_TOKEN": PROXY_TOKEN})
+    for name in ("crash", "dies", "proxied"):
+        home = hub.workdir / "homes" / name
+        home.mkdir(parents=True)
+        (home / f"{name}.fits").write_bytes(FITS)
+        subprocess.run(["chown", "-R", hub_unix_user.pw_name, str(hub.workdir / "homes")],
+                       check=True)
+    return hub
+
+
+def home_of(hub, name):
+    return hub.workdir / "homes" / name
+
+
+def test_backend_crash_restarts_on_next_request(hub, artifacts):
+    name = "crash"
+    hub.start_server(name)
+    session = hub.login(name)
+    open_carta(hub, session, name)
+    prefs = hub.user_url(name, "api/database/preferences")
+    assert session.put(prefs, json={"colormap": "magma"}).status_code == 200
+    (old,) = wait_for(lambda: processes(home_of(hub, name), "/carta-standin"), 20, "the backend")
+
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: not processes(home_of(hub, name), "/carta-standin"), 10, "the backend gone")
+    started = time.monotonic()
+    r = session.get(prefs)  # nobody acts: the student's next request
+    recovered = time.monotonic() - started
+    assert r.status_code == 200, r.text
+    assert r.json()["preferences"]["colormap"] == "magma"
+    assert f"{name}.fits" in asyncio.run(listing(hub, session, name))
+    (new,) = processes(home_of(hub, name), "/carta-standin")
+    assert new != old
+    assert hub.server(name).get("ready")  # the Hub never saw a problem
+    record(artifacts, "backend_crash_next_request", recovered)
+
+
+def test_server_killed_hub_notices_and_one_click_restarts(hub, artifacts):
+    name = "dies"
+    hub.start_server(name)
+    session = hub.login(name)
+    open_carta(hub, session, name)
+    prefs = hub.user_url(name, "api/database/preferences")
+    assert session.put(prefs, json={"colormap": "inferno"}).status_code == 200
+    assert f"/user/{name}" in proxy_routes(hub)
+    (server,) = processes(home_of(hub, name), "/carta-hub-singleuser")
+
+    os.kill(server, signal.SIGKILL)
+    killed = time.monotonic()
+    wait_for(lambda: not hub.server(name), 3 * POLL, "the Hub to notice", interval=0.05)
+    noticed = time.monotonic() - killed
+    assert noticed <= POLL * (1 + JITTER) + 1.5, noticed  # one poll interval (+ the poll itself)
+    assert f"/user/{name}" not in proxy_routes(hub)
+    # the backend went with its wrapper (PR_SET_PDEATHSIG), nothing is left behind
+    wait_for(lambda: not processes(home_of(hub, name), "/carta-standin"), 10, "no backend")
+
+    page = session.get(hub.user_url(name))
+    assert page.status_code == 424, page.status_code
+    assert "Server not running" in page.text and f"/hub/spawn/{name}" in page.text
+
+    clicked = time.monotonic()
+    r = post_spawn(hub, session, name)
+    assert r.status_code == 200, r.text[-2000:]
+    wait_for(lambda: hub.server(name).get("ready"), 60, "the restarted server")
+    restarted = time.monotonic() - clicked
+    page = open_carta(hub, session, name)
+    assert page.status_code == 200 and "<title>CARTA</title>" in page.text
+    assert session.get(prefs).json()["preferences"]["colormap"] == "inferno"
+    record(artifacts, "local_server_killed_hub_notices", noticed)
+    record(artifacts, "local_server_one_click_restart", restarted)
+
+
+def test_proxy_restart_routes_come_back(hub, artifacts):
+    name = "proxied"
+    hub.start_server(name)
+    session = hub.login(name)
+    open_carta(hub, session, name)
+    proxy_pid = int((hub.workdir / "proxy.pid").read_text())
+    os.kill(proxy_pid, signal.SIGKILL)
+    killed = time.monotonic()
+
+    def reachable():
+        try:
+            return session.get(hub.user_url(name, "config"), timeout=2).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    wait_for(reachable, 30, "CARTA through the restarted proxy", interval=0.1)
+    back = time.monotonic() - killed
+    assert int((hub.workdir / "proxy.pid").read_text()) != proxy_pid
+    routes = proxy_routes(hub)
+    assert {f"/user/{n}" for n in ("crash", "proxied")} <= set(routes)
+    assert f"{name}.fits" in asyncio.run(listing(hub, session, name))
+    assert "Proxy stopped with exit code" in hub.log()
+    record(artifacts, "proxy_killed_routes_back", back)
+
+
+def test_read_only_home_starts_with_a_warning(hub, hub_unix_user):
+    name = "readonly"
+    home = home_of(hub, name)
+    home.mkdir(parents=True)
+    (home / "ro.fits").write_bytes(FITS)
+    subprocess.run(["chown", "-R", hub_unix_user.pw_name, str(home)], check=True)
+    home.chmod(0o555)
+    hub.start_server(name)
+    session = hub.login(name)
+    page = open_carta(hub, session, name)
+    assert page.status_code == 200 and "<title>CARTA</title>" in page.text
+    assert "ro.fits" in asyncio.run(listing(hub, session, name))
+    prefs = hub.user_url(name, "api/database/preferences")
+    fresh = session.get(prefs)
+    assert fresh.status_code == 200 and fresh.json()["preferences"]["telemetryMode"] == "none"
+    # CARTA cannot save: an error status the frontend reports, not a hang or a crash
+    assert session.put(prefs, json={"colormap": "magma"}).status_code >= 400
+    assert session.get(prefs).status_code == 200
+    assert re.search(rf"Home folder {re.escape(str(home))} is not writable", hub.log())
+    assert not (home / ".carta").exists()
