@@ -111,10 +111,6 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
     def _apply_default(self):
         return type(self)._apply_options
 
-    @default("req_srun")
-    def _srun_default(self):
-        return "srun"
-
     # --- form and validation ---
 
     async def _options_form(self):
@@ -254,6 +250,17 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
     async def stop(self, now=False):
         if self.job_id:
             await super().stop(now=now)
+
+    def get_state(self):
+        state = super().get_state()
+        if self.job_id:  # who to scancel as after a Hub restart (the login may differ)
+            state["login"] = self.req_username
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        if state.get("login"):
+            self.req_username = state["login"]
 
     def clear_state(self):
         if self.job_id and getattr(self, "_poller", None):

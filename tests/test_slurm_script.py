@@ -254,3 +254,11 @@ def test_squeue_lines_parsed():
     assert jobs["7"].status == JobStatus.PENDING and jobs["7"].node == ""
     assert jobs["7"].reason == "ReqNodeNotAvail, UnavailableNodes:c1"
     assert jobs["8"].status == JobStatus.RUNNING and jobs["8"].status_line == "RUNNING c042"
+
+
+def test_state_keeps_the_login(make_spawner):
+    spawner = make_spawner()
+    spawner.job_id, spawner.req_username = "42", "alice-login"
+    restarted = make_spawner()
+    restarted.load_state(spawner.get_state())
+    assert (restarted.job_id, restarted.req_username) == ("42", "alice-login")
