@@ -2,7 +2,8 @@
 CARTASlurmSpawner submitting through the documented sudo rule to a real Slurm, the CARTA
 stand-in run bare (``container_runtime = "none"``) by carta-hub-singleuser in the job.
 
-The Hub runs as an unprivileged user in group ``shadow`` with the sudo rule of docs/slurm.md.
+The Hub runs as an unprivileged user in group ``shadow`` with the sudo rule of docs/slurm.md
+(tests/helpers/slurm.py).
 """
 
 import asyncio
@@ -10,8 +11,6 @@ import json
 import os
 import pwd
 import re
-import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -21,96 +20,28 @@ import requests
 
 from carta_hub.standin import icd
 from helpers.client import connect, open_carta
-from helpers.hub import VENV_BIN, dumps, start_hub
-from helpers.ports import free_port, wait_for
-from helpers.slurm import slurm, students  # noqa: F401  (session fixtures)
-from helpers.users import ensure_user, remove_user
+from helpers.ports import wait_for
+from helpers.slurm import CountingSqueue, SlurmHub
+from helpers.slurm import hub_account, slurm, students  # noqa: F401  (session fixtures)
 
-HUB_USER = "cartahub-slurm"
-GROUP = "carta-students-t"
-SUDOERS = Path("/etc/sudoers.d/carta-hub-slurm-test")
 ALICE, BOB = "cs-alice", "cs-bob"
 FITS = b"SIMPLE  =                    T" + b" " * 2850
 POLL = 2.0
 PWNED = "/tmp/carta-hub-slurm-test-pwned"
-
-# docs/slurm.md's rule, for this test's Hub user and student group
-RULE = f"""Cmnd_Alias CARTA_SLURM = /usr/bin/sbatch, /usr/bin/scancel, /usr/bin/tail
-{HUB_USER} ALL=(%{GROUP}) NOPASSWD:SETENV: CARTA_SLURM
-"""
-
-
-@pytest.fixture(scope="module")
-def hub_account(students):  # noqa: F811
-    subprocess.run(["groupadd", "-f", GROUP], check=True)
-    for name in students:
-        subprocess.run(["usermod", "-aG", GROUP, name], check=True)
-    ensure_user(HUB_USER)
-    subprocess.run(["usermod", "-aG", "shadow", HUB_USER], check=True)
-    SUDOERS.write_text(RULE)
-    SUDOERS.chmod(0o440)
-    subprocess.run(["visudo", "-cf", str(SUDOERS)], check=True, capture_output=True)
-    yield HUB_USER
-    SUDOERS.unlink()
-    remove_user(HUB_USER)
-    subprocess.run(["groupdel", GROUP], capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def squeue_log(hub_account):
-    folder = Path(tempfile.mkdtemp(prefix="carta-squeue-hub-", dir="/tmp"))
-    folder.chmod(0o755)
-    log, wrapper = folder / "calls", folder / "squeue"
-    log.touch()
-    log.chmod(0o666)
-    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {log}\nexec squeue "$@"\n')
-    wrapper.chmod(0o755)
-    yield wrapper, lambda: len(log.read_text().splitlines())
-    for path in (log, wrapper):
-        path.unlink()
-    folder.rmdir()
-
-
-def hub_config(squeue, hub_port):
-    return f"""
-# kept across the restart (the jobs call this API); hub_bind_url wins over hub_port
-c.JupyterHub.hub_bind_url = "http://127.0.0.1:{hub_port}"
-c.JupyterHub.authenticator_class = "pam"
-c.PAMAuthenticator.open_sessions = False
-c.Authenticator.allow_all = False
-c.PAMAuthenticator.allowed_groups = {{{dumps(GROUP)}}}
-c.JupyterHub.spawner_class = "carta-slurm"
-c.JupyterHub.cleanup_servers = False
-c.Spawner.poll_interval = {POLL}
-c.CARTASlurmSpawner.container_runtime = "none"
-c.CARTASlurmSpawner.req_prologue = "export PATH={VENV_BIN}:$PATH"
-c.CARTASlurmSpawner.squeue_command = {dumps(str(squeue))}
+CONFIG = """
 c.CARTASlurmSpawner.partitions = ["debug", "short"]
 c.CARTASlurmSpawner.cores = [1, 2]
-c.CARTASlurmSpawner.memory_gb = {{"min": 1, "max": 2}}
+c.CARTASlurmSpawner.memory_gb = {"min": 1, "max": 2}
 c.CARTASlurmSpawner.runtimes = ["0:30:00", "2:00:00"]
 c.CartaBackend.top_level_folder = "/home"
 """
 
 
-class SlurmHub:
-    """The module's Hub; ``restart()`` stops it (jobs stay) and starts it on the same DB."""
-
-    def __init__(self, slurm, squeue):  # noqa: F811
-        self.workdir = Path(tempfile.mkdtemp(prefix="carta-slurm-hub-", dir="/tmp"))
-        entry = pwd.getpwnam(HUB_USER)
-        os.chown(self.workdir, entry.pw_uid, entry.pw_gid)
-        self.config = hub_config(squeue, free_port())
-        self.env = {"SLURM_CONF": str(slurm.conf)}
-        self.hub = None
-        self.start()
-
-    def start(self):
-        self.hub = start_hub(self.workdir, self.config, user=HUB_USER, env=self.env)
-
-    def restart(self):
-        self.hub.stop()
-        self.start()
+@pytest.fixture(scope="module")
+def squeue_log(hub_account):  # noqa: F811
+    squeue = CountingSqueue()
+    yield squeue
+    squeue.remove()
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +52,7 @@ def site(slurm, students, hub_account, squeue_log):  # noqa: F811
         path.write_bytes(FITS)
         os.chown(path, entry.pw_uid, entry.pw_gid)
         path.chmod(0o600)
-    site = SlurmHub(slurm, squeue_log[0])
+    site = SlurmHub(slurm, squeue_log, POLL, CONFIG)
     yield site
     site.hub.stop()
     slurm.cancel_all()
@@ -297,9 +228,9 @@ def test_job_token_sets_only_the_port(site):
 
 def test_one_squeue_per_poll_interval(site, squeue_log):
     assert site.hub.server(ALICE).get("ready") and site.hub.server(BOB).get("ready")
-    before, started = squeue_log[1](), time.monotonic()
+    before, started = squeue_log.calls(), time.monotonic()
     time.sleep(4 * POLL)
-    calls, intervals = squeue_log[1]() - before, (time.monotonic() - started) / POLL
+    calls, intervals = squeue_log.calls() - before, (time.monotonic() - started) / POLL
     assert 1 <= calls <= intervals + 1, (calls, intervals)
 
 

@@ -3,11 +3,8 @@ the student, progress shows Slurm's real state, early deaths are explained, stop
 re-attaching after a Hub restart, and one squeue per poll interval for 50 running jobs."""
 
 import asyncio
-import os
 import pwd
 import random
-import stat
-import tempfile
 import time
 from pathlib import Path
 
@@ -16,6 +13,7 @@ from jupyterhub.objects import Hub
 
 from carta_hub.slurm import CARTASlurmSpawner
 from helpers.ports import free_port, wait_for
+from helpers.slurm import CountingSqueue
 from helpers.slurm import slurm, students  # noqa: F401  (session fixtures)
 
 ALICE = "cs-alice"
@@ -38,15 +36,9 @@ class FakeDB:
 
 @pytest.fixture
 def squeue(slurm):  # noqa: F811
-    """An squeue that logs each call: ``(path, calls())``."""
-    folder = Path(tempfile.mkdtemp(prefix="carta-squeue-", dir="/tmp"))
-    log = folder / "calls"
-    wrapper = folder / "squeue"
-    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {log}\nexec squeue "$@"\n')
-    wrapper.chmod(stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
-    log.touch()
-    yield str(wrapper), lambda: len(log.read_text().splitlines())
-    os.unlink(wrapper), os.unlink(log), os.rmdir(folder)
+    counter = CountingSqueue()
+    yield counter
+    counter.remove()
 
 
 @pytest.fixture
@@ -55,7 +47,7 @@ def make_spawner(slurm, squeue, monkeypatch):  # noqa: F811
 
     def make(name=ALICE, shell="sleep 300", **traits):
         traits = {"container_runtime": "none", "req_srun": "", "batchspawner_singleuser_cmd": "",
-                  "cmd": ["/bin/sh", "-c", shell], "squeue_command": squeue[0],
+                  "cmd": ["/bin/sh", "-c", shell], "squeue_command": str(squeue.path),
                   "poll_interval": 1.0, "startup_poll_interval": 0.5, **traits}
         return CARTASlurmSpawner(user=FakeUser(name), db=FakeDB(), api_token="t",
                                  hub=Hub(ip="127.0.0.1", port=1, base_url="/hub/"), **traits)
@@ -141,9 +133,9 @@ async def test_one_squeue_per_poll_interval_for_50_jobs(make_spawner, slurm, squ
     spawners = [make_spawner() for _ in ids]
     for spawner, job_id in zip(spawners, ids):
         spawner.load_state({"job_id": job_id})
-    before = squeue[1]()
+    before = squeue.calls()
     assert await asyncio.gather(*(s.poll() for s in spawners)) == [None] * 50
-    assert squeue[1]() - before == 1
+    assert squeue.calls() - before == 1
 
     # Then the Hub polls each server every poll_interval (with jitter): still one per interval.
     async def hub_polls(spawner, rounds=5):
@@ -151,9 +143,9 @@ async def test_one_squeue_per_poll_interval_for_50_jobs(make_spawner, slurm, squ
             await asyncio.sleep(spawner.poll_interval * random.uniform(0.9, 1.1))
             assert await spawner.poll() is None
 
-    before, started = squeue[1](), time.monotonic()
+    before, started = squeue.calls(), time.monotonic()
     await asyncio.gather(*(hub_polls(s) for s in spawners))
-    calls, intervals = squeue[1]() - before, (time.monotonic() - started) / 1.0
+    calls, intervals = squeue.calls() - before, (time.monotonic() - started) / 1.0
     assert 1 <= calls <= intervals + 1, (calls, intervals)
 
     slurm.cancel_all()

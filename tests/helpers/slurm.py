@@ -1,4 +1,4 @@
-"""A real one-node Slurm cluster on this machine, for tests.
+"""A real one-node Slurm cluster on this machine, students, and a Hub on a "login node".
 
 ``SlurmCluster(root).start()`` writes a private munge key and slurm.conf under ``root``, then
 starts munged, slurmctld and slurmd (as root, in the foreground, on free loopback ports).
@@ -9,6 +9,7 @@ cgroups (``proctrack/linuxproc``, ``task/none``). Clients find it through ``SLUR
 
 import atexit
 import os
+import pwd
 import secrets
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from .hub import VENV_BIN, dumps, start_hub
 from .ports import free_port, wait_for
 from .users import ensure_user, remove_user
 
@@ -194,3 +196,89 @@ def students():
         _shared[0].cancel_all()
     for name in STUDENTS:
         remove_user(name)
+
+
+HUB_USER = "cartahub-slurm"
+GROUP = "carta-students-t"
+SUDOERS = Path("/etc/sudoers.d/carta-hub-slurm-test")
+# docs/slurm.md's rule, for this Hub user and student group
+SUDO_RULE = f"""Cmnd_Alias CARTA_SLURM = /usr/bin/sbatch, /usr/bin/scancel, /usr/bin/tail
+{HUB_USER} ALL=(%{GROUP}) NOPASSWD:SETENV: CARTA_SLURM
+"""
+
+
+@pytest.fixture(scope="session")
+def hub_account(students):
+    """The Hub's unprivileged user: in group shadow (PAM), with docs/slurm.md's sudo rule."""
+    subprocess.run(["groupadd", "-f", GROUP], check=True)
+    for name in students:
+        subprocess.run(["usermod", "-aG", GROUP, name], check=True)
+    ensure_user(HUB_USER)
+    subprocess.run(["usermod", "-aG", "shadow", HUB_USER], check=True)
+    SUDOERS.write_text(SUDO_RULE)
+    SUDOERS.chmod(0o440)
+    subprocess.run(["visudo", "-cf", str(SUDOERS)], check=True, capture_output=True)
+    yield HUB_USER
+    SUDOERS.unlink(missing_ok=True)
+    remove_user(HUB_USER)
+    subprocess.run(["groupdel", GROUP], capture_output=True)
+
+
+class CountingSqueue:
+    """An squeue wrapper anyone may run that logs each call; ``calls()`` counts them."""
+
+    def __init__(self):
+        self.folder = Path(tempfile.mkdtemp(prefix="carta-squeue-", dir="/tmp"))
+        self.folder.chmod(0o755)
+        self.log, self.path = self.folder / "calls", self.folder / "squeue"
+        self.log.touch()
+        self.log.chmod(0o666)
+        self.path.write_text(f'#!/bin/sh\necho "$*" >> {self.log}\nexec squeue "$@"\n')
+        self.path.chmod(0o755)
+
+    def calls(self):
+        return len(self.log.read_text().splitlines())
+
+    def remove(self):
+        for path in (self.log, self.path):
+            path.unlink()
+        self.folder.rmdir()
+
+
+def login_node_config(squeue, poll_interval, hub_port):
+    """A Hub on a login node: PAM, CARTASlurmSpawner run bare, this squeue, a fixed API port."""
+    return f"""
+# kept across restarts (the jobs call this API); hub_bind_url wins over hub_port
+c.JupyterHub.hub_bind_url = "http://127.0.0.1:{hub_port}"
+c.JupyterHub.authenticator_class = "pam"
+c.PAMAuthenticator.open_sessions = False
+c.Authenticator.allow_all = False
+c.PAMAuthenticator.allowed_groups = {{{dumps(GROUP)}}}
+c.JupyterHub.spawner_class = "carta-slurm"
+c.JupyterHub.cleanup_servers = False
+c.Spawner.poll_interval = {poll_interval}
+c.CARTASlurmSpawner.container_runtime = "none"
+c.CARTASlurmSpawner.req_prologue = "export PATH={VENV_BIN}:$PATH"
+c.CARTASlurmSpawner.squeue_command = {dumps(str(squeue.path))}
+"""
+
+
+class SlurmHub:
+    """A Hub run as HUB_USER; ``restart()`` stops it (jobs stay) and starts it on the same
+    database and API port."""
+
+    def __init__(self, cluster, squeue, poll_interval, config=""):
+        self.workdir = Path(tempfile.mkdtemp(prefix="carta-slurm-hub-", dir="/tmp"))
+        entry = pwd.getpwnam(HUB_USER)
+        os.chown(self.workdir, entry.pw_uid, entry.pw_gid)
+        self.config = login_node_config(squeue, poll_interval, free_port()) + config
+        self.env = {"SLURM_CONF": str(cluster.conf)}
+        self.hub = None
+        self.start()
+
+    def start(self):
+        self.hub = start_hub(self.workdir, self.config, user=HUB_USER, env=self.env)
+
+    def restart(self):
+        self.hub.stop()
+        self.start()
