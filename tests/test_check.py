@@ -1,0 +1,172 @@
+"""``carta-hub check`` on the real Slurm test cluster, run as the Hub's unprivileged user like
+an operator would: the shipped login-node config (slurm-pam.py + culling.py) adapted to this
+cluster passes; deliberate misconfigurations (missing image, missing bind source, no sudo rule,
+a user of UID 0, a culler with admin scopes) each give their own message and a fix."""
+
+import asyncio
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+from helpers.hub import VENV_BIN
+from helpers.slurm import slurm  # noqa: F401  (session fixture)
+from helpers.users import ensure_user, remove_user
+
+from carta_hub import check
+
+ROOT = Path(__file__).parent.parent
+CONFIGS = ROOT / "jupyterhub_config"
+HUB_USER, NO_RULE_USER = "cartahub-check", "cartahub-norule"
+STUDENT, GROUP = "ck-alice", "carta-check-t"
+SUDOERS = Path("/etc/sudoers.d/carta-hub-check-test")
+# docs/slurm.md's rule, for this test's Hub user and student group (own alias name: other
+# tests' rules may be installed at the same time)
+RULE = f"""Cmnd_Alias CARTA_CHECK_SLURM = /usr/bin/sbatch, /usr/bin/scancel, /usr/bin/tail
+{HUB_USER} ALL=(%{GROUP}) NOPASSWD:SETENV: CARTA_CHECK_SLURM
+"""
+
+# The shipped login-node config, pointed at this machine's cluster, folders and backend.
+GOOD = """
+load_subconfig("slurm-pam.py", path="{configs}")
+load_subconfig("culling.py", path="{configs}")
+c.JupyterHub.db_url = "sqlite:///{tmp}/jupyterhub.sqlite"
+c.CARTASlurmSpawner.container_runtime = "none"
+c.CARTASlurmSpawner.partitions = ["debug", "short"]
+c.CartaStorage.mounts = [
+    {{"host_path": "/home/{{login}}", "mount_path": "/home/{{login}}"}},
+    {{"host_path": "{tmp}/data", "mount_path": "/ceph/data", "read_only": True}},
+]
+c.CartaBackend.executable = "{venv_bin}/carta-standin"
+c.CartaBackend.frontend_folder = "{tmp}/frontend"
+c.CartaBackend.top_level_folder = "/home"
+"""
+BROKEN = GOOD + """
+c.CARTASlurmSpawner.container_runtime = "apptainer"
+c.CARTASlurmSpawner.container_image = "{tmp}/missing.sif"
+c.CartaStorage.mounts.append({{"host_path": "{tmp}/missing-data", "mount_path": "/data"}})
+c.JupyterHub.load_roles.append({{"name": "culler-admin", "services": ["idle-culler"],
+                                "scopes": ["admin:users"]}})
+"""
+
+
+@pytest.fixture(scope="module")
+def site(slurm):  # noqa: F811
+    """Hub users with and without the sudo rule, a student, configs in a shared folder."""
+    tmp = Path(tempfile.mkdtemp(prefix="carta-check-", dir="/tmp"))
+    tmp.chmod(0o755)
+    (tmp / "data").mkdir()
+    (tmp / "frontend").mkdir()
+    (tmp / "frontend" / "index.html").write_text("<html></html>")
+    subprocess.run(["groupadd", "-f", GROUP], check=True)
+    ensure_user(STUDENT, home_mode="0700")
+    subprocess.run(["usermod", "-aG", GROUP, STUDENT], check=True)
+    for user in (HUB_USER, NO_RULE_USER):
+        ensure_user(user)
+    SUDOERS.write_text(RULE)
+    SUDOERS.chmod(0o440)
+    subprocess.run(["visudo", "-cf", str(SUDOERS)], check=True, capture_output=True)
+    values = {"configs": CONFIGS, "tmp": tmp, "venv_bin": VENV_BIN}
+    for name, text in (("good.py", GOOD), ("broken.py", BROKEN)):
+        (tmp / name).write_text(text.format(**values))
+    yield tmp
+    SUDOERS.unlink()
+    for user in (HUB_USER, NO_RULE_USER, STUDENT):
+        remove_user(user)
+    subprocess.run(["groupdel", GROUP], check=False, capture_output=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_check(slurm, site, config, user, *names):  # noqa: F811
+    """``carta-hub check`` as the unix ``user``, with the Hub's environment."""
+    cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--",
+           str(VENV_BIN / "carta-hub"), "check", "-f", str(site / config), *names]
+    env = {**os.environ, "SLURM_CONF": str(slurm.conf)}
+    result = subprocess.run(cmd, check=False, cwd=site, env=env, capture_output=True, text=True,
+                            timeout=90)
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_working_setup_passes(slurm, site):  # noqa: F811
+    code, out = run_check(slurm, site, "good.py", HUB_USER, STUDENT)
+    assert code == 0, out
+    uid = pwd.getpwnam(STUDENT).pw_uid
+    for line in (f"{STUDENT} runs as UID {uid}", f"sudo -E -u {STUDENT} may run sbatch",
+                 "squeue answers", "idle culler 'idle-culler' with scopes", "CARTA backend: ",
+                 f"bind source of /ceph/data: {site}/data", "0 problem(s), 0 warning(s)"):
+        assert line in out, out
+
+
+def test_misconfigurations_named_with_fixes(slurm, site):  # noqa: F811
+    code, out = run_check(slurm, site, "broken.py", NO_RULE_USER, STUDENT, "root")
+    assert code == 1, out
+    expected = [
+        f"container image: {site}/missing.sif does not exist",
+        "correct c.CARTASlurmSpawner.container_image",
+        f"bind source of /data: {site}/missing-data does not exist",
+        f"{NO_RULE_USER} cannot run sbatch, scancel, tail as {STUDENT} through sudo",
+        f"{NO_RULE_USER} ALL=(%carta-users) NOPASSWD:SETENV: CARTA_SLURM",
+        "User 'root' maps to UID 0",
+        "idle culler 'idle-culler' has admin rights (admin:users)",
+    ]
+    for text in expected:
+        assert text in out, f"{text!r} not in:\n{out}"
+    assert "4 problem(s), 1 warning(s)" in out, out
+
+
+def test_proxy_versions():
+    assert check.proxy_findings("4.6.0")[0].level == "ok"
+    old = [f.text for f in check.proxy_findings("4.1.0")]
+    assert any("CVE-2024-28179" in t for t in old) and any("CVE-2024-35225" in t for t in old)
+    assert [f.text for f in check.proxy_findings("4.2.0")] == [
+        "jupyter-server-proxy 4.2.0 has no standalone mode, which carta-hub-singleuser needs"]
+
+
+class Roles:
+    def __init__(self, scopes, service=None):
+        self.services = [service or {"name": "cull", "command": ["python3", "-m",
+                                                                  "jupyterhub_idle_culler"]}]
+        self.load_roles = [{"name": "cull", "services": ["cull"], "scopes": scopes}]
+
+
+def test_culler_scopes():
+    found = check.culler_findings(Roles(["list:users", "read:servers"]))
+    assert found[0].level == "problem"
+    assert "lacks the scopes delete:servers, read:users:activity" in found[0].text
+    assert check.culler_findings(Roles(sorted(check.CULLER_SCOPES)))[0].level == "ok"
+    legacy = {"name": "cull", "admin": True, "command": ["jupyterhub-idle-culler"]}
+    assert "the admin role" in check.culler_findings(Roles([], legacy))[0].text
+    none = check.culler_findings(Roles([], {"name": "other", "command": ["x"]}))
+    assert none[0].level == "warning" and "no idle culler" in none[0].text
+
+
+def test_identity_from_stored_auth_state(tmp_path, monkeypatch):
+    """An LDAP site: the identity comes from the encrypted auth_state in the Hub database."""
+    from jupyterhub import crypto, orm
+
+    monkeypatch.setenv("JUPYTERHUB_CRYPT_KEY", "ab" * 32)
+    crypto.CryptKeeper.clear_instance()
+    db_url = f"sqlite:///{tmp_path}/jupyterhub.sqlite"
+    state = {"user_attributes": {"uidNumber": ["23501"], "gidNumber": ["23500"],
+                                 "uid": ["alice"], "homeDirectory": ["/ceph/home/alice"]}}
+    async def encrypted():
+        return await crypto.encrypt(state)
+
+    db = orm.new_session_factory(db_url)()
+    db.add(orm.User(name="alice", encrypted_auth_state=asyncio.run(encrypted())))
+    db.add(orm.User(name="bob"))
+    db.commit()
+    config = tmp_path / "hub.py"
+    config.write_text(f'c.JupyterHub.spawner_class = "carta-kube"\n'
+                      f'c.JupyterHub.db_url = "{db_url}"\n'
+                      'c.IdentityResolver.sources = ["auth_state"]\n')
+    sections = asyncio.run(check.run_checks(str(config), ["alice", "bob"]))
+    alice, bob = sections["user alice"], sections["user bob"]
+    assert [f.level for f in alice] == ["ok"]
+    assert "UID 23501, GID 23500, groups [], login alice, home /ceph/home/alice" in alice[0].text
+    assert bob[0].level == "problem" and "No POSIX identity for user 'bob'" in bob[0].text
+    assert "log in once" in bob[0].fix
+    crypto.CryptKeeper.clear_instance()
