@@ -1,7 +1,8 @@
-"""``carta-hub check`` on the real Slurm test cluster, run as the Hub's unprivileged user like
-an operator would: the shipped login-node config (slurm-pam.py + culling.py) adapted to this
-cluster passes; deliberate misconfigurations (missing image, missing bind source, no sudo rule,
-a user of UID 0, a culler with admin scopes) each give their own message and a fix."""
+"""``carta-hub check`` on the real Slurm test cluster, run like an operator would, as the Hub's
+unprivileged user with docs/slurm.md's sudo rule (tests/helpers/slurm.py): the shipped
+login-node config (slurm-pam.py + culling.py) adapted to this cluster passes; deliberate
+misconfigurations (missing image, missing bind source, no sudo rule, a user of UID 0, a culler
+with admin scopes) each give their own message and a fix."""
 
 import asyncio
 import os
@@ -13,21 +14,15 @@ from pathlib import Path
 
 import pytest
 from helpers.hub import VENV_BIN
-from helpers.slurm import slurm  # noqa: F401  (session fixture)
+from helpers.slurm import HUB_USER, hub_account, slurm, students  # noqa: F401  (fixtures)
 from helpers.users import ensure_user, remove_user
 
 from carta_hub import check
 
 ROOT = Path(__file__).parent.parent
 CONFIGS = ROOT / "jupyterhub_config"
-HUB_USER, NO_RULE_USER = "cartahub-check", "cartahub-norule"
-STUDENT, GROUP = "ck-alice", "carta-check-t"
-SUDOERS = Path("/etc/sudoers.d/carta-hub-check-test")
-# docs/slurm.md's rule, for this test's Hub user and student group (own alias name: other
-# tests' rules may be installed at the same time)
-RULE = f"""Cmnd_Alias CARTA_CHECK_SLURM = /usr/bin/sbatch, /usr/bin/scancel, /usr/bin/tail
-{HUB_USER} ALL=(%{GROUP}) NOPASSWD:SETENV: CARTA_CHECK_SLURM
-"""
+NO_RULE_USER = "cartahub-norule"  # a Hub user without the sudo rule
+STUDENT = "cs-alice"
 
 # The shipped login-node config, pointed at this machine's cluster, folders and backend.
 GOOD = """
@@ -54,29 +49,19 @@ c.JupyterHub.load_roles.append({{"name": "culler-admin", "services": ["idle-cull
 
 
 @pytest.fixture(scope="module")
-def site(slurm):  # noqa: F811
-    """Hub users with and without the sudo rule, a student, configs in a shared folder."""
+def site(slurm, hub_account):  # noqa: F811
+    """Configs in a folder the Hub users can read, and a Hub user without the sudo rule."""
     tmp = Path(tempfile.mkdtemp(prefix="carta-check-", dir="/tmp"))
     tmp.chmod(0o755)
     (tmp / "data").mkdir()
     (tmp / "frontend").mkdir()
     (tmp / "frontend" / "index.html").write_text("<html></html>")
-    subprocess.run(["groupadd", "-f", GROUP], check=True)
-    ensure_user(STUDENT, home_mode="0700")
-    subprocess.run(["usermod", "-aG", GROUP, STUDENT], check=True)
-    for user in (HUB_USER, NO_RULE_USER):
-        ensure_user(user)
-    SUDOERS.write_text(RULE)
-    SUDOERS.chmod(0o440)
-    subprocess.run(["visudo", "-cf", str(SUDOERS)], check=True, capture_output=True)
+    ensure_user(NO_RULE_USER)
     values = {"configs": CONFIGS, "tmp": tmp, "venv_bin": VENV_BIN}
     for name, text in (("good.py", GOOD), ("broken.py", BROKEN)):
         (tmp / name).write_text(text.format(**values))
     yield tmp
-    SUDOERS.unlink()
-    for user in (HUB_USER, NO_RULE_USER, STUDENT):
-        remove_user(user)
-    subprocess.run(["groupdel", GROUP], check=False, capture_output=True)
+    remove_user(NO_RULE_USER)
     shutil.rmtree(tmp, ignore_errors=True)
 
 
