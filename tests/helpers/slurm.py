@@ -236,8 +236,12 @@ class CountingSqueue:
         self.path.write_text(f'#!/bin/sh\necho "$*" >> {self.log}\nexec squeue "$@"\n')
         self.path.chmod(0o755)
 
+    def lines(self):
+        """The arguments of each call so far."""
+        return self.log.read_text().splitlines()
+
     def calls(self):
-        return len(self.log.read_text().splitlines())
+        return len(self.lines())
 
     def remove(self):
         for path in (self.log, self.path):
