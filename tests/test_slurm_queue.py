@@ -4,8 +4,6 @@ submissions are explained, stop cancels. (50 jobs through a Hub: test_slurm_scal
 
 import asyncio
 import pwd
-import random
-import time
 from pathlib import Path
 
 import pytest
