@@ -90,18 +90,22 @@ def load_hub(path):
     return JupyterHub(config=config)
 
 
-async def stored_auth_state(db_url, name):
+async def stored_auth_state(hub, name):
     """``name``'s decrypted auth_state from the Hub database, or None if there is none."""
     from jupyterhub import crypto, orm
     from sqlalchemy import create_engine
     from sqlalchemy.orm import Session
 
+    db_url = hub.db_url
     if db_url.startswith("sqlite:///") and not os.path.exists(db_url[len("sqlite:///"):]):
         return None
     with Session(create_engine(db_url)) as session:
         user = session.query(orm.User).filter_by(name=name).one_or_none()
         encrypted = user.encrypted_auth_state if user else None
-    return await crypto.decrypt(encrypted) if encrypted else None
+    if not encrypted:
+        return None
+    # keys from JUPYTERHUB_CRYPT_KEY or c.CryptKeeper.keys (the z2jh chart)
+    return await crypto.CryptKeeper.instance(config=hub.config).decrypt(encrypted)
 
 
 # --- checks of the whole Hub ---
@@ -167,7 +171,7 @@ async def identity_findings(hub, username):
     found, auth_state = [], None
     if "auth_state" in resolver.sources:
         try:
-            auth_state = await stored_auth_state(hub.db_url, username)
+            auth_state = await stored_auth_state(hub, username)
         except Exception as e:  # an unreadable database must not hide the other checks
             found.append(warning(f"cannot read {username}'s auth_state from {hub.db_url}: {e}",
                                  "run the check as the Hub's user, with its environment "
