@@ -107,6 +107,16 @@ class CartaBackend(Configurable):
         Any other preference can be added, e.g. {"colormap": "inferno"}.""",
     ).tag(config=True)
 
+    offline = Bool(
+        False,
+        help="""The students' browsers have no internet (or must not use it from CARTA).
+        CARTA's pages then carry a Content-Security-Policy `connect-src 'self'`: the
+        frontend's calls to outside hosts (the telemetry token, the new-release check, the
+        HiPS survey list from alasky.cds.unistra.fr, catalogue and spectral-line queries) are
+        refused inside the browser instead of failing or hanging on the network. CARTA's own
+        connections (this server, its websocket) are unaffected.""",
+    ).tag(config=True)
+
     start_timeout = Int(
         120,
         help="Seconds to wait for the backend to listen before giving up.",

@@ -43,6 +43,16 @@ def fill_preferences(response, request, path, defaults):
         response.body = json.dumps(body).encode()
 
 
+#: For ``CartaBackend.offline``: the page may connect to its own server only (``'self'``
+#: covers the same-origin websocket; ``data:``/``blob:`` are the frontend's in-page modules).
+OFFLINE_POLICY = "connect-src 'self' data: blob:"
+
+
+def restrict_connections(response):
+    """Keep the frontend (and its workers) from contacting any host but this server."""
+    response.headers["Content-Security-Policy"] = OFFLINE_POLICY
+
+
 class CartaProxyHandler(SuperviseAndProxyHandler):
     """Proxies ``<prefix>/...`` to the backend, starting it on demand.
 
@@ -58,6 +68,8 @@ class CartaProxyHandler(SuperviseAndProxyHandler):
             rewrite_config,
             lambda response, request, path: fill_preferences(response, request, path, defaults),
         ]
+        if self.backend.backend.offline:
+            self.rewrite_response.append(restrict_connections)
 
     @property
     def backend(self):
