@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STEP = re.compile(r"^## Step (\d+):", re.M)
+STEP = re.compile(r"^## Step (\d+):", re.MULTILINE)
 GPU_MARKERS = ("GPU_PROFILE = ", "GPU_PROFILE end")  # as docs/profiles.md includes it
 
 

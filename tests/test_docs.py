@@ -17,10 +17,11 @@ from test_kube_helm_values import CHART, VARIANTS, hub_config, load, merge, spaw
 ROOT = Path(__file__).parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import deploy_complexity  # noqa: E402
+
 DOCS = ROOT / "docs"
 CONFIG_DIRS = [ROOT / "jupyterhub_config", ROOT / "helm-values"]
-INCLUDE = re.compile(r"^```\{literalinclude\}\s+(\S+)", re.M)
-PASTED = re.compile(r"^\s*```(python|py|yaml|yml|toml|json|ini)\s*$", re.M)
+INCLUDE = re.compile(r"^```\{literalinclude\}\s+(\S+)", re.MULTILINE)
+PASTED = re.compile(r"^\s*```(python|py|yaml|yml|toml|json|ini)\s*$", re.MULTILINE)
 
 # docs/profiles.md's "add a GPU profile": these lines, appended to singleuser.profileList in
 # helm-values/base.yaml (deploy_complexity.with_gpu_profile), are the whole change.
@@ -107,7 +108,7 @@ def test_deploy_complexity_figures():
     """The benchmark counts what the docs say it counts."""
     figures = {title: value for title, value, _, _ in deploy_complexity.measure()}
     assert figures["CARTA on Zero-to-JupyterHub: steps"] == len(
-        re.findall(r"^## Step \d+:", (DOCS / "kubernetes.md").read_text(), re.M))
+        re.findall(r"^## Step \d+:", (DOCS / "kubernetes.md").read_text(), re.MULTILINE))
     assert figures["CARTA on a Slurm login node: lines written"] == sum(
         len(deploy_complexity.written(s.text())) for s in deploy_complexity.GUIDES[1].sources)
     assert figures["Add a GPU profile (Kubernetes): lines"] == len(
