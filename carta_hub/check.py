@@ -9,8 +9,8 @@ It loads the configuration and, for each user, resolves the POSIX identity
 (:class:`carta_hub.identity.IdentityResolver`, with the auth_state stored in the Hub
 database), then checks what the spawner will need: for Slurm the sudo rule (``sbatch``,
 ``scancel``, ``tail`` as the user), ``squeue``, the partitions, the image, home, log folder and
-bind sources; the backend and folders for servers started on this host. It also checks the
-installed jupyter-server-proxy and the idle culler's scopes. Exit status 1 when a problem was
+bind sources; for Kubernetes the volume claims; the backend and folders for servers started
+on this host. It also checks the installed jupyter-server-proxy and the idle culler's scopes. Exit status 1 when a problem was
 found, 0 otherwise (warnings do not count).
 """
 
@@ -70,6 +70,7 @@ class CheckUser:
 
     def __init__(self, name, auth_state=None):
         self.name = name
+        self.id = 0
         self.url = f"/user/{name}/"
         self.spawners = {}
         self._auth_state = auth_state
@@ -316,6 +317,46 @@ def _me():
     return pwd.getpwuid(os.geteuid()).pw_name
 
 
+# --- Kubernetes ---
+
+
+async def kube_findings(hub, username, ident):
+    """The claims of c.CartaStorage.mounts exist and are bound, in the spawner's namespace."""
+    from kubernetes_asyncio.client.rest import ApiException
+
+    mounts = CartaStorage(config=hub.config).render(ident, username)
+    claims = sorted({m.pvc for m in mounts if m.pvc})
+    if not claims:
+        return []
+    try:
+        spawner = hub.spawner_class(config=hub.config, user=CheckUser(username))
+        return [await _claim_finding(spawner, claim) for claim in claims]
+    except ApiException as e:
+        return [problem(f"the Kubernetes API refuses to show claims: {e.status} {e.reason}",
+                        "give the Hub's service account get on persistentvolumeclaims")]
+    except Exception as e:  # no cluster configuration, or the API cannot be reached
+        return [problem(f"cannot reach the Kubernetes API: {e}",
+                        "run the check in the hub pod (kubectl exec deploy/hub -- ...)")]
+
+
+async def _claim_finding(spawner, claim):
+    from kubernetes_asyncio.client.rest import ApiException
+
+    where = f"PersistentVolumeClaim {claim} in namespace {spawner.namespace}"
+    try:
+        pvc = await spawner.api.read_namespaced_persistent_volume_claim(claim, spawner.namespace)
+    except ApiException as e:
+        if e.status != 404:
+            raise
+        return problem(f"{where} does not exist",
+                       "create it (helm-values/extra/cephfs-static-pv.yaml), or correct "
+                       "c.CartaStorage.mounts (pvc)")
+    if pvc.status.phase != "Bound":
+        return problem(f"{where} is {pvc.status.phase}, not Bound: pods using it stay Pending",
+                       "kubectl describe pvc; check its PersistentVolume")
+    return ok(f"{where} is Bound")
+
+
 # --- running it ---
 
 
@@ -333,7 +374,7 @@ async def user_findings(hub, username):
                                 "only the identity was checked",
                                 "set c.JupyterHub.spawner_class (carta-slurm, carta-kube)")]
     if _in_pods(hub.spawner_class):
-        return found  # images, volumes and paths live on the Kubernetes nodes
+        return found + await kube_findings(hub, username, ident)  # images: the nodes' business
     return found + host_findings(hub, ident, username, container=False)
 
 

@@ -2,7 +2,8 @@
 unprivileged user with docs/slurm.md's sudo rule (tests/helpers/slurm.py): the shipped
 login-node config (slurm-pam.py + culling.py) adapted to this cluster passes; deliberate
 misconfigurations (missing image, missing bind source, no sudo rule, a user of UID 0, a culler
-with admin scopes) each give their own message and a fix."""
+with admin scopes) each give their own message and a fix. On Kubernetes (the API simulator):
+the volume claims."""
 
 import asyncio
 import os
@@ -16,6 +17,8 @@ import pytest
 from helpers.hub import VENV_BIN
 from helpers.slurm import HUB_USER, hub_account, slurm, students  # noqa: F401  (fixtures)
 from helpers.users import ensure_user, remove_user
+from k8s_simulator import write_kubeconfig
+from kube_support import site, use_kubeconfig  # noqa: F401  (site: the simulator)
 
 from carta_hub import check
 
@@ -49,7 +52,7 @@ c.JupyterHub.load_roles.append({{"name": "culler-admin", "services": ["idle-cull
 
 
 @pytest.fixture(scope="module")
-def site(slurm, hub_account):  # noqa: F811
+def configs(slurm, hub_account):  # noqa: F811
     """Configs in a folder the Hub users can read, and a Hub user without the sudo rule."""
     tmp = Path(tempfile.mkdtemp(prefix="carta-check-", dir="/tmp"))
     tmp.chmod(0o755)
@@ -65,33 +68,33 @@ def site(slurm, hub_account):  # noqa: F811
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run_check(slurm, site, config, user, *names):  # noqa: F811
+def run_check(slurm, configs, config, user, *names):  # noqa: F811
     """``carta-hub check`` as the unix ``user``, with the Hub's environment."""
     cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--",
-           str(VENV_BIN / "carta-hub"), "check", "-f", str(site / config), *names]
+           str(VENV_BIN / "carta-hub"), "check", "-f", str(configs / config), *names]
     env = {**os.environ, "SLURM_CONF": str(slurm.conf)}
-    result = subprocess.run(cmd, check=False, cwd=site, env=env, capture_output=True, text=True,
+    result = subprocess.run(cmd, check=False, cwd=configs, env=env, capture_output=True, text=True,
                             timeout=90)
     return result.returncode, result.stdout + result.stderr
 
 
-def test_working_setup_passes(slurm, site):  # noqa: F811
-    code, out = run_check(slurm, site, "good.py", HUB_USER, STUDENT)
+def test_working_setup_passes(slurm, configs):  # noqa: F811
+    code, out = run_check(slurm, configs, "good.py", HUB_USER, STUDENT)
     assert code == 0, out
     uid = pwd.getpwnam(STUDENT).pw_uid
     for line in (f"{STUDENT} runs as UID {uid}", f"sudo -E -u {STUDENT} may run sbatch",
                  "squeue answers", "idle culler 'idle-culler' with scopes", "CARTA backend: ",
-                 f"bind source of /ceph/data: {site}/data", "0 problem(s), 0 warning(s)"):
+                 f"bind source of /ceph/data: {configs}/data", "0 problem(s), 0 warning(s)"):
         assert line in out, out
 
 
-def test_misconfigurations_named_with_fixes(slurm, site):  # noqa: F811
-    code, out = run_check(slurm, site, "broken.py", NO_RULE_USER, STUDENT, "root")
+def test_misconfigurations_named_with_fixes(slurm, configs):  # noqa: F811
+    code, out = run_check(slurm, configs, "broken.py", NO_RULE_USER, STUDENT, "root")
     assert code == 1, out
     expected = [
-        f"container image: {site}/missing.sif does not exist",
+        f"container image: {configs}/missing.sif does not exist",
         "correct c.CARTASlurmSpawner.container_image",
-        f"bind source of /data: {site}/missing-data does not exist",
+        f"bind source of /data: {configs}/missing-data does not exist",
         f"{NO_RULE_USER} cannot run sbatch, scancel, tail as {STUDENT} through sudo",
         f"{NO_RULE_USER} ALL=(%carta-users) NOPASSWD:SETENV: CARTA_SLURM",
         "User 'root' maps to UID 0",
@@ -155,3 +158,26 @@ def test_identity_from_stored_auth_state(tmp_path, monkeypatch):
     assert bob[0].level == "problem" and "No POSIX identity for user 'bob'" in bob[0].text
     assert "log in once" in bob[0].fix
     crypto.CryptKeeper.clear_instance()
+
+
+async def test_kubernetes_claims(site, tmp_path, monkeypatch):  # noqa: F811
+    """On Kubernetes: the volume claims of c.CartaStorage.mounts, on the API simulator."""
+    use_kubeconfig(monkeypatch, write_kubeconfig(tmp_path / "kc", site["sim"].url))
+    mapping = tmp_path / "ids.yaml"
+    mapping.write_text("stu: {uid: 23999, gid: 23998, home: /ceph/home/stu}\n")
+    config = tmp_path / "hub.py"
+    config.write_text(f"""
+c.JupyterHub.spawner_class = "carta-kube"
+c.KubeSpawner.namespace = "carta"
+c.KubeSpawner.k8s_api_host = "{site["sim"].url}"
+c.IdentityResolver.sources = ["mapping"]
+c.IdentityResolver.mapping_file = "{mapping}"
+c.CartaStorage.mounts = [
+    {{"pvc": "cephfs", "sub_path": "home/{{login}}", "mount_path": "/ceph/home/{{login}}"}},
+    {{"pvc": "scratch", "mount_path": "/scratch"}},
+]
+""")
+    found = (await check.run_checks(str(config), ["stu"]))["user stu"]
+    texts = {f.text: f.level for f in found}
+    assert texts["PersistentVolumeClaim cephfs in namespace carta is Bound"] == "ok"
+    assert texts["PersistentVolumeClaim scratch in namespace carta does not exist"] == "problem"
