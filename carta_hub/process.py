@@ -34,6 +34,18 @@ def free_port():
         return sock.getsockname()[1]
 
 
+def _exited(pid):
+    """The process died, though asyncio may not have collected its exit status yet (a
+    request right after a crash must restart the backend, not hit its closed port)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return os.path.isdir("/proc/self")  # reaped (no /proc at all: cannot tell)
+    except OSError:
+        return False
+
+
 def warn_unwritable_home(log):
     """CARTA runs from a full or read-only home (the wrapper keeps its log, the backend gets
     --no_log), but it cannot save preferences, layouts or snippets there: say so."""
@@ -61,7 +73,8 @@ class BackendProcess:
 
     @property
     def running(self):
-        return self.proc is not None and self.proc.returncode is None
+        return (self.proc is not None and self.proc.returncode is None
+                and not _exited(self.proc.pid))
 
     async def ensure_running(self):
         """Start the backend unless it runs; return ``(port, token)``."""
