@@ -110,29 +110,46 @@ class CartaSingleUserApp(Application):
             self.stopped.set()
 
     async def prestart(self):
-        """Start CARTA straight away so it is ready when the student arrives."""
+        """Start CARTA before listening, so that the Hub sees this server ready only when
+        CARTA is. True: serve; False: stop (CARTA failed; its log tail is logged)."""
         try:
             await self.backend.ensure_running()
-        except (BackendNotFound, BackendFailed) as e:
+        except BackendNotFound as e:
+            self.log.error("%s", e)  # served as a page naming the setting to change
+        except BackendFailed as e:
             self.log.error("%s", e)
+            self.log.error("CARTA could not start: stopping this server")
+            return False
+        return True
 
     async def serve(self):
         self.stopped = asyncio.Event()
         self.backend = BackendProcess(CartaBackend(parent=self), self.log, self.session_ended)
-        server = httpserver.HTTPServer(self.make_app(self.backend), xheaders=True)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, self.stopped.set)
+        starting = asyncio.ensure_future(self.prestart())
+        stopping = asyncio.ensure_future(self.stopped.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done() or not starting.result():
+            starting.cancel()
+            stopping.cancel()
+            await self.backend.stop()
+            return 0 if self.stopped.is_set() else 1
+        app = self.make_app(self.backend)
+        server = httpserver.HTTPServer(app, xheaders=True)
         server.listen(self.port, self.ip)
         self.log.info("CARTA for %s at http://%s:%d%s", os.environ.get("JUPYTERHUB_USER", "?"),
                       self.ip or "*", self.port, self.base_url)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            asyncio.get_running_loop().add_signal_handler(sig, self.stopped.set)
         self.reporter.start()
-        asyncio.ensure_future(self.prestart())
-        await self.stopped.wait()
+        await stopping
         server.stop()
         await self.backend.stop()
+        return 0
 
     def start(self):
-        asyncio.run(self.serve())
+        code = asyncio.run(self.serve())
+        if code:
+            self.exit(code)
 
 
 def main(argv=None):

@@ -24,6 +24,11 @@ class CartaSpawnerMixin(Configurable):
     def _carta_cmd(self):
         return list(COMMANDS[self.carta_mode])
 
+    @default("http_timeout")
+    def _carta_http_timeout(self):
+        # a CARTA-only server answers once its backend listens (CartaBackend.start_timeout)
+        return max(30, CartaBackend(parent=self).start_timeout + 10)
+
     @observe("carta_mode")
     def _mode_changed(self, change):
         if self.cmd == COMMANDS[change.old]:
