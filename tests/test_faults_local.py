@@ -66,10 +66,11 @@ def processes(home, program):
     return found
 
 
-def proxy_routes(hub):
-    """The routes configurable-http-proxy holds right now (asked through its own API)."""
+def proxy_routes(hub, token=PROXY_TOKEN):
+    """The routes configurable-http-proxy holds right now (asked through its own API; the
+    Hub was started with ``CONFIGPROXY_AUTH_TOKEN=token``)."""
     api = re.search(r'api_url = "([^"]+)"', (hub.workdir / "jupyterhub_config.py").read_text())[1]
-    r = requests.get(f"{api}/api/routes", headers={"Authorization": f"token {PROXY_TOKEN}"},
+    r = requests.get(f"{api}/api/routes", headers={"Authorization": f"token {token}"},
                      timeout=5)
     r.raise_for_status()
     return r.json()
@@ -120,7 +121,7 @@ def test_backend_crash_restarts_on_next_request(hub, artifacts):
     started = time.monotonic()
     r = session.get(prefs)  # nobody acts: the student's next request
     recovered = time.monotonic() - started
-    assert r.status_code == 200, r.text
+    assert r.status_code == 200, (r.status_code, r.text[-1000:])
     assert r.json()["preferences"]["colormap"] == "magma"
     assert f"{name}.fits" in asyncio.run(listing(hub, session, name))
     (new,) = processes(home_of(hub, name), "/carta-standin")
