@@ -1,6 +1,6 @@
 """``carta-hub check`` on the real Slurm test cluster, run like an operator would, as the Hub's
 unprivileged user with docs/slurm.md's sudo rule (tests/helpers/slurm.py): the shipped
-login-node config (slurm-pam.py + culling.py) adapted to this cluster passes; deliberate
+login-node config (slurm-pam.py, which loads culling.py) adapted to this cluster passes; deliberate
 misconfigurations (missing image, missing bind source, no sudo rule, a user of UID 0, a culler
 with admin scopes) each give their own message and a fix. On Kubernetes (the API simulator):
 the volume claims."""
@@ -30,7 +30,6 @@ STUDENT = "cs-alice"
 # The shipped login-node config, pointed at this machine's cluster, folders and backend.
 GOOD = """
 load_subconfig("slurm-pam.py", path="{configs}")
-load_subconfig("culling.py", path="{configs}")
 c.JupyterHub.db_url = "sqlite:///{tmp}/jupyterhub.sqlite"
 c.CARTASlurmSpawner.container_runtime = "none"
 c.CARTASlurmSpawner.partitions = ["debug", "short"]
