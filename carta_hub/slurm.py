@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import shlex
+import time
 
 from batchspawner import JobStatus, SlurmSpawner, format_template
 from jupyterhub import apihandlers
@@ -187,18 +188,30 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
             self.server.port = 0
         self._progress.clear()
         self._progress_done = False
+        # give up a little before the Hub's start_timeout: the student then gets the job's
+        # state and log tail, and the job is cancelled here, not a bare "timeout"
+        started = time.monotonic()
+        deadline = started + max(self.start_timeout - 5, self.start_timeout * 0.8)
         self._note("Submitting your CARTA job to Slurm")
         try:
             await self.submit_batch_script()
         except RuntimeError as e:
             raise RuntimeError(f"Slurm refused the CARTA job: {e}") from None
-        info = await self._wait_for(self._running)
-        self.ip = info.node
-        await self._wait_for(self._listening)
+        try:
+            await asyncio.wait_for(self._until_ready(), deadline - time.monotonic())
+        except asyncio.TimeoutError:
+            raise RuntimeError(await self._gave_up(time.monotonic() - started)) from None
         self._note(f"CARTA is up on {self.ip}:{self.port}; connecting")
         self._progress_done = True
         self.db.commit()
         return self.ip, self.port
+
+    async def _until_ready(self):
+        info = await self._wait_for(self._running)
+        self.ip = info.node
+        # the job runs: look for the server now, not after one more squeue
+        if not await self._listening(info):
+            await self._wait_for(self._listening)
 
     async def _wait_for(self, done):
         """Fresh job states until ``await done(info)``; a job that ended raises, explained."""
@@ -296,15 +309,27 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
 
     async def _why_ended(self, info):
         job_id, path = self.job_id, self._log_file()
-        if info is None:
-            state = "Slurm no longer lists it"
-        else:
-            reason = f", reason {info.reason}" if info.reason not in ("", "None") else ""
-            state = f"Slurm state {info.state}{reason}"
+        state = _describe(info)
         tail = await self._log_tail(path)
         self.clear_state()
         return (f"Your CARTA job {job_id} ended before CARTA was ready ({state}). "
                 f"Last lines of its log {path}:\n{tail}")
+
+    async def _gave_up(self, waited):
+        """Cancel a job that did not get CARTA ready in time; say why, with its log tail."""
+        job_id, path, state = self.job_id, self._log_file(), _describe(self._info)
+        self._note(f"CARTA was not ready after {waited:.0f} s: cancelling Slurm job {job_id}")
+        try:
+            await self.cancel_batch_job()
+            cancelled = True
+        except Exception as e:  # the Hub's own stop() tries again
+            self.log.warning("Could not cancel job %s: %s", job_id, e)
+            cancelled = False
+        tail = await self._log_tail(path)
+        if cancelled:
+            self.clear_state()
+        return (f"CARTA was not ready within {waited:.0f} s, so your CARTA job {job_id} was "
+                f"cancelled ({state}). Last lines of its log {path}:\n{tail}")
 
     def _log_file(self):
         path = self.log_path.format(**self._job_names)
@@ -322,6 +347,13 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         except Exception as e:  # a missing or unreadable log must not hide the job's state
             return f"(could not read it: {e})"
         return out[-4000:] or "(empty)"
+
+
+def _describe(info):
+    if info is None:
+        return "Slurm no longer lists it"
+    reason = f", reason {info.reason}" if info.reason not in ("", "None") else ""
+    return f"Slurm state {info.state}{reason}"
 
 
 class PortOnlyHandler(APIHandler):
