@@ -255,7 +255,14 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
     async def poll(self):
         if self.job_id:
             info = await self._refresh(fresh=False)
-            if info is not None and info.status != JobStatus.NOTFOUND:
+            if info is not None and info.status == JobStatus.PENDING and not self._spawn_pending:
+                # Slurm requeued the job of a started server (its node failed, an admin ran
+                # `scontrol requeue`): that server is gone, and the job would come back later
+                # on another port the Hub never routes. Cancel it: the student starts anew.
+                self.log.warning("Job %s of %s was requeued (%s): cancelling it", self.job_id,
+                                 self._log_name, info.reason)
+                await self.cancel_batch_job()
+            elif info is not None and info.status != JobStatus.NOTFOUND:
                 return None
         self.clear_state()
         return 1
