@@ -267,6 +267,18 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         self.clear_state()
         return 1
 
+    def start_polling(self):
+        """The Hub's periodic poll, and a poll as soon as the shared squeue sees the job end."""
+        super().start_polling()
+        if self.job_id:
+            self._poller = QueuePoller.shared(self.squeue_command, self.log,
+                                              self.poll_interval, self.startup_poll_interval)
+            self._poller.notify_when_gone(self.job_id, self._job_gone)
+
+    def _job_gone(self):
+        if not (self._spawn_pending or self._stop_pending):
+            asyncio.ensure_future(self.poll_and_notify())
+
     async def stop(self, now=False):
         if self.job_id:
             await super().stop(now=now)

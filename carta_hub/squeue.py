@@ -68,6 +68,7 @@ class QueuePoller:
         self.slow, self.fast = 30.0, 1.0
         self.jobs = {}  # results of the last query for the ids it asked about
         self.watched = set()
+        self.on_gone = {}  # job id: callback of a started server, see notify_when_gone()
         self.calls = 0
         self._last = float("-inf")
         self._tick = None  # future resolved by the next query, created by the first waiter
@@ -91,9 +92,7 @@ class QueuePoller:
         ``fresh``: from a query started after this call; otherwise the cached answer
         (a query is still awaited when the job was never queried).
         """
-        self.watched.add(job_id)
-        if self._task is None or self._task.done():
-            self._task = asyncio.ensure_future(self._run())
+        self._watch(job_id)
         if fresh or job_id not in self.jobs:
             await self._next_tick()
         return self.jobs.get(job_id)
@@ -101,6 +100,19 @@ class QueuePoller:
     def forget(self, job_id):
         self.watched.discard(job_id)
         self.jobs.pop(job_id, None)
+        self.on_gone.pop(job_id, None)
+
+    def notify_when_gone(self, job_id, callback):
+        """Call ``callback()`` once, right after the query that finds ``job_id`` ended or
+        back in the queue (requeued): the Hub then learns it within one query interval
+        instead of at its next poll of the cached answer."""
+        self._watch(job_id)
+        self.on_gone[job_id] = callback
+
+    def _watch(self, job_id):
+        self.watched.add(job_id)
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._run())
 
     async def _next_tick(self):
         if self._tick is None:
@@ -139,14 +151,20 @@ class QueuePoller:
         self.calls += 1
         cmd = f"{self.command} -h --states=all -o {shlex.quote(FORMAT)} -j {','.join(ids)}"
         out, err, code = await self._run_command(cmd)
+        answered = code == 0 or "Invalid job id" in err
         if code == 0:
             found = parse(out)
-        elif "Invalid job id" in err:
+        elif answered:
             found = {}
         else:
             self.log.warning("squeue failed (%s): %s", code, err.strip())
             found = {i: JobInfo(i, UNKNOWN, reason=err.strip()[:200]) for i in ids}
         self.jobs = {i: found.get(i) for i in ids if i in self.watched}
+        for job_id in [i for i in self.on_gone if i in self.jobs]:
+            info = self.jobs[job_id]
+            if answered and (info is None or info.status in (JobStatus.NOTFOUND,
+                                                              JobStatus.PENDING)):
+                self.on_gone.pop(job_id)()
 
     async def _run_command(self, cmd):
         try:
