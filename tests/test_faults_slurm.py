@@ -1,0 +1,440 @@
+"""Faults of the Slurm deployment on a real Hub + CHP + Slurm (slurmctld, slurmd, munged started
+by tests/helpers/slurm.py), PAM students, CARTASlurmSpawner through the documented sudo rule,
+the stand-in backend ``carta-standin`` (NOT CARTA) run bare in the job:
+
+2. the job dies (``scancel``; the node fails: ``state=down`` requeues it): the Hub notices within
+   a poll interval, removes the route, the student sees "Server not running" and one POST to
+   the spawn URL starts a new job. A drained node keeps its running sessions; new ones queue.
+3. the Hub restarts while sessions run: all of them stay reachable, no job is added or lost;
+5. slurmctld is down when a student spawns: a clear error, the Hub and running sessions stay
+   up, and a spawn after slurmctld is back succeeds;
+6. a backend that never listens, or a job that never starts its server: the spawn fails before
+   the Hub's start_timeout with the job's log tail, and no job is left;
+7. a read-only home: with the job log elsewhere (``log_path``), CARTA starts and the job log
+   carries the wrapper's warning.
+
+Measured times go to ``test-artifacts/fault-times.json`` (quoted in docs/operations.md).
+The site (Hub user, group, sudo rule, students) is shared with tests/test_attacks_slurm.py.
+"""
+
+import asyncio
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers.hub import VENV_BIN, dumps, start_hub
+from helpers.ports import free_port, wait_for
+from helpers.slurm import NODE, slurm  # noqa: F401  (session fixture)
+from helpers.users import ensure_user, remove_user
+from test_faults_local import proxy_routes, record
+from test_slurm_hub import listing, post_form, read_progress
+
+HUB_USER = "cartahub-faults"
+GROUP = "carta-faults-t"
+SUDOERS = Path("/etc/sudoers.d/carta-hub-faults-test")
+STUDENTS = {name: secrets.token_hex(8) for name in ("cf-alice", "cf-bob", "cf-carol")}
+ALICE, BOB, CAROL = STUDENTS
+POLL = 2.0  # c.Spawner.poll_interval (and the shared squeue's interval)
+START_TIMEOUT = 25  # c.Spawner.start_timeout: the spawner gives up 5 s before it
+BACKEND_TIMEOUT = 8  # c.CartaBackend.start_timeout
+FITS = b"SIMPLE  =                    T" + b" " * 2850
+LIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "SUSPENDED")
+
+SBATCH = """#!/bin/sh
+# counts submissions for the tests, then runs the real sbatch
+echo "$(id -un) $*" >> {calls}
+exec /usr/bin/sbatch "$@"
+"""
+BACKEND = """#!/bin/sh
+# the tests' CARTA backend: carta-standin (NOT CARTA), or one that never listens
+if [ -e {dir}/hang-backend ]; then
+    echo "test backend: started, will never listen"
+    exec sleep 600
+fi
+exec {venv}/carta-standin "$@"
+"""
+PROLOGUE = """export PATH={venv}:$PATH
+if [ -e {dir}/hang-job ]; then echo "test prologue: stuck before the server starts"; sleep 600; fi"""
+RULE = """Cmnd_Alias CARTA_FAULTS = /usr/bin/sbatch, {sbatch}, /usr/bin/scancel, /usr/bin/tail
+{hub_user} ALL=(%{group}) NOPASSWD:SETENV: CARTA_FAULTS
+"""
+CONFIG = """
+c.JupyterHub.hub_bind_url = "http://127.0.0.1:{hub_port}"
+c.JupyterHub.authenticator_class = "pam"
+c.PAMAuthenticator.open_sessions = False
+c.Authenticator.allow_all = False
+c.PAMAuthenticator.allowed_groups = {{{group}}}
+c.JupyterHub.spawner_class = "carta-slurm"
+c.JupyterHub.cleanup_servers = False
+c.ConfigurableHTTPProxy.check_running_interval = 1
+c.Spawner.poll_interval = {poll}
+c.Spawner.start_timeout = {start_timeout}
+c.CARTASlurmSpawner.container_runtime = "none"
+c.CARTASlurmSpawner.req_prologue = {prologue}
+c.CARTASlurmSpawner.batch_submit_cmd = {submit}
+c.CARTASlurmSpawner.partitions = ["debug", "short"]
+c.CARTASlurmSpawner.cores = [1, 2]
+c.CARTASlurmSpawner.memory_gb = {{"min": 1, "max": 2}}
+c.CARTASlurmSpawner.runtimes = ["0:30:00", "2:00:00"]
+c.CARTASlurmSpawner.log_path = {log_path}
+c.CartaBackend.executable = {backend}
+c.CartaBackend.start_timeout = {backend_timeout}
+c.CartaBackend.top_level_folder = "/home"
+"""
+
+
+class FaultSite:
+    """A Hub on a "login node" with three students; ``restart()`` keeps its DB and ports."""
+
+    def __init__(self, slurm):  # noqa: F811
+        self.slurm = slurm
+        self.dir = Path(tempfile.mkdtemp(prefix="carta-faults-", dir="/tmp"))
+        self.dir.chmod(0o755)
+        self.calls = self.dir / "sbatch-calls"
+        self.calls.touch()
+        self.calls.chmod(0o666)
+        self.sbatch = self._script("sbatch", SBATCH.format(calls=self.calls))
+        # job logs outside the homes (a read-only home must not stop the job)
+        self.logs = self.dir / "logs"
+        self.logs.mkdir()
+        self.logs.chmod(0o1777)
+        backend = self._script("carta-backend", BACKEND.format(dir=self.dir, venv=VENV_BIN))
+        subprocess.run(["groupadd", "-f", GROUP], check=True)
+        for name, password in STUDENTS.items():
+            entry = ensure_user(name, password=password, home_mode="0700")
+            subprocess.run(["usermod", "-aG", GROUP, name], check=True)
+            data = Path(entry.pw_dir) / f"{name}-obs.fits"
+            data.write_bytes(FITS)
+            os.chown(data, entry.pw_uid, entry.pw_gid)
+        hub_entry = ensure_user(HUB_USER)
+        subprocess.run(["usermod", "-aG", "shadow", HUB_USER], check=True)
+        SUDOERS.write_text(RULE.format(sbatch=self.sbatch, hub_user=HUB_USER, group=GROUP))
+        SUDOERS.chmod(0o440)
+        subprocess.run(["visudo", "-cf", str(SUDOERS)], check=True, capture_output=True)
+        self.workdir = Path(tempfile.mkdtemp(prefix="carta-faults-hub-", dir="/tmp"))
+        os.chown(self.workdir, hub_entry.pw_uid, hub_entry.pw_gid)
+        self.config = CONFIG.format(
+            hub_port=free_port(), group=dumps(GROUP), poll=POLL, start_timeout=START_TIMEOUT,
+            prologue=dumps(PROLOGUE.format(venv=VENV_BIN, dir=self.dir)),
+            submit=dumps(f"{self.sbatch} --parsable"), backend=dumps(str(backend)),
+            log_path=dumps(f"{self.logs}/{{login}}-%j.log"),
+            backend_timeout=BACKEND_TIMEOUT)
+        self.proxy_token = secrets.token_hex(16)
+        self.env = {"SLURM_CONF": str(slurm.conf), "CONFIGPROXY_AUTH_TOKEN": self.proxy_token}
+        self.hub = None
+        self.start()
+
+    def _script(self, name, text):
+        path = self.dir / name
+        path.write_text(text)
+        path.chmod(0o755)
+        return path
+
+    def start(self):
+        self.hub = start_hub(self.workdir, self.config, user=HUB_USER, env=self.env)
+
+    def restart(self):
+        self.hub.stop()
+        self.start()
+
+    def flag(self, name, on):
+        path = self.dir / name
+        path.touch() if on else path.unlink(missing_ok=True)
+
+    def submissions(self):
+        return len(self.calls.read_text().splitlines())
+
+    def routes(self):
+        return proxy_routes(self.hub, self.proxy_token)
+
+    def close(self):
+        if self.hub:
+            self.hub.stop()
+        self.slurm.cancel_all()
+        SUDOERS.unlink(missing_ok=True)
+        for name in (*STUDENTS, HUB_USER):
+            remove_user(name)
+        subprocess.run(["groupdel", GROUP], capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+_SITE = []
+
+
+@pytest.fixture(scope="session")
+def fault_site(slurm):  # noqa: F811
+    """The shared site (one per test session, whichever module asks first)."""
+    if not _SITE:
+        _SITE.append(FaultSite(slurm))
+    yield _SITE[0]
+    if _SITE:
+        _SITE.pop().close()
+
+
+def live_jobs(slurm):  # noqa: F811
+    """``{job_id: user}`` of the students' jobs that are not over."""
+    return {i: user for i, (state, user) in slurm.jobs().items()
+            if user in STUDENTS and state in LIVE}
+
+
+def job_of(slurm, name):  # noqa: F811
+    (job,) = [i for i, user in live_jobs(slurm).items() if user == name]
+    return job
+
+
+def spawn(site, name, session=None, form=None):
+    """The student presses Start on the spawn form; returns (progress messages, seconds)."""
+    hub = site.hub
+    session = session or hub.login(name, STUDENTS[name])
+    started = time.monotonic()
+    poster = threading.Thread(target=post_form, args=(hub, session, name, form or {}),
+                              daemon=True)
+    poster.start()
+    wait_for(lambda: hub.server(name).get("pending") == "spawn" or not poster.is_alive(),
+             30, f"{name}'s spawn to begin")
+    messages = read_progress(hub, name)
+    poster.join(30)
+    return messages, time.monotonic() - started
+
+
+def ensure_session(site, name):
+    if not site.hub.server(name).get("ready"):
+        messages, _ = spawn(site, name)
+        assert site.hub.server(name).get("ready"), messages
+    return site.hub.login(name, STUDENTS[name])
+
+
+def reachable(site, name, session=None):
+    """``name``'s CARTA answers ICD 30 through CHP and lists their own file."""
+    session = session or site.hub.login(name, STUDENTS[name])
+    found = asyncio.run(listing(site.hub, session, name, name))
+    return found.success and f"{name}-obs.fits" in [f.name for f in found.files]
+
+
+def gone_within(site, name, bound):
+    """Seconds until the Hub no longer lists ``name``'s server (fails after ``bound``)."""
+    started = time.monotonic()
+    wait_for(lambda: not site.hub.server(name), bound, f"the Hub to notice {name}", 0.05)
+    return time.monotonic() - started
+
+
+def one_click_restart(site, name, session):
+    """What the student sees at their URL, then the Launch button (one POST)."""
+    page = session.get(site.hub.user_url(name))
+    assert page.status_code == 424 and "Server not running" in page.text, page.status_code
+    assert f"/hub/spawn/{name}" in page.text
+    messages, seconds = spawn(site, name, session)
+    assert site.hub.server(name).get("ready"), messages
+    assert reachable(site, name, session)
+    return seconds
+
+
+def test_hub_restart_keeps_every_session(fault_site, slurm, artifacts):  # noqa: F811
+    site = fault_site
+    for name in (ALICE, BOB):
+        ensure_session(site, name)
+    jobs, submitted = live_jobs(slurm), site.submissions()
+    assert sorted(jobs.values()) == [ALICE, BOB]
+
+    started = time.monotonic()
+    site.restart()
+    up = time.monotonic() - started
+    for name in (ALICE, BOB):
+        assert site.hub.server(name).get("ready")
+        assert reachable(site, name)
+    back = time.monotonic() - started
+    assert live_jobs(slurm) == jobs  # none orphaned, none added
+    assert site.submissions() == submitted
+    record(artifacts, "slurm_hub_restart_hub_up", up)
+    record(artifacts, "slurm_hub_restart_sessions_reachable", back)
+
+
+def test_scancel_hub_notices_and_one_click_restarts(fault_site, slurm, artifacts):  # noqa: F811
+    site = fault_site
+    session = ensure_session(site, ALICE)
+    job = job_of(slurm, ALICE)
+    assert f"/user/{ALICE}" in site.routes()
+
+    slurm.run("scancel", job)
+    noticed = gone_within(site, ALICE, 4 * POLL + 5)
+    assert f"/user/{ALICE}" not in site.routes()
+    assert ALICE not in live_jobs(slurm).values()
+    restarted = one_click_restart(site, ALICE, session)
+    assert job_of(slurm, ALICE) != job
+    record(artifacts, "slurm_scancel_hub_notices", noticed)
+    record(artifacts, "slurm_one_click_restart", restarted)
+    assert noticed <= POLL + 1.5, noticed  # one squeue interval (+ squeue and the stop)
+
+
+def test_node_failure_requeued_jobs_are_cancelled(fault_site, slurm, artifacts):  # noqa: F811
+    site = fault_site
+    sessions = {name: ensure_session(site, name) for name in (ALICE, BOB)}
+    jobs = {name: job_of(slurm, name) for name in sessions}
+    try:
+        slurm.run("scontrol", "update", f"nodename={NODE}", "state=down", "reason=fault-test")
+        started = time.monotonic()
+        for name in sessions:
+            wait_for(lambda: not site.hub.server(name), 4 * POLL + 10,
+                     f"the Hub to notice {name}'s job was requeued", 0.05)
+        noticed = time.monotonic() - started
+        assert noticed <= POLL + 1.5, noticed
+    finally:
+        resume(slurm)  # (ReturnToService=2 may already have brought it back)
+        wait_for(lambda: node_state(slurm) in ("idle", "mixed", "allocated"), 60, "the node")
+    # Slurm requeued both jobs (batch jobs are requeued on node failure by default); the
+    # spawner cancelled them: they can never come back as sessions the Hub does not route
+    for name, job in jobs.items():
+        assert slurm.jobs()[job][0] == "CANCELLED", slurm.jobs()[job]
+    assert not set(jobs.values()) & set(live_jobs(slurm))
+    assert not {f"/user/{n}" for n in sessions} & set(site.routes())
+    restarted = one_click_restart(site, ALICE, sessions[ALICE])
+    record(artifacts, "slurm_node_down_hub_notices", noticed)
+    record(artifacts, "slurm_node_down_one_click_restart", restarted)
+
+
+def node_state(slurm):  # noqa: F811
+    return slurm.run("sinfo", "-h", "-n", NODE, "-o", "%T", check=False).stdout.split()[0]
+
+
+def resume(slurm):  # noqa: F811
+    slurm.run("scontrol", "update", f"nodename={NODE}", "state=resume", check=False)
+
+
+def test_slurmctld_down_spawn_fails_clearly(fault_site, slurm, artifacts):  # noqa: F811
+    site = fault_site
+    ensure_session(site, ALICE)
+    jobs = live_jobs(slurm)
+    ctld = slurm.procs[1]
+    assert ctld.args[0] == "slurmctld"
+    ctld.send_signal(signal.SIGTERM)
+    ctld.wait(30)
+    try:
+        messages, failed = spawn(site, CAROL)
+        text = "\n".join(messages)
+        assert "Slurm refused the CARTA job" in text and "Unable to contact slurm controller" \
+            in text, text
+        assert site.hub.api("GET", "/").status_code == 200
+        assert not site.hub.server(CAROL)
+        assert site.hub.server(ALICE).get("ready")  # squeue fails: the Hub keeps the session
+        assert reachable(site, ALICE)
+    finally:
+        log = open(slurm.root / "log" / "slurmctld.out", "ab")
+        slurm.procs[1] = subprocess.Popen(ctld.args, env=slurm.env, stdout=log,
+                                          stderr=subprocess.STDOUT)
+        restarted = time.monotonic()
+        wait_for(lambda: slurm.run("scontrol", "ping", check=False).returncode == 0, 30,
+                 "slurmctld back")
+    assert live_jobs(slurm) == jobs  # slurmctld recovered its jobs from its state
+    # a restarted slurmctld schedules on a node only after its slurmd registered again
+    # (until then jobs wait with reason ReqNodeNotAvail)
+    wait_for(lambda: "SlurmdStartTime=None" not in slurm.run(
+        "scontrol", "show", "node", "-o", NODE).stdout, 90, "the node to register")
+    registered = time.monotonic() - restarted
+    messages, seconds = spawn(site, CAROL)
+    assert site.hub.server(CAROL).get("ready"), messages
+    assert reachable(site, CAROL)
+    record(artifacts, "slurmctld_down_spawn_error", failed)
+    record(artifacts, "slurmctld_back_node_registered", registered)
+    record(artifacts, "slurmctld_back_spawn", seconds)
+
+
+def test_drained_node_keeps_sessions_and_queues_new_ones(fault_site, slurm, artifacts):  # noqa: F811
+    site = fault_site
+    for name in (ALICE, CAROL):
+        ensure_session(site, name)
+    if site.hub.server(BOB):
+        site.hub.stop_server(BOB)
+    session = site.hub.login(BOB, STUDENTS[BOB])
+    slurm.run("scontrol", "update", f"nodename={NODE}", "state=drain", "reason=fault-test")
+    try:
+        time.sleep(POLL)
+        for name in (ALICE, CAROL):  # running sessions are untouched by the drain
+            assert site.hub.server(name).get("ready") and reachable(site, name)
+        result = []
+        waiting = threading.Thread(target=lambda: result.append(spawn(site, BOB, session)))
+        waiting.start()
+        wait_for(lambda: BOB in live_jobs(slurm).values(), 30, "bob's job queued")
+        job = job_of(slurm, BOB)
+        wait_for(lambda: slurm.run("squeue", "-h", "-j", job, "-o", "%r").stdout.strip()
+                 not in ("", "None"), 15, "Slurm's reason for the wait")
+        time.sleep(1.5)  # the spawner's next squeue (startup_poll_interval) shows it
+        assert slurm.jobs()[job][0] == "PENDING"
+    finally:
+        undrained = time.monotonic()
+        resume(slurm)
+    waiting.join(START_TIMEOUT + 10)
+    messages, _ = result[0]
+    text = "\n".join(messages)
+    assert "is waiting in the queue (Slurm reason:" in text, text
+    assert site.hub.server(BOB).get("ready"), text
+    assert reachable(site, BOB, session)
+    record(artifacts, "slurm_undrain_queued_spawn_ready", time.monotonic() - undrained)
+
+
+def test_backend_never_listening_fails_the_spawn(fault_site, slurm, artifacts):  # noqa: F811
+    site = fault_site
+    if site.hub.server(BOB):
+        site.hub.stop_server(BOB)
+    site.flag("hang-backend", True)
+    try:
+        messages, seconds = spawn(site, BOB)
+    finally:
+        site.flag("hang-backend", False)
+    text = "\n".join(messages)
+    assert "ended before CARTA was ready" in text, text
+    assert f"CARTA backend did not listen within {BACKEND_TIMEOUT} s" in text, text
+    assert "test backend: started, will never listen" in text, text  # the log tail
+    assert not site.hub.server(BOB)
+    assert BOB not in live_jobs(slurm).values()
+    assert seconds < START_TIMEOUT
+    record(artifacts, "slurm_backend_never_ready_spawn_fails", seconds)
+
+
+def test_job_never_starting_server_is_cancelled(fault_site, slurm, artifacts):  # noqa: F811
+    site = fault_site
+    site.flag("hang-job", True)
+    try:
+        messages, seconds = spawn(site, BOB)
+    finally:
+        site.flag("hang-job", False)
+    text = "\n".join(messages)
+    assert "CARTA was not ready within" in text and "was cancelled" in text, text
+    assert "test prologue: stuck before the server starts" in text, text  # the log tail
+    assert not site.hub.server(BOB)
+    assert BOB not in live_jobs(slurm).values()
+    job = max((i for i, (_, user) in slurm.jobs().items() if user == BOB), key=int)
+    assert slurm.jobs()[job][0] == "CANCELLED"
+    assert seconds < START_TIMEOUT + 2
+    assert "failed to start in" not in site.hub.log()  # not the Hub's bare timeout
+    record(artifacts, "slurm_job_never_ready_cancelled", seconds)
+
+
+def test_read_only_home_carta_starts_with_a_warning(fault_site, slurm):  # noqa: F811
+    site = fault_site
+    if site.hub.server(CAROL):
+        site.hub.stop_server(CAROL)
+    home = Path(pwd.getpwnam(CAROL).pw_dir)
+    home.chmod(0o555)
+    try:
+        session = site.hub.login(CAROL, STUDENTS[CAROL])
+        messages, _ = spawn(site, CAROL, session)
+        assert site.hub.server(CAROL).get("ready"), messages
+        assert reachable(site, CAROL, session)
+        prefs = site.hub.user_url(CAROL, "api/database/preferences")
+        assert session.get(prefs).status_code == 200
+        assert session.put(prefs, json={"colormap": "magma"}).status_code >= 400
+        log = site.logs / f"{CAROL}-{job_of(slurm, CAROL)}.log"
+        assert f"Home folder {home} is not writable" in log.read_text()
+        assert not (home / ".carta").exists()
+    finally:
+        home.chmod(0o700)
