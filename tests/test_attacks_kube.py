@@ -1,0 +1,44 @@
+"""CARTAKubeSpawner against the Kubernetes API simulator: identities an authenticator hands
+over (LDAP attributes, OIDC claims) that map to root, a system account or nothing create no
+pod. (tests/test_kube_simulator.py covers the mapping file and an unknown name.)"""
+
+import os
+
+import pytest
+
+from carta_hub.identity import IdentityError
+from carta_hub.kube import CARTAKubeSpawner
+from helpers.ports import free_port
+from k8s_simulator import write_kubeconfig
+from kube_support import FakeUser, make_spawner, site, use_kubeconfig  # noqa: F401
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the simulator's kubelet needs root")
+
+LDAP = "user_attributes"
+CASES = [
+    ("ldap-root", {LDAP: {"uidNumber": [0], "gidNumber": [5000]}}, LDAP, "UID 0"),
+    ("ldap-gid0", {LDAP: {"uidNumber": [5001], "gidNumber": [0]}}, LDAP, "primary GID 0"),
+    ("ldap-bin", {LDAP: {"uidNumber": [2], "gidNumber": [2]}}, LDAP, "UID 2 "),
+    ("oidc-root", {"oauth_user": {"uid_number": "0", "gid_number": 5000}}, "oauth_user",
+     "UID 0"),
+    ("oidc-none", {"oauth_user": {"sub": "x"}}, "oauth_user", "No POSIX identity"),
+    ("no-state", None, LDAP, "No POSIX identity"),
+]
+
+
+@pytest.mark.parametrize("name, state, key, message", CASES, ids=[c[0] for c in CASES])
+async def test_no_pod_for_a_bad_identity(site, tmp_path, monkeypatch, name, state, key, message):  # noqa: F811
+    use_kubeconfig(monkeypatch, write_kubeconfig(tmp_path / "kubeconfig", site["sim"].url))
+    spawner = make_spawner(FakeUser(name, auth_state=state), {
+        "KubeSpawner": {"k8s_api_host": site["sim"].url, "port": free_port(),
+                        "start_timeout": 10, "cmd": ["true"]},
+        "IdentityResolver": {"sources": ["auth_state"], "auth_state_key": key,
+                             "uid_attribute": "uid_number" if key == "oauth_user" else "uidNumber",
+                             "gid_attribute": "gid_number" if key == "oauth_user" else "gidNumber"},
+    })
+    try:
+        with pytest.raises(IdentityError, match=message):
+            await spawner.start()
+        assert site["sim"].pods() == []
+    finally:
+        await CARTAKubeSpawner._stop_all_reflectors()
