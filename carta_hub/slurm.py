@@ -87,6 +87,8 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         jobs). Otherwise squeue runs once per poll_interval.""",
     ).tag(config=True)
 
+    connect_retry = 0.1  # seconds between connection attempts to a starting server
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._progress = []  # messages of the current start, in order
@@ -227,9 +229,20 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         return info.status == JobStatus.RUNNING
 
     async def _listening(self, info):
-        """The server reported its port (batchspawner-singleuser) and accepts connections."""
-        if not self.port:
-            return False
+        """The server reported its port (batchspawner-singleuser) and accepts connections.
+
+        Tried every ``connect_retry`` s until the next squeue is due, so that a server is
+        seen ready within ~0.1 s of listening rather than within a startup_poll_interval
+        (benchmarks/slurm_spawn.py)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.startup_poll_interval - self.connect_retry
+        while not (self.port and await self._accepts()):
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(self.connect_retry)
+        return True
+
+    async def _accepts(self):
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(self.ip, self.port), 5)
         except (OSError, asyncio.TimeoutError):
