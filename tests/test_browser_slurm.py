@@ -1,0 +1,116 @@
+"""A student's CARTA on Slurm, in a real browser (Chromium) with the real carta-frontend 6.0.0:
+PAM login, the spawn form, the progress page following the Slurm job, CARTA connected with the
+student's home in its File Browser, and logout ending the job.
+
+The Slurm cluster, the PAM students, the Hub's account with the sudo rule and the login-node
+Hub are tests/helpers/slurm.py's, configured as in tests/test_slurm_hub.py, with
+jupyterhub_config/culling.py loaded (logout stops the server) and the progress page shown at
+once (``slow_spawn_timeout = 0``). The backend in the job is carta-standin, a stand-in for
+carta_backend (NOT CARTA: it lists folders, it cannot open images).
+"""
+
+import os
+import pwd
+import re
+from pathlib import Path
+
+import pytest
+
+from helpers.browser import OFFLINE, ONLINE, Student, browser  # noqa: F401  (fixture)
+from helpers.ports import wait_for
+from helpers.slurm import CountingSqueue, SlurmHub
+from helpers.slurm import hub_account, slurm, students  # noqa: F401  (session fixtures)
+from test_slurm_hub import ALICE, CONFIG, FITS, POLL, carta_uids, job_of
+
+CULLING = Path(__file__).parent.parent / "jupyterhub_config" / "culling.py"
+EXTRA = f"""
+load_subconfig("{CULLING}")
+c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}  # the progress page at once
+c.CartaBackend.starting_folder = "{{home}}/observations"  # filled in by the job, as the student
+"""
+DATA = "alice-browser-obs.fits"
+
+
+@pytest.fixture(scope="module")
+def site(slurm, students, hub_account):  # noqa: F811
+    entry = pwd.getpwnam(ALICE)
+    folder = Path(entry.pw_dir) / "observations"
+    folder.mkdir(exist_ok=True)
+    (folder / DATA).write_bytes(FITS)
+    for path in (folder, folder / DATA):
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    squeue = CountingSqueue()
+    site = SlurmHub(slurm, squeue, POLL, CONFIG + EXTRA)
+    yield site
+    site.hub.stop()
+    slurm.cancel_all()
+    squeue.remove()
+
+
+@pytest.fixture(scope="module")
+def alice(browser, artifacts):  # noqa: F811
+    """Alice's browser, kept across this module's two tests (session, then logout)."""
+    with Student(browser, artifacts, "slurm", timeout=120) as student:
+        yield student
+
+
+def test_spawn_form_progress_and_carta(site, slurm, students, alice):  # noqa: F811
+    hub, page = site.hub, alice.page
+    alice.login(hub.url, ALICE, students[ALICE])
+    page.wait_for_url(f"{hub.url}/hub/spawn**")  # no server yet: the spawn form
+    # the profile: partition, cores, memory, wall time
+    page.select_option("#carta-partition", "debug")
+    page.select_option("#carta-cores", "2")
+    page.fill("#carta-memory_gb", "1")
+    page.select_option("#carta-runtime", "0:30:00")
+    alice.screenshot("slurm-spawn-form")
+
+    # The progress page reloads itself when CARTA is ready, and the Hub then sends it to
+    # CARTA: cancel that reload (the page stays, as for a slower start) to look at the page.
+    reloads, pending = [], f"{hub.url}/hub/spawn-pending/{ALICE}"
+    page.route(pending + "*", lambda route: (reloads.append(route), route.abort("aborted")))
+    page.click("#spawn_form button[type=submit]")
+    page.wait_for_url(pending + "*")
+    page.click("#progress-details summary")  # the page's "Event log"
+    log = page.locator("#progress-log .progress-log-event")
+    log.filter(has_text="is running on node").wait_for()
+    log.filter(has_text="Server ready at").wait_for()
+    events = log.all_inner_texts()
+    alice.screenshot("slurm-progress")
+    (job,) = job_of(slurm, ALICE)
+    assert "Submitting your CARTA job to Slurm" in events, events
+    assert f"Slurm job {job} is running on node localhost; CARTA is starting" in events, events
+    detail = slurm.run("squeue", "-h", "-j", job, "-o", "%P %C %m %l %u").stdout.split()
+    assert detail == ["debug", "2", "1G", "30:00", ALICE]
+
+    page.unroute(pending + "*")
+    page.goto(pending)  # the page's own reload: the Hub sends the browser to CARTA
+    page.wait_for_url(hub.user_url(ALICE) + "**")
+    alice.wait_connected()
+    # the File Browser opens in {home}/observations, below the top level /home
+    assert DATA in alice.files(DATA)
+    assert alice.folder() == [ALICE, "observations"]
+    alice.assert_healthy()
+    alice.screenshot("slurm-carta")
+    assert carta_uids(ALICE) == [pwd.getpwnam(ALICE).pw_uid]
+
+
+def test_logout_ends_the_job(site, slurm, alice):  # noqa: F811
+    hub, carta = site.hub, alice.page
+    if not job_of(slurm, ALICE) or not carta.locator(ONLINE).count():
+        pytest.skip("needs the CARTA session of test_spawn_form_progress_and_carta")
+    (job,) = job_of(slurm, ALICE)
+
+    hub_tab = alice.context.new_page()  # CARTA stays open in the first tab
+    hub_tab.goto(f"{hub.url}/hub/home")
+    with hub_tab.expect_navigation():
+        hub_tab.click("#logout")
+    hub_tab.wait_for_url(re.compile(r".*/hub/(login|logout).*"))
+
+    carta.wait_for_selector(OFFLINE)  # the frontend's own "Disconnected from server"
+    alice.screenshot("slurm-after-logout", page=carta)
+    wait_for(lambda: not slurm.run("squeue", "-h", "-u", ALICE).stdout.strip(), 30,
+             "squeue to list no job of the student")
+    assert slurm.jobs()[job][0] in ("CANCELLED", "COMPLETED")
+    assert not hub.server(ALICE)
+    wait_for(lambda: not carta_uids(ALICE), 30, "the student's CARTA to exit")
