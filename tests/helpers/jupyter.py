@@ -8,7 +8,7 @@ from pathlib import Path
 import requests
 
 from .hub import VENV_BIN, _end
-from .ports import free_port, wait_for
+from .ports import await_server, free_port
 
 
 class JupyterServer:
@@ -50,9 +50,4 @@ def start_jupyter(workdir, base_url, args=(), user=None):
         except requests.ConnectionError:
             return False
 
-    try:
-        wait_for(up, 60, "Jupyter Server to answer")
-    except Exception:
-        server.stop()
-        raise
-    return server
+    return await_server(server, up, 60, "Jupyter Server to answer")

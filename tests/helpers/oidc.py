@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlparse
 import requests
 
 from .hub import PREFIX, _end
-from .ports import wait_for
+from .ports import await_server
 
 SCRIPT = Path(__file__).with_name("oidc_provider.mjs")
 MODULES = PREFIX / "node" / "node_modules"
@@ -59,12 +59,8 @@ def start_oidc_provider(directory, port, client, redirect_uri, accounts):
         proc = subprocess.Popen([shutil.which("node"), str(SCRIPT), str(config)],
                                 stdout=log, stderr=subprocess.STDOUT)
     provider = OIDCProvider(proc, port, log_path)
-    try:
-        wait_for(lambda: _listening(provider), 20, "the OIDC provider to listen")
-    except Exception:
-        provider.stop()
-        raise
-    return provider
+    return await_server(provider, lambda: _listening(provider), 20,
+                        "the OIDC provider to listen")
 
 
 def _listening(provider):

@@ -21,3 +21,14 @@ def wait_for(check, timeout, what, interval=0.1):
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+def await_server(server, check, timeout, what):
+    """Wait until ``check()`` is true; on failure stop ``server`` (its ``.stop()``, which
+    ends the processes it started) and re-raise. Returns ``server``."""
+    try:
+        wait_for(check, timeout, what)
+    except Exception:
+        server.stop()
+        raise
+    return server

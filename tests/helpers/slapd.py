@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .hub import _end
-from .ports import free_port, wait_for
+from .ports import await_server, free_port
 
 SUFFIX = "dc=carta,dc=test"
 PEOPLE = f"ou=people,{SUFFIX}"
@@ -129,12 +129,7 @@ def start_slapd(directory, people, groups):
         proc = subprocess.Popen(["slapd", "-d", "0", "-f", conf, "-h", f"ldap://127.0.0.1:{port}/"],
                                 stdout=log, stderr=subprocess.STDOUT)
     server = Slapd(directory, proc, port)
-    try:
-        wait_for(lambda: _answers(server), 20, "slapd to answer")
-    except Exception:
-        server.stop()
-        raise
-    return server
+    return await_server(server, lambda: _answers(server), 20, "slapd to answer")
 
 
 def _answers(server):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import requests
 
-from helpers.ports import free_port, wait_for
+from helpers.ports import await_server, free_port
 
 from .kubeconfig import write_kubeconfig
 
@@ -69,12 +69,7 @@ def start_simulator(state_dir, volume_root, kube_version="1.30.0"):
          "--volume-root", str(volume_root), "--kube-version", kube_version],
         cwd=Path(__file__).parent.parent, stdout=log, stderr=subprocess.STDOUT)
     sim = Simulator(proc, f"http://127.0.0.1:{port}", state_dir)
-    try:
-        wait_for(lambda: _up(sim), 30, "the Kubernetes API simulator")
-    except Exception:
-        sim.stop()
-        raise
-    return sim
+    return await_server(sim, lambda: _up(sim), 30, "the Kubernetes API simulator")
 
 
 def _up(sim):
