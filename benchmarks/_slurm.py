@@ -1,0 +1,184 @@
+"""What benchmarks/slurm_spawn.py and slurm_scale.py share: the test suite's real one-node
+Slurm (tests/helpers/slurm.py), a timestamped counting squeue, and a Hub on a "login node"
+run as its own unprivileged account with docs/slurm.md's sudo rule.
+
+The benchmarks create their OWN Hub account, student group and sudoers file (not the test
+suite's cartahub-slurm / cs-alice), so that a test session ending alongside cannot remove
+them mid-measurement.
+"""
+
+import os
+import re
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from helpers import slurm as slurm_helpers  # noqa: E402
+from helpers.hub import VENV_BIN, _read_pid, dumps, start_hub  # noqa: E402
+from helpers.ports import free_port, wait_for  # noqa: E402
+from helpers.slurm import CountingSqueue, SlurmCluster, login_node_config  # noqa: E402
+from helpers.users import ensure_user, remove_user  # noqa: E402
+
+HUB_USER = "cartahub-bench"
+GROUP = "carta-bench-t"
+SUDOERS = Path("/etc/sudoers.d/carta-hub-bench")
+RULE = """Cmnd_Alias CARTA_BENCH = /usr/bin/sbatch, /usr/bin/scancel, /usr/bin/tail{extra}
+{hub_user} ALL=(%{group}) NOPASSWD:SETENV: CARTA_BENCH
+"""
+STANDIN_NOTE = ("backend: carta-standin, the test suite's stand-in for carta_backend "
+                "(NOT CARTA): figures measure what carta-hub and Slurm add, not CARTA")
+TICK = os.sysconf("SC_CLK_TCK")
+LIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING")
+
+
+class TimedSqueue(CountingSqueue):
+    """The counting squeue wrapper, with the wall-clock time of each call."""
+
+    def __init__(self):
+        super().__init__()
+        self.path.write_text(f'#!/bin/sh\necho "$(date +%s.%N) $*" >> {self.log}\n'
+                             'exec squeue "$@"\n')
+
+    def times(self):
+        return [float(line.split(" ", 1)[0]) for line in self.lines()]
+
+
+class Site:
+    """A Slurm cluster claiming ``cpus`` CPUs, students with PAM passwords in GROUP, the
+    Hub's account in group shadow with the sudo rule, a TimedSqueue; Hubs from ``hub()``."""
+
+    def __init__(self, students=("cb-student",), cpus=64, sudo_squeue=False):
+        self.students = {name: secrets.token_hex(8) for name in students}
+        self.cpus, self.sudo_squeue = cpus, sudo_squeue
+        self.dir = Path(tempfile.mkdtemp(prefix="carta-bench-", dir="/tmp"))
+        self.dir.chmod(0o755)
+        self.hubs, self.cluster, self.squeue = [], None, None
+
+    def __enter__(self):
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _start(self):
+        slurm_helpers.CONF = slurm_helpers.CONF.replace("CPUs=64", f"CPUs={self.cpus}")
+        self.squeue = TimedSqueue()
+        self.cluster = SlurmCluster(self.dir / "slurm").start()
+        subprocess.run(["groupadd", "-f", GROUP], check=True)
+        for name, password in self.students.items():
+            ensure_user(name, password=password, home_mode="0700")
+            subprocess.run(["usermod", "-aG", GROUP, name], check=True)
+        ensure_user(HUB_USER)
+        subprocess.run(["usermod", "-aG", "shadow", HUB_USER], check=True)
+        # stock batchspawner runs squeue as the user, through sudo
+        extra = f", {self.squeue.path}" if self.sudo_squeue else ""
+        SUDOERS.write_text(RULE.format(extra=extra, hub_user=HUB_USER, group=GROUP))
+        SUDOERS.chmod(0o440)
+        subprocess.run(["visudo", "-cf", str(SUDOERS)], check=True, capture_output=True)
+
+    def script(self, name, text):
+        """An executable file in the site's folder (readable by everyone)."""
+        path = self.dir / name
+        path.write_text(text)
+        path.chmod(0o755)
+        return path
+
+    def hub(self, config, poll=30.0):
+        """A Hub as HUB_USER on PAM (students of GROUP) with CARTASlurmSpawner bare and
+        the site's squeue, plus ``config``."""
+        workdir = Path(tempfile.mkdtemp(prefix="carta-bench-hub-", dir="/tmp"))
+        entry = ensure_user(HUB_USER)
+        os.chown(workdir, entry.pw_uid, entry.pw_gid)
+        base = login_node_config(self.squeue, poll, free_port())
+        base = base.replace(dumps(slurm_helpers.GROUP), dumps(GROUP))
+        hub = start_hub(workdir, base + config, user=HUB_USER,
+                        env={"SLURM_CONF": str(self.cluster.conf)})
+        self.hubs.append(hub)
+        return hub
+
+    def stop_hub(self, hub):
+        hub.stop()
+        self.hubs.remove(hub)
+        shutil.rmtree(hub.workdir, ignore_errors=True)
+
+    def home(self, name):
+        return Path(os.path.expanduser(f"~{name}"))
+
+    def live_jobs(self):
+        return [i for i, (s, _) in self.cluster.jobs().items() if s in LIVE]
+
+    def wait_idle(self, timeout=60):
+        wait_for(lambda: not self.live_jobs(), timeout, "the cluster to be idle", interval=0.2)
+
+    def close(self):
+        for hub in self.hubs:
+            try:
+                hub.stop()
+            except Exception as e:
+                print(f"(could not stop a Hub: {e})", file=sys.stderr)
+            shutil.rmtree(hub.workdir, ignore_errors=True)
+        if self.cluster:
+            self.cluster.stop()
+        SUDOERS.unlink(missing_ok=True)
+        for name in (*self.students, HUB_USER):
+            remove_user(name)
+        subprocess.run(["groupdel", GROUP], capture_output=True)
+        if self.squeue:
+            self.squeue.remove()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# --- reading what happened ---
+
+HUB_LOG_LINE = re.compile(r"^\[\w (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) ")
+
+
+def hub_log_times(hub, pattern, since=0.0):
+    """Wall-clock times of the Hub's log lines matching ``pattern``, at or after ``since``."""
+    found = []
+    for line in hub.log().splitlines():
+        m = HUB_LOG_LINE.match(line)
+        if m and re.search(pattern, line):
+            t = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()
+            if t >= since - 0.001:
+                found.append(t)
+    return found
+
+
+def cpu_seconds(pid, children=False):
+    """User + system CPU seconds of ``pid`` (``children``: of its waited-for children)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()
+    first = 13 if children else 11  # utime stime cutime cstime are fields 14-17
+    return (int(fields[first]) + int(fields[first + 1])) / TICK
+
+
+def proxy_pid(hub):
+    return _read_pid(hub.workdir / "proxy.pid")
+
+
+def spread(values, fmt="{:.2f}"):
+    """``median [min-max]`` of ``values``."""
+    return (f"{fmt.format(statistics.median(values))} "
+            f"[{fmt.format(min(values))}-{fmt.format(max(values))}]")
+
+
+def now():
+    return time.time()
+
+
+__all__ = ["Site", "TimedSqueue", "hub_log_times", "cpu_seconds", "proxy_pid", "spread",
+           "now", "HUB_USER", "GROUP", "STANDIN_NOTE", "VENV_BIN", "dumps", "free_port",
+           "wait_for"]
