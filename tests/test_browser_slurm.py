@@ -12,6 +12,7 @@ carta_backend (NOT CARTA: it lists folders, it cannot open images).
 import os
 import pwd
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,7 @@ def site(slurm, students, hub_account):  # noqa: F811
     site.hub.stop()
     slurm.cancel_all()
     squeue.remove()
+    shutil.rmtree(site.workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
