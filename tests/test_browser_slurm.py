@@ -1,6 +1,7 @@
 """A student's CARTA on Slurm, in a real browser (Chromium) with the real carta-frontend 6.0.0:
-PAM login, the spawn form, the progress page following the Slurm job, CARTA connected with the
-student's home in its File Browser, and logout ending the job.
+PAM login, the spawn form, the progress page following the Slurm job (queued while another
+job fills the node, then running), CARTA connected with the student's folder in its File
+Browser, and logout ending the job.
 
 The Slurm cluster, the PAM students, the Hub's account with the sudo rule and the login-node
 Hub are tests/helpers/slurm.py's, configured as in tests/test_slurm_hub.py, with
@@ -21,7 +22,7 @@ from helpers.browser import OFFLINE, ONLINE, Student, browser  # noqa: F401  (fi
 from helpers.ports import wait_for
 from helpers.slurm import CountingSqueue, SlurmHub
 from helpers.slurm import hub_account, slurm, students  # noqa: F401  (session fixtures)
-from test_slurm_hub import ALICE, CONFIG, FITS, POLL, carta_uids, job_of
+from test_slurm_hub import ALICE, BOB, CONFIG, FITS, POLL, carta_uids, job_of
 
 CULLING = Path(__file__).parent.parent / "jupyterhub_config" / "culling.py"
 EXTRA = f"""
@@ -30,6 +31,12 @@ c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}  # the progress page
 c.CartaBackend.starting_folder = "{{home}}/observations"  # filled in by the job, as the student
 """
 DATA = "alice-browser-obs.fits"
+QUEUED = re.compile(r"Slurm job (\d+) is waiting in the queue "
+                    r"\(Slurm reason: (Resources|Priority)\)")
+BUSY = """#!/bin/sh
+#SBATCH --cpus-per-task=64 --mem=1G --time=10:00 --chdir=/tmp --output=/dev/null
+sleep 600
+"""
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +65,10 @@ def alice(browser, artifacts):  # noqa: F811
 
 def test_spawn_form_progress_and_carta(site, slurm, students, alice):  # noqa: F811
     hub, page = site.hub, alice.page
+    # the cluster is busy: another student's job holds all 64 CPUs of the node
+    busy = slurm.submit(BUSY, user=BOB)
+    slurm.wait_state(busy, ("RUNNING",))
+
     alice.login(hub.url, ALICE, students[ALICE])
     page.wait_for_url(f"{hub.url}/hub/spawn**")  # no server yet: the spawn form
     # the profile: partition, cores, memory, wall time
@@ -69,19 +80,25 @@ def test_spawn_form_progress_and_carta(site, slurm, students, alice):  # noqa: F
 
     # The progress page reloads itself when CARTA is ready, and the Hub then sends it to
     # CARTA: cancel that reload (the page stays, as for a slower start) to look at the page.
-    reloads, pending = [], f"{hub.url}/hub/spawn-pending/{ALICE}"
-    page.route(pending + "*", lambda route: (reloads.append(route), route.abort("aborted")))
+    pending = f"{hub.url}/hub/spawn-pending/{ALICE}"
+    page.route(pending + "*", lambda route: route.abort("aborted"))
     page.click("#spawn_form button[type=submit]")
     page.wait_for_url(pending + "*")
     page.click("#progress-details summary")  # the page's "Event log"
     log = page.locator("#progress-log .progress-log-event")
+    queued = log.filter(has_text=QUEUED).first
+    queued.wait_for()
+    (job,) = job_of(slurm, ALICE, "PENDING")
+    assert QUEUED.search(queued.inner_text()).group(1) == job
+    slurm.run("scancel", busy)  # the node frees up
+
     log.filter(has_text="is running on node").wait_for()
     log.filter(has_text="Server ready at").wait_for()
     events = log.all_inner_texts()
     alice.screenshot("slurm-progress")
-    (job,) = job_of(slurm, ALICE)
     assert "Submitting your CARTA job to Slurm" in events, events
     assert f"Slurm job {job} is running on node localhost; CARTA is starting" in events, events
+    assert job_of(slurm, ALICE) == [job]
     detail = slurm.run("squeue", "-h", "-j", job, "-o", "%P %C %m %l %u").stdout.split()
     assert detail == ["debug", "2", "1G", "30:00", ALICE]
 
