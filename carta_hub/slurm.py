@@ -102,6 +102,14 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
                 raise ValueError(f"sbatch_options: {option!r} spans several lines")
         return proposal.value
 
+    @default("start_timeout")
+    def _start_timeout(self):
+        return 900  # queue waits count against it
+
+    @default("poll_interval")
+    def _poll_interval(self):
+        return 30  # one squeue for all jobs per interval; a dead job is noticed sooner
+
     @default("options_form")
     def _form_default(self):
         return type(self)._options_form

@@ -5,6 +5,7 @@ c.JupyterHub.spawner_class = "carta-slurm"
 c.JupyterHub.bind_url = "http://127.0.0.1:8000"  # behind your TLS proxy
 c.JupyterHub.hub_bind_url = "http://0.0.0.0:8081"  # jobs on compute nodes call the Hub API
 c.JupyterHub.hub_connect_url = "http://login1.cluster.example.org:8081"  # this login node
+c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 0}  # show queue state at once
 c.JupyterHub.cleanup_servers = False  # a Hub restart leaves running jobs alone, re-attaches
 c.JupyterHub.db_url = "sqlite:////var/lib/carta-hub/jupyterhub.sqlite"
 c.JupyterHub.cookie_secret_file = "/var/lib/carta-hub/cookie_secret"
@@ -30,9 +31,6 @@ c.CartaStorage.mounts = [
 ]
 c.CartaBackend.top_level_folder = "/ceph"  # carta_backend is found on the image's PATH
 
-# Queue waits count against the start timeout; squeue runs once per poll_interval for all jobs.
-c.Spawner.start_timeout = 900
-c.Spawner.http_timeout = 120
-c.Spawner.poll_interval = 30
-
+# Defaults worth knowing: start_timeout 900 s (queue waits count), poll_interval 30 s (one
+# squeue for all jobs), http_timeout CartaBackend.start_timeout + 10 s.
 load_subconfig("culling.py")  # idle sessions end; logout stops CARTA (docs/idle-culling.md)
