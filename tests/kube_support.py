@@ -12,6 +12,7 @@ from traitlets.config import Config
 
 from carta_hub.kube import CARTAKubeSpawner
 from k8s_simulator import start_simulator
+from helpers.fakes import FakeUser  # noqa: F401
 
 UID, GID = 23999, 23998  # the simulated site's student
 
@@ -19,19 +20,6 @@ LDAP = {"user_attributes": {"uidNumber": [23501], "gidNumber": [23500], "uid": [
                             "homeDirectory": ["/ceph/home/alice"]}}
 OIDC = {"oauth_user": {"sub": "x", "uid_number": 23502, "gid_number": 23500,
                        "gids": [23600, 23601], "preferred_username": "jo"}}
-
-
-class FakeUser:
-    """The parts of a JupyterHub User a spawner uses."""
-
-    def __init__(self, name, auth_state=None, user_id=1):
-        self.name = name
-        self.id = user_id
-        self.url = f"/user/{name}/"
-        self._state = auth_state
-
-    async def get_auth_state(self):
-        return self._state
 
 
 def use_kubeconfig(monkeypatch, path):

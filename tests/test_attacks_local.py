@@ -25,7 +25,7 @@ import websockets
 from carta_hub.standin.icd import EventType
 from helpers.carta import file_list, register
 from helpers.client import connect, cookie_header, open_carta
-from helpers.hub import SAME_USER_CARTA, VENV_BIN
+from helpers.hub import SAME_USER_CARTA
 from helpers.ports import wait_for
 
 OWNER, INTRUDER, GRANTEE = "owner", "intruder", "grantee"

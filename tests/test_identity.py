@@ -6,15 +6,7 @@ import pwd
 import pytest
 
 from carta_hub.identity import IdentityError, IdentityResolver
-
-
-class FakeUser:
-    def __init__(self, name, auth_state=None):
-        self.name = name
-        self._state = auth_state
-
-    async def get_auth_state(self):
-        return self._state
+from helpers.fakes import FakeUser
 
 
 LDAP_STATE = {"user_attributes": {"uidNumber": [5001], "gidNumber": [5000], "uid": ["alice"],

@@ -13,18 +13,9 @@ from carta_hub.slurm import CARTASlurmSpawner
 from helpers.ports import free_port, wait_for
 from helpers.slurm import CountingSqueue
 from helpers.slurm import slurm, students  # noqa: F401  (session fixtures)
+from helpers.fakes import FakeUser
 
 ALICE = "cs-alice"
-
-
-class FakeUser:
-    def __init__(self, name):
-        self.name = name
-        self.url = f"/user/{name}/"
-        self.spawners = {}
-
-    async def get_auth_state(self):
-        return None
 
 
 class FakeDB:

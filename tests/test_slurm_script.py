@@ -17,16 +17,7 @@ from carta_hub.resources import FormError
 from carta_hub.slurm import CARTASlurmSpawner, PortOnlyHandler
 from carta_hub.squeue import parse
 from carta_hub.storage import CartaStorage
-
-
-class FakeUser:
-    def __init__(self, name):
-        self.name = name
-        self.url = f"/user/{name}/"
-        self.spawners = {}
-
-    async def get_auth_state(self):
-        return None
+from helpers.fakes import FakeUser
 
 
 @pytest.fixture
