@@ -9,6 +9,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from helpers.hub import start_hub  # noqa: E402
+# The Slurm cluster and its accounts: session fixtures defined once here, so that exactly one
+# teardown stops the cluster, after every fixture that uses it.
+from helpers.slurm import hub_account, slurm, students  # noqa: E402, F401
 from helpers.users import ensure_user  # noqa: E402
 
 HUB_USER = "cartahub-test"

@@ -23,7 +23,6 @@ import pytest
 import websockets
 
 from helpers.client import connect
-from helpers.slurm import slurm  # noqa: F401  (session fixture)
 from helpers.users import ensure_user, remove_user
 from test_attacks_local import assert_refused, cmdline, environ, listening, probe_as
 from test_faults_slurm import (ALICE, BOB, STUDENTS, ensure_session, fault_site,  # noqa: F401

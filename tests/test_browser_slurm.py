@@ -21,7 +21,6 @@ import pytest
 from helpers.browser import OFFLINE, ONLINE, Student, browser  # noqa: F401  (fixture)
 from helpers.ports import wait_for
 from helpers.slurm import CountingSqueue, SlurmHub
-from helpers.slurm import hub_account, slurm, students  # noqa: F401  (session fixtures)
 from test_slurm_hub import ALICE, BOB, CONFIG, FITS, POLL, carta_uids, job_of
 
 CULLING = Path(__file__).parent.parent / "jupyterhub_config" / "culling.py"
@@ -34,9 +33,17 @@ DATA = "alice-browser-obs.fits"
 QUEUED = re.compile(r"Slurm job (\d+) is waiting in the queue "
                     r"\(Slurm reason: (Resources|Priority)\)")
 BUSY = """#!/bin/sh
-#SBATCH --cpus-per-task=64 --mem=1G --time=10:00 --chdir=/tmp --output=/dev/null
+#SBATCH --cpus-per-task={cpus} --mem=1G --time=10:00 --chdir=/tmp --output=/dev/null
 sleep 600
 """
+
+
+def fill_the_node(slurm):  # noqa: F811
+    """A job of another student holding every CPU still idle (other tests' sessions may hold
+    some), so that the next job has to wait in the queue."""
+    idle = int(slurm.run("sinfo", "-h", "-o", "%C").stdout.split("/")[1])
+    assert idle >= 2, "the test node has no idle CPUs left"
+    return slurm.submit(BUSY.format(cpus=idle), user=BOB)
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +72,8 @@ def alice(browser, artifacts):  # noqa: F811
 
 def test_spawn_form_progress_and_carta(site, slurm, students, alice):  # noqa: F811
     hub, page = site.hub, alice.page
-    # the cluster is busy: another student's job holds all 64 CPUs of the node
-    busy = slurm.submit(BUSY, user=BOB)
+    # the cluster is busy: another student's job holds every idle CPU of the node
+    busy = fill_the_node(slurm)
     slurm.wait_state(busy, ("RUNNING",))
 
     alice.login(hub.url, ALICE, students[ALICE])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from helpers.hub import VENV_BIN
-from helpers.slurm import HUB_USER, hub_account, slurm, students  # noqa: F401  (fixtures)
+from helpers.slurm import HUB_USER
 from helpers.users import ensure_user, remove_user
 from k8s_simulator import write_kubeconfig
 from kube_support import site, use_kubeconfig  # noqa: F401  (site: the simulator)

@@ -33,7 +33,7 @@ import pytest
 
 from helpers.hub import VENV_BIN, dumps, start_hub
 from helpers.ports import free_port, wait_for
-from helpers.slurm import NODE, slurm  # noqa: F401  (session fixture)
+from helpers.slurm import NODE
 from helpers.users import ensure_user, remove_user
 from test_faults_local import proxy_routes, record
 from test_slurm_hub import listing, post_form, read_progress

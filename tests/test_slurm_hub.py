@@ -22,7 +22,6 @@ from carta_hub.standin import icd
 from helpers.client import connect, open_carta
 from helpers.ports import wait_for
 from helpers.slurm import CountingSqueue, SlurmHub
-from helpers.slurm import hub_account, slurm, students  # noqa: F401  (session fixtures)
 
 ALICE, BOB = "cs-alice", "cs-bob"
 FITS = b"SIMPLE  =                    T" + b" " * 2850

@@ -12,7 +12,6 @@ from jupyterhub.objects import Hub
 from carta_hub.slurm import CARTASlurmSpawner
 from helpers.ports import free_port, wait_for
 from helpers.slurm import CountingSqueue
-from helpers.slurm import slurm, students  # noqa: F401  (session fixtures)
 from helpers.fakes import FakeUser
 
 ALICE = "cs-alice"

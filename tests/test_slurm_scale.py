@@ -15,7 +15,6 @@ import pytest
 from helpers.hub import dumps
 from helpers.ports import wait_for
 from helpers.slurm import CountingSqueue, SlurmHub
-from helpers.slurm import hub_account, slurm, students  # noqa: F401  (session fixtures)
 
 ALICE = "cs-alice"
 SERVERS = [f"s{i:02d}" for i in range(50)]

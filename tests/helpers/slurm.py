@@ -178,7 +178,7 @@ _shared = []
 
 @pytest.fixture(scope="session")
 def slurm():
-    """The session's cluster, started once however many test modules import this fixture."""
+    """The session's cluster (tests/conftest.py makes this the one fixture of that name)."""
     if not _shared:
         root = tempfile.mkdtemp(prefix="carta-slurm-", dir="/tmp")
         _shared.append(SlurmCluster(root).start())
