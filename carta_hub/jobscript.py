@@ -12,6 +12,10 @@ from jinja2 import Environment, StrictUndefined
 BIND_PATH = re.compile(r"/[^:,\s]*")
 # sbatch reads directive values up to whitespace, without shell quoting
 SBATCH_VALUE = re.compile(r"[^\s'\"\\;&|<>`$]+")
+# Slurm's output file patterns carta-hub expands itself
+LOG_CODES = re.compile(r"%(.)")
+# where Slurm writes the job's output; the script moves it to log_path when it can
+NODE_LOG = "/tmp/carta-hub-%u-%j.log"
 
 
 def load_template(path=""):
@@ -57,3 +61,20 @@ def sbatch_value(what, value):
         raise ValueError(f"{what} {value!r} cannot go on an #SBATCH line "
                          "(no spaces, quotes or shell characters)")
     return value
+
+
+def log_file(path, job_id, login, job_name):
+    """``path`` with Slurm's ``%j %u %x %%`` replaced as sbatch would."""
+    values = {"j": job_id, "u": login, "x": job_name, "%": "%"}
+
+    def value(match):
+        if match.group(1) not in values:
+            raise ValueError(f"log path {path!r}: only %j, %u, %x and %% are supported")
+        return values[match.group(1)]
+    return LOG_CODES.sub(value, path)
+
+
+def shell_log_file(path, login, job_name):
+    """:func:`log_file` as one shell word, the job id taken from ``$SLURM_JOB_ID``."""
+    parts = log_file(path, "\0", login, job_name).split("\0")
+    return '"${SLURM_JOB_ID}"'.join(shlex.quote(part) for part in parts)

@@ -53,8 +53,13 @@ def warn_unwritable_home(log):
     carta = os.path.join(home, ".carta")
     target = carta if os.path.isdir(carta) else home
     if not os.access(target, os.W_OK):
-        log.warning("Home folder %s is not writable: CARTA runs, but cannot save preferences, "
-                    "layouts or snippets (%s)", home, target)
+        problem = "not writable"
+    elif os.statvfs(target).f_bavail == 0:
+        problem = "full"
+    else:
+        return
+    log.warning("Home folder %s is %s: CARTA runs, but cannot save preferences, layouts or "
+                "snippets (%s)", home, problem, target)
 
 
 class BackendProcess:

@@ -19,7 +19,8 @@ from tornado import web
 from traitlets import Enum, Float, Int, List, Unicode, default, validate
 
 from .identity import IdentityError, IdentityResolver
-from .jobscript import container_argv, load_template, sbatch_value
+from .jobscript import (NODE_LOG, container_argv, load_template, log_file, sbatch_value,
+                        shell_log_file)
 from .resources import FormError, ResourceFormMixin
 from .spawner import CartaSpawnerMixin
 from .squeue import QueuePoller
@@ -41,9 +42,10 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
 
     log_path = Unicode(
         "{home}/.carta-hub-slurm-%j.log",
-        help="""The job's output file (#SBATCH --output), on a file system the Hub can read
-        as the user: its tail is shown when a job fails. {home}, {login}, {username} and
-        Slurm's %j, %u, %x are replaced; its folder must exist.""",
+        help="""The job's log, on a file system the Hub can read as the user: its tail is
+        shown when a job fails. {home}, {login}, {username} and Slurm's %j, %u, %x are
+        replaced; its folder must exist. A job that cannot write it (read-only or full home)
+        still starts, and keeps its log on the node in /tmp/carta-hub-<login>-<job id>.log.""",
     ).tag(config=True)
 
     container_runtime = Enum(
@@ -100,6 +102,11 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         for option in proposal.value:
             if "\n" in option or "\r" in option:
                 raise ValueError(f"sbatch_options: {option!r} spans several lines")
+        return proposal.value
+
+    @validate("log_path")
+    def _known_codes(self, proposal):
+        log_file(proposal.value, "1", "login", "name")
         return proposal.value
 
     @default("start_timeout")
@@ -173,10 +180,12 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         container = container_argv(self.container_runtime, self.container_image,
                                    binds(storage), res.gpus, self.container_args)
         server = self.server_argv()
+        login, job_name = names["login"], self.job_name.format(**names)
         return load_template(self.job_template).render(
-            username=self.user.name, login=names["login"], res=res,
-            job_name=sbatch_value("job_name", self.job_name.format(**names)),
-            log_path=sbatch_value("log_path", self.log_path.format(**names)),
+            username=self.user.name, login=login, res=res,
+            job_name=sbatch_value("job_name", job_name),
+            log_file=shell_log_file(self.log_path.format(**names), login, job_name),
+            node_log=NODE_LOG, node_log_file=shell_log_file(NODE_LOG, login, job_name),
             workdir=sbatch_value("home directory", names["home"]),
             keepvars=sbatch_value("keepvars", subvars["keepvars"]),
             gres=f"{sbatch_value('gpu_gres', self.gpu_gres)}:{res.gpus}" if res.gpus else "",
@@ -372,11 +381,9 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
                 f"cancelled ({state}). Last lines of its log {path}:\n{tail}")
 
     def _log_file(self):
-        path = self.log_path.format(**self._job_names)
-        for code, value in (("%j", self.job_id), ("%u", self._identity.name),
-                            ("%x", self.job_name.format(**self._job_names)), ("%%", "%")):
-            path = path.replace(code, value)
-        return path
+        names = self._job_names
+        return log_file(self.log_path.format(**names), self.job_id, names["login"],
+                        self.job_name.format(**names))
 
     async def _log_tail(self, path):
         """The end of the job's log, read as the user (batchspawner's exec_prefix)."""

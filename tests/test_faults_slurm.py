@@ -10,14 +10,15 @@ the stand-in backend ``carta-standin`` (NOT CARTA) run bare in the job:
    up, and a spawn after slurmctld is back succeeds;
 6. a backend that never listens, or a job that never starts its server: the spawn fails before
    the Hub's start_timeout with the job's log tail, and no job is left;
-7. a read-only home: with the job log elsewhere (``log_path``), CARTA starts and the job log
-   carries the wrapper's warning.
+7. a read-only or a full home, with the job log in it (the default ``log_path``): CARTA starts,
+   and the job's log, kept on the node instead, carries the warnings.
 
 Measured times go to ``test-artifacts/fault-times.json`` (quoted in docs/operations.md).
 The site (Hub user, group, sudo rule, students) is shared with tests/test_attacks_slurm.py.
 """
 
 import asyncio
+import contextlib
 import os
 import pwd
 import secrets
@@ -85,7 +86,6 @@ c.CARTASlurmSpawner.partitions = ["debug", "short"]
 c.CARTASlurmSpawner.cores = [1, 2]
 c.CARTASlurmSpawner.memory_gb = {{"min": 1, "max": 2}}
 c.CARTASlurmSpawner.runtimes = ["0:30:00", "2:00:00"]
-c.CARTASlurmSpawner.log_path = {log_path}
 c.CartaBackend.executable = {backend}
 c.CartaBackend.start_timeout = {backend_timeout}
 c.CartaBackend.top_level_folder = "/home"
@@ -103,10 +103,6 @@ class FaultSite:
         self.calls.touch()
         self.calls.chmod(0o666)
         self.sbatch = self._script("sbatch", SBATCH.format(calls=self.calls))
-        # job logs outside the homes (a read-only home must not stop the job)
-        self.logs = self.dir / "logs"
-        self.logs.mkdir()
-        self.logs.chmod(0o1777)
         backend = self._script("carta-backend", BACKEND.format(dir=self.dir, venv=VENV_BIN))
         subprocess.run(["groupadd", "-f", GROUP], check=True)
         for name, password in STUDENTS.items():
@@ -126,7 +122,6 @@ class FaultSite:
             hub_port=free_port(), group=dumps(GROUP), poll=POLL, start_timeout=START_TIMEOUT,
             prologue=dumps(PROLOGUE.format(venv=VENV_BIN, dir=self.dir)),
             submit=dumps(f"{self.sbatch} --parsable"), backend=dumps(str(backend)),
-            log_path=dumps(f"{self.logs}/{{login}}-%j.log"),
             backend_timeout=BACKEND_TIMEOUT)
         self.proxy_token = secrets.token_hex(16)
         self.env = {"SLURM_CONF": str(slurm.conf), "CONFIGPROXY_AUTH_TOKEN": self.proxy_token}
@@ -420,22 +415,55 @@ def test_job_never_starting_server_is_cancelled(fault_site, slurm, artifacts):  
     record(artifacts, "slurm_job_never_ready_cancelled", seconds)
 
 
-def test_read_only_home_carta_starts_with_a_warning(fault_site, slurm):  # noqa: F811
+@contextlib.contextmanager
+def unwritable_home(name, how):
+    """``name``'s home read-only, or full: a 1 MiB tmpfs over it, with the student's FITS file,
+    filled up."""
+    entry = pwd.getpwnam(name)
+    home = Path(entry.pw_dir)
+    if how == "read-only":
+        home.chmod(0o555)
+        try:
+            yield
+        finally:
+            home.chmod(0o700)
+        return
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size=1m,mode=700,uid={entry.pw_uid},"
+                    f"gid={entry.pw_gid}", "tmpfs", str(home)], check=True)
+    try:
+        fits = home / f"{name}-obs.fits"
+        fits.write_bytes(FITS)
+        os.chown(fits, entry.pw_uid, entry.pw_gid)
+        with contextlib.suppress(OSError), open(home / "filler", "wb") as f:
+            while True:
+                f.write(b"x" * 4096)
+                f.flush()
+        yield
+    finally:
+        subprocess.run(["umount", "--lazy", str(home)], check=True)
+
+
+@pytest.mark.parametrize("how", ["read-only", "full"])
+def test_unwritable_home_carta_starts_with_a_warning(fault_site, slurm, how):  # noqa: F811
     site = fault_site
     if site.hub.server(CAROL):
         site.hub.stop_server(CAROL)
     home = Path(pwd.getpwnam(CAROL).pw_dir)
-    home.chmod(0o555)
-    try:
+    with unwritable_home(CAROL, how):
         session = site.hub.login(CAROL, STUDENTS[CAROL])
         messages, _ = spawn(site, CAROL, session)
         assert site.hub.server(CAROL).get("ready"), messages
+        job = job_of(slurm, CAROL)
         assert reachable(site, CAROL, session)
         prefs = site.hub.user_url(CAROL, "api/database/preferences")
         assert session.get(prefs).status_code == 200
         assert session.put(prefs, json={"colormap": "magma"}).status_code >= 400
-        log = site.logs / f"{CAROL}-{job_of(slurm, CAROL)}.log"
-        assert f"Home folder {home} is not writable" in log.read_text()
-        assert not (home / ".carta").exists()
-    finally:
-        home.chmod(0o700)
+        shared_log = home / f".carta-hub-slurm-{job}.log"
+        node_log = Path(f"/tmp/carta-hub-{CAROL}-{job}.log")
+        text = node_log.read_text()
+        assert f"cannot write the job log {shared_log}" in text, text
+        assert f"Home folder {home} is {'not writable' if how == 'read-only' else 'full'}" \
+            in text, text
+        assert not shared_log.exists() or shared_log.stat().st_size == 0
+        site.hub.stop_server(CAROL)
+    node_log.unlink()

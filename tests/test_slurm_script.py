@@ -83,7 +83,8 @@ async def test_apptainer_command_with_gpu(make_spawner):
     for line in ("#SBATCH --partition=gpu", "#SBATCH --cpus-per-task=4", "#SBATCH --mem=16G",
                  "#SBATCH --gres=gpu:1", "#SBATCH --time=8:00:00", "#SBATCH --account=astro",
                  "#SBATCH --qos=teaching", "#SBATCH --job-name=carta",
-                 "#SBATCH --output=/ceph/home/alice/.carta-hub-slurm-%j.log",
+                 "#SBATCH --output=/tmp/carta-hub-%u-%j.log",
+                 'log=/ceph/home/alice/.carta-hub-slurm-"${SLURM_JOB_ID}".log',
                  "#SBATCH --chdir=/ceph/home/alice", "module load apptainer/1.3"):
         assert line in script.splitlines()
     assert script.startswith("#!/bin/bash\n")
@@ -198,6 +199,14 @@ def test_operator_values_checked(make_spawner):
         make_spawner(runtimes=["2h"])
     with pytest.raises(Exception, match="min <= default <= max"):
         make_spawner(cores={"min": 4, "max": 2})
+    with pytest.raises(Exception, match="only %j, %u, %x and %% are supported"):
+        make_spawner(log_path="/ceph/logs/%N-%j.log")
+
+
+async def test_log_path_in_the_shell_is_quoted(make_spawner):
+    spawner = make_spawner(log_path="/ceph/logs/{login} $(id)/%x-%j-100%%.log")
+    script = await render(spawner, {})
+    assert "log='/ceph/logs/alice $(id)/carta-'\"${SLURM_JOB_ID}\"-100%.log\n" in script
 
 
 def test_script_quotes_the_command(make_spawner):
