@@ -6,7 +6,7 @@ operator writes, and the lines one change takes, against the targets of issue 10
           jupyterhub_config.py files, the sudoers rule (docs/slurm.md's block)
   change  lines added or changed by a documented change, from the diff of two tested files:
           "add a GPU profile" = helm-values/base.yaml against base.yaml with the GPU profile
-          of tests/test_docs.py (docs/profiles.md)
+          of tests/test_docs.py under hub.config (docs/profiles.md)
 
 Run from the repository: /opt/carta-hub/venv/bin/python benchmarks/deploy_complexity.py
 (--detail: lines per block of each file; --markdown: the tables docs/conf.py puts in
@@ -33,7 +33,7 @@ class Source:
 
     def text(self):
         text = (ROOT / self.path).read_text()
-        return indented_block(text, self.marker) if self.marker else text
+        return code_block(text, self.marker) if self.marker else text
 
     def __str__(self):
         return f"{self.path} ({self.marker} block)" if self.marker else self.path
@@ -51,7 +51,7 @@ class Guide:
 GUIDES = [
     Guide("CARTA on Zero-to-JupyterHub", "docs/kubernetes.md",
           (Source("helm-values/base.yaml"), Source("helm-values/oidc.yaml"),
-           Source("helm-values/extra/cephfs-static-pv.yaml")), max_steps=5, max_lines=40),
+           Source("docs/kubernetes.md", "carta-hub cephfs-volume")), max_steps=5, max_lines=40),
     Guide("CARTA on a Slurm login node", "docs/slurm.md",
           (Source("jupyterhub_config/slurm-common.py"), Source("jupyterhub_config/slurm-pam.py"),
            Source("docs/slurm.md", "Cmnd_Alias")), max_steps=6, max_lines=30),
@@ -64,10 +64,14 @@ def written(text):
     return [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
-def indented_block(text, marker):
-    """The indented (4 spaces) code block of a Markdown text that holds ``marker``."""
+def code_block(text, marker):
+    """The code block (fenced, or indented 4 spaces) of a Markdown text that holds ``marker``."""
     lines = text.splitlines()
     at = next(i for i, line in enumerate(lines) if marker in line)
+    if not lines[at].startswith("    "):
+        start = max(i for i in range(at) if lines[i].startswith("```"))
+        end = next(i for i in range(at, len(lines)) if lines[i].startswith("```"))
+        return "\n".join(lines[start + 1:end])
     start, end = at, at + 1
     while start > 0 and lines[start - 1].startswith("    "):
         start -= 1
@@ -93,15 +97,10 @@ def between(text, start, end):
 
 
 def with_gpu_profile(values, profile):
-    """``values`` (a helm values text) with ``profile`` appended to singleuser.profileList."""
+    """``values`` (a helm values text) with ``profile`` added at the top of hub.config."""
     lines = values.splitlines(keepends=True)
-    start = next(i for i, line in enumerate(lines) if line.strip() == "profileList:")
-    depth = _indent(lines[start])
-    end = next((i for i in range(start + 1, len(lines))
-                if lines[i].strip() and _indent(lines[i]) <= depth), len(lines))
-    while not lines[end - 1].strip():  # before the blank lines that end the list
-        end -= 1
-    return "".join(lines[:end] + [profile] + lines[end:])
+    at = lines.index("  config:\n") + 1
+    return "".join(lines[:at] + [profile] + lines[at:])
 
 
 def _indent(line):

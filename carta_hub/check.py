@@ -14,15 +14,12 @@ on this host. It also checks the installed jupyter-server-proxy and the idle cul
 found, 0 otherwise (warnings do not count).
 """
 
-import argparse
-import asyncio
 import os
 import posixpath
 import pwd
 import shlex
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
@@ -349,7 +346,7 @@ async def _claim_finding(spawner, claim):
         if e.status != 404:
             raise
         return problem(f"{where} does not exist",
-                       "create it (helm-values/extra/cephfs-static-pv.yaml), or correct "
+                       "create it (carta-hub cephfs-volume), or correct "
                        "c.CartaStorage.mounts (pvc)")
     if pvc.status.phase != "Bound":
         return problem(f"{where} is {pvc.status.phase}, not Bound: pods using it stay Pending",
@@ -410,19 +407,3 @@ def report(sections):
     problems, warnings = levels.count("problem"), levels.count("warning")
     print(f"{problems} problem(s), {warnings} warning(s)")
     return problems
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="carta-hub", description="carta-hub operator tools")
-    commands = parser.add_subparsers(dest="command", required=True)
-    check = commands.add_parser("check", help="what would break these users' CARTA spawns")
-    check.add_argument("-f", "--config", default="jupyterhub_config.py",
-                       help="the Hub's configuration file (default: %(default)s)")
-    check.add_argument("users", nargs="+", metavar="USER", help="JupyterHub usernames")
-    args = parser.parse_args(argv)
-    problems = report(asyncio.run(run_checks(args.config, args.users)))
-    return 1 if problems else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -23,11 +23,14 @@ import re
 from dataclasses import dataclass, field
 
 import yaml
-from traitlets import Integer, List, Tuple, Unicode, Enum, validate
+from traitlets import Enum, Integer, List, Tuple, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 # A name that is safe in passwd/group files and as a path component.
 _POSIX_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$")
+
+
+SOURCES = ("auth_state", "mapping", "nss")
 
 
 class IdentityError(Exception):
@@ -67,12 +70,16 @@ class IdentityResolver(LoggingConfigurable):
     """Resolve a JupyterHub user to the POSIX identity their server runs as."""
 
     sources = List(
-        Enum(["auth_state", "mapping", "nss"]),
-        default_value=["auth_state", "mapping", "nss"],
+        Enum(SOURCES),
         help="""Identity sources, tried in this order; the first that knows the user wins.
         Remove a source to never use it (e.g. ['auth_state'] to trust only the
-        authenticator).""",
+        authenticator). Default: all three; on Kubernetes auth_state and mapping (the hub
+        pod's own user database is not the site's).""",
     ).tag(config=True)
+
+    @default("sources")
+    def _sources_default(self):
+        return list(getattr(self.parent, "identity_sources", SOURCES))
 
     auth_state_key = Unicode(
         "",

@@ -20,7 +20,7 @@ import posixpath
 from kubernetes_asyncio.client.models import V1Container, V1Volume, V1VolumeMount
 from kubespawner import KubeSpawner
 from kubespawner.utils import get_k8s_model
-from traitlets import Bool, Unicode, default
+from traitlets import Bool, Dict, List, Unicode, default, validate
 
 from . import __version__
 from .identity import IdentityResolver
@@ -31,6 +31,7 @@ NSS_VOLUME = "carta-nss"
 TMP_VOLUME = "carta-tmp"
 HOME_VOLUME = "carta-home"
 INIT_CONTAINER = "carta-nss"
+CHART_IPTABLES = "block-cloud-metadata"
 # Written by the init container from the two environment variables it is given.
 NSS_SCRIPT = 'printf "%s" "$CARTA_PASSWD" > "$DIR/passwd" && printf "%s" "$CARTA_GROUP" > "$DIR/group"'
 
@@ -98,10 +99,29 @@ class CARTAKubeSpawner(CartaSpawnerMixin, KubeSpawner):
     ).tag(config=True)
 
     carta_identity = None
+    # the hub pod's own passwd/group are not the site's: never an identity source here
+    identity_sources = ("auth_state", "mapping")
 
-    @default("profile_list")
-    def _profile_list_default(self):
-        return DEFAULT_PROFILES
+    extra_profiles = List(
+        Dict(),
+        help="""Profiles offered after the profile_list (by default carta-hub's "CARTA" and
+        "JupyterLab with CARTA"), e.g. a GPU profile; those without profile_options get
+        the Resources choice of the default profiles.""",
+    ).tag(config=True)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        # an empty profile_list (the z2jh chart's default singleuser.profileList) means ours
+        if not callable(self.profile_list):
+            extra = [{"profile_options": DEFAULT_PROFILES[0]["profile_options"], **p}
+                     for p in self.extra_profiles]
+            self.profile_list = [*(self.profile_list or DEFAULT_PROFILES), *extra]
+
+    @validate("init_containers")
+    def _no_root_iptables(self, proposal):
+        # The chart's singleuser.cloudMetadata.blockWithIptables container runs as root, which
+        # these runAsNonRoot pods refuse; the chart's NetworkPolicy blocks the metadata server.
+        return [c for c in proposal.value if _name(c) != CHART_IPTABLES]
 
     @default("image")
     def _image_default(self):
@@ -210,6 +230,10 @@ class CARTAKubeSpawner(CartaSpawnerMixin, KubeSpawner):
         for container in pod.spec.init_containers or []:
             if container.name == INIT_CONTAINER:
                 yield container
+
+
+def _name(container):
+    return container.get("name") if isinstance(container, dict) else container.name
 
 
 def _under(path, root):

@@ -2,7 +2,7 @@
 ``c.CartaBackend`` settings passed on to it."""
 
 from jupyterhub.spawner import LocalProcessSpawner
-from traitlets import Enum, default, observe
+from traitlets import Enum, default, observe, validate
 from traitlets.config import Configurable
 
 from .backend import CartaBackend
@@ -23,6 +23,13 @@ class CartaSpawnerMixin(Configurable):
     @default("cmd")
     def _carta_cmd(self):
         return list(COMMANDS[self.carta_mode])
+
+    @validate("cmd")
+    def _stock_cmd_follows_mode(self, proposal):
+        # a stock command (e.g. the z2jh chart's singleuser.cmd) means "this mode's server"
+        if proposal.value in COMMANDS.values():
+            return list(COMMANDS[self.carta_mode])
+        return proposal.value
 
     @default("http_timeout")
     def _carta_http_timeout(self):

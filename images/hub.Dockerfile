@@ -11,5 +11,7 @@ COPY carta_hub /tmp/carta-hub/carta_hub
 RUN pip install --no-cache-dir --no-deps /tmp/carta-hub \
  && rm -rf /tmp/carta-hub \
  && python3 -c "from carta_hub.kube import CARTAKubeSpawner"
+# the chart's jupyterhub_config.py loads this folder after hub.config
+COPY images/hub-config.d/carta-hub.py /usr/local/etc/jupyterhub/jupyterhub_config.d/00-carta-hub.py
 # the chart image's user (jovyan)
 USER 1000

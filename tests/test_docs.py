@@ -23,16 +23,17 @@ CONFIG_DIRS = [ROOT / "jupyterhub_config", ROOT / "helm-values"]
 INCLUDE = re.compile(r"^```\{literalinclude\}\s+(\S+)", re.MULTILINE)
 PASTED = re.compile(r"^\s*```(python|py|yaml|yml|toml|json|ini)\s*$", re.MULTILINE)
 
-# docs/profiles.md's "add a GPU profile": these lines, appended to singleuser.profileList in
+# docs/profiles.md's "add a GPU profile": these lines, added under hub.config in
 # helm-values/base.yaml (deploy_complexity.with_gpu_profile), are the whole change.
 GPU_PROFILE = """\
-    - display_name: CARTA on a GPU node
-      slug: gpu
-      description: CARTA with one NVIDIA GPU.
-      kubespawner_override:
-        extra_resource_limits: {nvidia.com/gpu: "1"}
-        node_selector: {nvidia.com/gpu.present: "true"}
-      profile_options: *resources
+    CARTAKubeSpawner:
+      extra_profiles:
+        - display_name: CARTA on a GPU node
+          slug: gpu
+          description: CARTA with one NVIDIA GPU.
+          kubespawner_override:
+            extra_resource_limits: {nvidia.com/gpu: "1"}
+            node_selector: {nvidia.com/gpu.present: "true"}
 """  # GPU_PROFILE end
 
 

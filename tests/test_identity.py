@@ -69,3 +69,17 @@ async def test_bad_identities(state, message):
 async def test_no_source_knows_user():
     with pytest.raises(IdentityError, match="No POSIX identity for user 'ghost-x'.*nss"):
         await IdentityResolver().resolve(FakeUser("ghost-x", {}))
+
+
+async def test_kubernetes_hub_never_uses_its_own_passwd(tmp_path, monkeypatch):
+    """On Kubernetes the hub pod's /etc/passwd is not the site's: a user it happens to list
+    (here 'nobody', UID 65534) gets no identity without auth_state or a mapping."""
+    from carta_hub.kube import CARTAKubeSpawner
+    from k8s_simulator import write_kubeconfig
+    from kube_support import use_kubeconfig
+
+    use_kubeconfig(monkeypatch, write_kubeconfig(tmp_path / "kc", "http://127.0.0.1:9"))
+    spawner = CARTAKubeSpawner(user=FakeUser("nobody"), _mock=True)
+    with pytest.raises(IdentityError, match=r"\(auth_state: .*; mapping: [^;]*\)\."):
+        await IdentityResolver(parent=spawner).resolve(FakeUser("nobody"))
+    assert (await IdentityResolver().resolve(FakeUser("nobody"))).source == "nss"

@@ -11,6 +11,9 @@ import pytest
 import yaml
 from spython.main.parse.parsers import DockerParser, SingularityParser
 
+from traitlets.config import Config
+
+from carta_hub.backend import CartaBackend
 from carta_hub.kube import CARTAKubeSpawner
 from carta_hub.spawner import COMMANDS
 
@@ -49,8 +52,9 @@ def test_singleuser_image_has_what_the_pods_run():
     assert image.fromHeader == "ubuntu:24.04"
     assert "add-apt-repository -y ppa:cartavis-team/carta" in text
     assert re.search(r"apt-get install .*\bcarta\b.*\blibnss-wrapper\b", text)
-    # helm-values run /usr/bin/carta_backend; the kube spawner preloads this nss_wrapper
-    assert BASE_VALUES["hub"]["config"]["CartaBackend"]["executable"] == "/usr/bin/carta_backend"
+    # the backend the spawners run by default (carta_backend on PATH) is the PPA's; the kube
+    # spawner preloads this nss_wrapper
+    assert CartaBackend.class_traits()["executable"].default_value == "carta_backend"
     assert "test -x /usr/bin/carta_backend" in text
     nss = CARTAKubeSpawner.class_traits()["nss_wrapper_library"].default_value
     assert f"test -f {nss}" in text
@@ -60,12 +64,11 @@ def test_singleuser_image_has_what_the_pods_run():
     assert any(d.startswith("batchspawner") for d in PYPROJECT["project"]["optional-dependencies"]["slurm"])
     assert any(d.startswith("jupyterlab") for d in PYPROJECT["project"]["optional-dependencies"]["lab"])
     path = dict(e.split("=", 1) for e in image.environ)["PATH"]
-    assert path.startswith("/opt/carta-hub/bin:")
+    assert path.startswith("/opt/carta-hub/bin:") and "/usr/bin" in path.split(":")
     assert image.cmd == COMMANDS["carta"] and image.entrypoint == ["tini", "--"]
     # the tag it is built as is the one helm-values deploy
     su = BASE_VALUES["singleuser"]
     assert f"-t {su['image']['name']}:{su['image']['tag']} ." in text
-    assert su["cmd"] == COMMANDS["carta"][0]
 
 
 def test_hub_image_adds_carta_hub_to_the_chart_image():
@@ -74,8 +77,13 @@ def test_hub_image_adds_carta_hub_to_the_chart_image():
     assert image.fromHeader == "quay.io/jupyterhub/k8s-hub:4.4.0"
     assert "pip install --no-cache-dir --no-deps /tmp/carta-hub" in text
     assert "from carta_hub.kube import CARTAKubeSpawner" in text
-    spawner = BASE_VALUES["hub"]["config"]["JupyterHub"]["spawner_class"]
-    entry = PYPROJECT["project"]["entry-points"]["jupyterhub.spawners"][spawner]
+    # the chart loads the image's jupyterhub_config.d: it names our spawner
+    (source, target), = [f for f in image.files if f[0].startswith("images/hub-config.d/")]
+    assert target.startswith("/usr/local/etc/jupyterhub/jupyterhub_config.d/")
+    c = Config()
+    exec((ROOT / source).read_text(), {"c": c})
+    assert c.Authenticator.enable_auth_state is True
+    entry = PYPROJECT["project"]["entry-points"]["jupyterhub.spawners"][c.JupyterHub.spawner_class]
     assert entry == "carta_hub.kube:CARTAKubeSpawner"
     hub = BASE_VALUES["hub"]["image"]
     assert f"-t {hub['name']}:{hub['tag']} ." in text

@@ -3,6 +3,8 @@ schema; their hub.config (and any hub.extraConfig) loads into the real classes w
 settings, and the pods CARTAKubeSpawner makes from them validate against Kubernetes."""
 
 import copy
+import shlex
+import subprocess
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 import yaml
 from traitlets.config import Config
 
+from helpers.hub import VENV_BIN
 from kube_support import FakeUser, container, pod_manifest, use_kubeconfig
 from k8s_simulator import write_kubeconfig
 
@@ -50,18 +53,34 @@ def values_for(variant):
 
 
 def hub_config(values):
-    """The Hub's traitlets config: the chart's singleuser.* settings we rely on, then
-    hub.config, then hub.extraConfig, in the chart's order."""
+    """The Hub's traitlets config as the chart's jupyterhub_config.py builds it, for the
+    settings that reach a user pod: singleuser.*, then hub.config, then the hub image's
+    jupyterhub_config.d (images/hub-config.d), then hub.extraConfig."""
     su, c = values["singleuser"], Config()
     c.KubeSpawner.image = f"{su['image']['name']}:{su['image']['tag']}"
-    c.KubeSpawner.cmd = [su["cmd"]]
+    c.Spawner.cmd = su["cmd"]
     c.KubeSpawner.profile_list = su["profileList"]
     c.KubeSpawner.mem_guarantee = su["memory"]["guarantee"]
+    c.KubeSpawner.start_timeout = su["startTimeout"]
     c.KubeSpawner.namespace = "carta"
     for trait, key in (("uid", "uid"), ("fs_gid", "fsGid")):
         if su.get(key) is not None:
             setattr(c.KubeSpawner, trait, su[key])
+    if su["storage"]["type"] == "dynamic":
+        c.KubeSpawner.storage_pvc_ensure = True
+        c.KubeSpawner.volumes = [{"name": "home", "persistentVolumeClaim": {
+            "claimName": "claim-{username}"}}]
+        c.KubeSpawner.volume_mounts = [{"name": "home",
+                                        "mountPath": su["storage"]["homeMountPath"]}]
+    if su["cloudMetadata"]["blockWithIptables"]:
+        c.KubeSpawner.init_containers = [{
+            "name": "block-cloud-metadata", "image": "quay.io/jupyterhub/k8s-network-tools",
+            "command": ["iptables", "-A", "OUTPUT", "-d", su["cloudMetadata"]["ip"], "-j", "DROP"],
+            "securityContext": {"privileged": True, "runAsUser": 0,
+                                "capabilities": {"add": ["NET_ADMIN"]}}}]
     c.merge(Config(values["hub"]["config"]))
+    for path in sorted((ROOT / "images" / "hub-config.d").glob("*.py")):
+        exec(path.read_text(), {"c": c})
     for snippet in (values["hub"].get("extraConfig") or {}).values():
         exec(snippet, {"c": c})
     return c
@@ -84,7 +103,7 @@ def configurable_classes(values):
 
 
 def spawner_class_for(values):
-    name = values["hub"]["config"]["JupyterHub"]["spawner_class"]
+    name = hub_config(values).JupyterHub.spawner_class
     return entry_points(group="jupyterhub.spawners")[name].load()
 
 
@@ -120,21 +139,43 @@ async def test_pods_from_values(variant, options, tmp_path, monkeypatch):
     assert nb["image"] == "registry.example.org/carta-hub/singleuser:0.1.0"
     assert nb["args"][0] == ("jupyterhub-singleuser" if options.get("profile") == "lab"
                              else "carta-hub-singleuser")
-    assert "--CartaBackend.executable=/usr/bin/carta_backend" in nb["args"]
+    assert "--CartaBackend.top_level_folder=/ceph" in nb["args"]
+    # the identity's, not the chart's uid 1000 / fsGid 100
     assert nb["securityContext"]["runAsUser"] in (23501, 23502)
+    assert pod["spec"]["securityContext"]["runAsUser"] in (23501, 23502)
     assert "fsGroup" not in pod["spec"]["securityContext"]
+    assert not [v for v in pod["spec"]["volumes"] if "claim-" in str(v)]  # no home PVC
     mounts = {m["mountPath"]: m for m in nb["volumeMounts"]}
     assert mounts[f"/ceph/home/{login}"]["subPath"] == f"home/{login}"
     assert mounts["/ceph/data"]["readOnly"]
     assert [c["name"] for c in pod["spec"]["initContainers"]] == ["carta-nss"]
 
 
-def test_cephfs_static_volume_manifest():
-    with open(VALUES / "extra" / "cephfs-static-pv.yaml") as f:
-        docs = list(yaml.safe_load_all(f))
-    assert [d["kind"] for d in docs] == ["PersistentVolume", "PersistentVolumeClaim"]
-    for doc in docs:
+def test_cephfs_volume_command_of_the_guide(tmp_path):
+    """docs/kubernetes.md's `carta-hub cephfs-volume` prints the claim base.yaml mounts, bound
+    to its volume only, and both validate against Kubernetes."""
+    (command,) = [line.split("|")[0] for line in (ROOT / "docs" / "kubernetes.md").read_text()
+                  .splitlines() if line.startswith("carta-hub cephfs-volume ")]
+    argv = shlex.split(command)
+    out = subprocess.run([str(VENV_BIN / argv[0]), *argv[1:]], check=True,
+                         capture_output=True, text=True).stdout
+    pv, pvc = yaml.safe_load_all(out)
+    for doc in (pv, pvc):
         for version in ("1.30.0", kubernetes_validate.latest_version()):
             kubernetes_validate.validate(doc, version, strict=True)
     claim = load(VALUES / "base.yaml")["hub"]["config"]["CartaStorage"]["mounts"][0]["pvc"]
-    assert docs[1]["metadata"]["name"] == claim
+    assert pvc["metadata"] == {"name": claim, "namespace": "carta"}
+    assert pv["spec"]["claimRef"] == {"namespace": "carta", "name": claim}
+    assert pvc["spec"]["volumeName"] == pv["metadata"]["name"]
+    assert pv["spec"]["storageClassName"] == pvc["spec"]["storageClassName"] == ""
+    assert pv["spec"]["csi"]["volumeAttributes"]["staticVolume"] == "true"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--namespace", "Carta"], "namespace 'Carta' is not a Kubernetes name"),
+    (["--namespace", "carta", "--secret", "csi-secret"], "give it as NAMESPACE/NAME"),
+])
+def test_cephfs_volume_command_refuses_bad_names(args, message):
+    result = subprocess.run([str(VENV_BIN / "carta-hub"), "cephfs-volume", "--cluster-id", "x",
+                             *args], capture_output=True, text=True)
+    assert result.returncode == 2 and message in result.stderr and not result.stdout
