@@ -13,7 +13,6 @@ carta_backend (NOT CARTA: it lists folders, it cannot open images).
 import os
 import pwd
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -57,10 +56,9 @@ def site(slurm, students, hub_account):  # noqa: F811
     squeue = CountingSqueue()
     site = SlurmHub(slurm, squeue, POLL, CONFIG + EXTRA)
     yield site
-    site.hub.stop()
+    site.close()
     slurm.cancel_all()
     squeue.remove()
-    shutil.rmtree(site.workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -53,7 +53,7 @@ def site(slurm, students, hub_account, squeue_log):  # noqa: F811
         path.chmod(0o600)
     site = SlurmHub(slurm, squeue_log, POLL, CONFIG)
     yield site
-    site.hub.stop()
+    site.close()
     slurm.cancel_all()
 
 

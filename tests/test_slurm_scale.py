@@ -70,7 +70,7 @@ c.CARTASlurmSpawner.log_path = "/dev/null"
 """
     site = SlurmHub(slurm, squeue, POLL, config)
     yield site
-    site.hub.stop()
+    site.close()
     slurm.cancel_all()
 
 

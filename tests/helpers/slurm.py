@@ -11,6 +11,7 @@ import atexit
 import os
 import pwd
 import secrets
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -286,3 +287,8 @@ class SlurmHub:
     def restart(self):
         self.hub.stop()
         self.start()
+
+    def close(self):
+        """Stop the Hub and remove its folder (database, logs)."""
+        self.hub.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
