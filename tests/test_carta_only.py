@@ -3,6 +3,7 @@ backend (carta-standin, not CARTA) and the real carta-frontend 6.0.0 files."""
 
 import re
 import subprocess
+import sys
 import time
 from urllib.parse import quote
 
@@ -142,3 +143,20 @@ async def test_activity_reported_only_for_real_use(hub, sessions):
         await file_list(ws)
     moved = wait_for(lambda: last_activity(hub, name) != before, 10, "activity to reach the Hub")
     assert moved
+
+
+def test_server_defers_the_hubs_database_model_until_used():
+    """carta-hub-singleuser's entry point leaves jupyterhub.orm/roles unloaded (memory), yet
+    they work if anything uses them."""
+    probe = """
+import sys
+from carta_hub import lean
+sys.meta_path.insert(0, lean.HubOnlyFinder())
+import carta_hub.singleuser
+lazy = {m: type(sys.modules[m]).__name__ for m in sorted(lean.HUB_ONLY)}
+print(lazy, 'alembic' in sys.modules, sys.modules['jupyterhub.orm'].User.__tablename__)
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.split() == ["{'jupyterhub.orm':", "'_LazyModule',", "'jupyterhub.roles':",
+                           "'_LazyModule'}", "False", "users"], out
