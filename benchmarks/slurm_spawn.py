@@ -11,11 +11,9 @@ within each of --rounds rounds, on a cluster with no other job:
               to the Hub beforehand) until the Hub answers that the server is ready; then the
               student's CARTA page through CHP (the server's Hub OAuth), a websocket through
               CHP and the wrapper, REGISTER_VIEWER -> ACK.
-  experiment  NOT the product: the same with batchspawner-singleuser replaced by a 15-line
-              urllib port reporter, to measure what batchspawner's own imports cost.
 
 Phases are timed from the Hub's log, the spawn's progress events, `date` stamps in the job
-(in the prologue, and a shim in front of the port reporter: one `sh` and one `date` more
+(in the prologue, and a shim in front of carta-hub-singleuser: one `sh` and one `date` more
 per job) and the wrapper's log (timestamped through its log_format). Slurm's scheduling wait
 (sbatch returned -> job started: 0.03-3.6 s here, the same for a job whatever submits it) is
 most of the spread of the totals, so the difference is also given per round without it.
@@ -61,35 +59,8 @@ TARGET = 1.5  # seconds over the baseline
 STAMP = 'echo "carta-bench-{what} $(date +%s.%N)"'
 SHIM = f"""#!/bin/sh
 {STAMP.format(what="step-start")}
-exec batchspawner-singleuser "$@"
+exec carta-hub-singleuser "$@"
 """
-LIGHT_SHIM = """#!/bin/sh
-{stamp}
-exec python3 {reporter} "$@"
-"""
-# What batchspawner-singleuser does, without importing batchspawner (whose package imports
-# the Hub's API handlers and database layer): the experiment arm's port reporter.
-LIGHT_REPORTER = """
-import json, os, socket, sys, urllib.request
-from runpy import run_path
-from shutil import which
-from urllib.parse import urlparse, urlunparse
-
-with socket.socket() as s:
-    s.bind(("", 0))
-    port = s.getsockname()[1]
-request = urllib.request.Request(
-    os.environ["JUPYTERHUB_API_URL"] + "/batchspawner", method="POST",
-    data=json.dumps({"port": port}).encode(),
-    headers={"Authorization": "token " + os.environ["JUPYTERHUB_API_TOKEN"],
-             "Content-Type": "application/json"})
-urllib.request.urlopen(request).close()
-url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
-os.environ["JUPYTERHUB_SERVICE_URL"] = urlunparse(url._replace(netloc=f"{url.hostname}:{port}"))
-sys.argv = sys.argv[1:]
-run_path(which(sys.argv[0]), run_name="__main__")
-"""
-EXPERIMENT = "lightreport"  # the named server of the experiment arm
 BASELINE = """#!/bin/bash
 #SBATCH --job-name=carta-baseline
 #SBATCH --output={home}/.carta-bench-baseline-%j.log
@@ -106,15 +77,8 @@ CONFIG = """
 c.CARTASlurmSpawner.cores = [1]
 c.CARTASlurmSpawner.memory_gb = [1]
 c.CARTASlurmSpawner.req_prologue = {prologue}
-c.CARTASlurmSpawner.batchspawner_singleuser_cmd = {shim}
+c.CARTASlurmSpawner.cmd = [{shim}]
 c.CARTASlurmSpawner.args = ["--CartaSingleUserApp.log_format=%(created).3f %(message)s"]
-c.JupyterHub.allow_named_servers = True
-
-def experiment(spawner):
-    if spawner.name == {experiment}:
-        spawner.batchspawner_singleuser_cmd = {light_shim}
-
-c.Spawner.pre_spawn_hook = experiment
 {extra}
 """
 
@@ -140,7 +104,7 @@ def cpu_used(user):
             continue
         if len(argv) > 1 and argv[1].endswith(b"/carta-standin"):
             found["backend"] += cpu
-        elif argv[0].endswith(b"python3") and b"carta-hub-singleuser" in argv:
+        elif len(argv) > 1 and argv[1].endswith(b"/carta-hub-singleuser"):
             found["wrapper"] += cpu
     return found
 
@@ -229,13 +193,13 @@ async def handshake(hub, session, path):
     return paged, opened, time.time()
 
 
-def server_model(hub, server):
-    return hub.user_model(STUDENT).get("servers", {}).get(server, {})
+def server_model(hub):
+    return hub.user_model(STUDENT).get("servers", {}).get("", {})
 
 
-def hub_round(site, hub, session, server=""):
-    """One spawn of STUDENT's ``server`` (default or named) to REGISTER_VIEWER_ACK."""
-    posted, api = {}, f"/users/{STUDENT}/servers/{server}" if server else f"/users/{STUDENT}/server"
+def hub_round(site, hub, session):
+    """One spawn of STUDENT's server to REGISTER_VIEWER_ACK."""
+    posted, api = {}, f"/users/{STUDENT}/server"
 
     def post():
         r = hub.api("POST", api, json={})
@@ -244,7 +208,7 @@ def hub_round(site, hub, session, server=""):
     t0 = time.time()
     poster = threading.Thread(target=post)
     poster.start()
-    wait_for(lambda: posted or server_model(hub, server).get("pending") == "spawn", 30,
+    wait_for(lambda: posted or server_model(hub).get("pending") == "spawn", 30,
              "the spawn to be pending", interval=0.02)
     progress = Progress(hub, api)
     progress.start()
@@ -256,7 +220,7 @@ def hub_round(site, hub, session, server=""):
     else:
         progress.join(120)
         ready = progress.first(ready=True)
-    paged, opened, acked = asyncio.run(handshake(hub, session, f"{server}/" if server else ""))
+    paged, opened, acked = asyncio.run(handshake(hub, session, ""))
     cpu = cpu_used(STUDENT)
     progress.join(5)
 
@@ -267,7 +231,7 @@ def hub_round(site, hub, session, server=""):
     seen_running = progress.first("is running on node")
     seen_up = progress.first("CARTA is up on")
     hub.api("DELETE", api)
-    wait_for(lambda: not server_model(hub, server), 60, "the server to stop")
+    wait_for(lambda: not server_model(hub), 60, "the server to stop")
     site.wait_idle()
     marks = {
         "sbatch returned": submitted,
@@ -291,27 +255,19 @@ def hub_round(site, hub, session, server=""):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--no-experiment", action="store_true",
-                        help="skip the experiment arm (a light port reporter)")
     parser.add_argument("--config", default="", help="extra Hub config lines (e.g. to try "
                         "c.CARTASlurmSpawner.startup_poll_interval = 0.5)")
     args = parser.parse_args()
 
     load = os.getloadavg()[0]
     with Site(students=(STUDENT,)) as site:
-        shim = site.script("stamp-batchspawner-singleuser", SHIM)
-        reporter = site.script("light_reporter.py", LIGHT_REPORTER)
-        light_shim = site.script("stamp-light-reporter", LIGHT_SHIM.format(
-            stamp=STAMP.format(what="step-start"), reporter=reporter))
+        shim = site.script("stamp-carta-hub-singleuser", SHIM)
         prologue = f"export PATH={VENV_BIN}:$PATH\n{STAMP.format(what='job-start')}"
         hub = site.hub(CONFIG.format(prologue=dumps(prologue), shim=dumps(str(shim)),
-                                     experiment=dumps(EXPERIMENT),
-                                     light_shim=dumps(str(light_shim)), extra=args.config))
+                                     extra=args.config))
         session = hub.login(STUDENT, site.students[STUDENT])
         arms = {"baseline": lambda: baseline_round(site),
                 "carta-hub": lambda: hub_round(site, hub, session)}
-        if not args.no_experiment:
-            arms["experiment"] = lambda: hub_round(site, hub, session, EXPERIMENT)
         for arm in arms.values():  # warm-up (page cache, first imports), not counted
             arm()
         runs = {name: [] for name in arms}
@@ -335,11 +291,11 @@ HUB_STEPS = [
     ("Hub: form checks + sudo sbatch", "t0", "sbatch returned"),
     ("Slurm schedules the job [in both]", "sbatch returned", "job started"),
     ("srun starts the job step", "job started", "step started (srun)"),
-    ("port reporter: Python, imports, port POST", "step started (srun)", "port reported"),
-    ("carta-hub-singleuser: imports, config", "port reported", "backend launched"),
+    ("carta-hub-singleuser: imports, config", "step started (srun)", "backend launched"),
     ("backend starts, to listening [in both]", "backend launched", "backend listening"),
     ("wrapper listens", "backend listening", "wrapper listening"),
-    ("Hub's spawner sees it listening", "wrapper listening", "Hub saw it listening"),
+    ("wrapper reports its port", "wrapper listening", "port reported"),
+    ("Hub's spawner sees it listening", "port reported", "Hub saw it listening"),
     ("Hub: HTTP check, CHP route, answer", "Hub saw it listening", "ready (POST answered)"),
     ("browser: CARTA page via Hub OAuth", "ready (POST answered)", "CARTA page (OAuth)"),
     ("browser: websocket via CHP + wrapper", "CARTA page (OAuth)", "websocket open"),
@@ -356,9 +312,6 @@ def steps(runs, table):
 
 TITLES = {
     "carta-hub": "carta-hub: POST /users/NAME/server -> REGISTER_VIEWER_ACK through CHP + wrapper",
-    "experiment": "experiment (NOT the product): the same, with batchspawner-singleuser replaced "
-                  "by a\n  15-line urllib port reporter (what dropping batchspawner's import "
-                  "would save)",
 }
 
 

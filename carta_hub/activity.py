@@ -5,11 +5,12 @@ The stock standalone proxy posts "active" every interval whatever happens; here
 posts to the Hub only when something was recorded since its last post.
 """
 
-import json
 import os
 from datetime import datetime, timezone
 
-from tornado import httpclient, ioloop
+from tornado import ioloop
+
+from . import hubapi
 
 
 def isoformat(moment):
@@ -44,11 +45,7 @@ class ActivityReporter:
         stamp = isoformat(moment)
         body = {"last_activity": stamp, "servers": {self.server_name: {"last_activity": stamp}}}
         try:
-            await httpclient.AsyncHTTPClient().fetch(
-                self.url, method="POST", body=json.dumps(body),
-                headers={"Authorization": f"token {self.token}",
-                         "Content-Type": "application/json"},
-            )
+            await hubapi.post(self.url, body)
             self._reported = moment
         except Exception as e:  # the Hub may be restarting: try again next interval
             self.log.warning("Could not report activity to the Hub: %s", e)

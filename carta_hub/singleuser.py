@@ -12,11 +12,12 @@ from urllib.parse import urlparse
 
 from jupyter_server_proxy.standalone.proxy import make_standalone_proxy
 from jupyterhub.services.auth import HubOAuthCallbackHandler
-from tornado import httpserver, web
-from traitlets import Int, Unicode, default, validate
+from jupyterhub.utils import url_path_join
+from tornado import httpserver, netutil, web
+from traitlets import Bool, Int, Unicode, default, validate
 from traitlets.config import Application
 
-from . import __version__
+from . import __version__, hubapi
 from .activity import ActivityReporter
 from .backend import BackendNotFound, CartaBackend
 from .handlers import CartaProxyHandler
@@ -59,6 +60,13 @@ class CartaSingleUserApp(Application):
         60,
         help="""Seconds between activity reports to the Hub. A report is sent only when the
         student used CARTA since the last one (PINGs of an open tab do not count).""",
+    ).tag(config=True)
+
+    report_port = Bool(
+        False,
+        help="""Listen on a port the system picks and tell the Hub (POST
+        $JUPYTERHUB_API_URL/batchspawner), for spawners that cannot know it in advance:
+        CARTASlurmSpawner sets it instead of running batchspawner-singleuser.""",
     ).tag(config=True)
 
     @default("log_level")
@@ -137,14 +145,31 @@ class CartaSingleUserApp(Application):
             return 0 if self.stopped.is_set() else 1
         app = self.make_app(self.backend)
         server = httpserver.HTTPServer(app, xheaders=True)
-        server.listen(self.port, self.ip)
+        sockets = netutil.bind_sockets(0 if self.report_port else self.port, self.ip or None)
+        server.add_sockets(sockets)
+        port = sockets[0].getsockname()[1]
         self.log.info("CARTA for %s at http://%s:%d%s", os.environ.get("JUPYTERHUB_USER", "?"),
-                      self.ip or "*", self.port, self.base_url)
+                      self.ip or "*", port, self.base_url)
+        code = 0
+        if self.report_port and not await self._report(port):
+            code = 1
+            self.stopped.set()
         self.reporter.start()
         await stopping
         server.stop()
         await self.backend.stop()
-        return 0
+        return code
+
+    async def _report(self, port):
+        url = url_path_join(os.environ.get("JUPYTERHUB_API_URL", ""), "batchspawner")
+        try:
+            await hubapi.post(url, {"port": port})
+        except Exception as e:
+            self.log.error("Could not tell the Hub this server's port (POST %s): %s. Is the "
+                           "Hub's API reachable from this node (c.JupyterHub.hub_bind_url)?",
+                           url, e)
+            return False
+        return True
 
     def start(self):
         code = asyncio.run(self.serve())

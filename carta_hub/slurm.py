@@ -162,9 +162,12 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         return env
 
     def server_argv(self):
-        """The single-user server's command line, through batchspawner-singleuser."""
+        """The single-user server's command line. The CARTA-only server reports its port to
+        the Hub itself; JupyterLab's runs through batchspawner-singleuser."""
         argv = list(self.cmd) + self.get_args()
-        if self.batchspawner_singleuser_cmd:
+        if self.carta_mode == "carta":
+            argv.append("--CartaSingleUserApp.report_port=True")
+        elif self.batchspawner_singleuser_cmd:
             argv.insert(0, self.batchspawner_singleuser_cmd)
         if self._job.folder:
             argv.append(f"--CartaBackend.starting_folder={self._job.folder}")
@@ -246,7 +249,7 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         return info.status == JobStatus.RUNNING
 
     async def _listening(self, info):
-        """The server reported its port (batchspawner-singleuser) and accepts connections.
+        """The server reported its port (PortOnlyHandler) and accepts connections.
 
         Tried every ``connect_retry`` s until the next squeue is due, so that a server is
         seen ready within ~0.1 s of listening rather than within a startup_poll_interval
@@ -404,7 +407,7 @@ def _describe(info):
 
 
 class PortOnlyHandler(APIHandler):
-    """``POST /hub/api/batchspawner``: batchspawner-singleuser reports its port, nothing else.
+    """``POST /hub/api/batchspawner``: the server reports its port, nothing else.
 
     batchspawner's own handler sets ANY attribute the job posts on the spawner (its
     exec_prefix, its scancel command, ...), with the server's token, which the student can

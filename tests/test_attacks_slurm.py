@@ -159,7 +159,8 @@ def alice_session_processes():
         argv = cmdline(pid)
         if any(a.endswith(b"/carta-standin") for a in argv[:2]):
             found[pid] = "backend"
-        elif any(a.endswith(b"/batchspawner-singleuser") for a in argv[:2]):
+        elif any(a.endswith((b"/carta-hub-singleuser", b"/batchspawner-singleuser"))
+                 for a in argv[:2]):
             found[pid] = "wrapper"
         else:
             found[pid] = argv[0].decode(errors="replace").rsplit("/", 1)[-1]

@@ -217,7 +217,7 @@ def test_student_session(site, slurm, students):  # noqa: F811
 
 def test_job_token_sets_only_the_port(site):
     """The server's token (readable in the job) cannot reconfigure the Hub's spawner."""
-    ((_, environ),) = processes(ALICE, "batchspawner-singleuser")
+    ((_, environ),) = processes(ALICE, "carta-hub-singleuser")
     headers = {"Authorization": f"token {environ[b'JUPYTERHUB_API_TOKEN'].decode()}"}
     for body in ({"exec_prefix": f"touch {PWNED};"}, {"batch_cancel_cmd": f"touch {PWNED}"},
                  {"port": 1, "ip": "127.0.0.2"}, {"port": "8888"}, {"port": 0}):

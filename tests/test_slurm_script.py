@@ -78,8 +78,8 @@ async def test_apptainer_command_with_gpu(make_spawner):
     assert command_line(script) == (
         "srun apptainer exec --nv --bind /ceph/home/alice:/ceph/home/alice "
         "--bind /ceph/data:/ceph/data:ro /ceph/images/carta-hub.sif "
-        "batchspawner-singleuser carta-hub-singleuser --CartaBackend.top_level_folder=/ceph "
-        "--CartaBackend.starting_folder=/ceph/home/alice/obs")
+        "carta-hub-singleuser --CartaBackend.top_level_folder=/ceph "
+        "--CartaSingleUserApp.report_port=True --CartaBackend.starting_folder=/ceph/home/alice/obs")
     for line in ("#SBATCH --partition=gpu", "#SBATCH --cpus-per-task=4", "#SBATCH --mem=16G",
                  "#SBATCH --gres=gpu:1", "#SBATCH --time=8:00:00", "#SBATCH --account=astro",
                  "#SBATCH --qos=teaching", "#SBATCH --job-name=carta",
@@ -108,8 +108,8 @@ async def test_bare_runtime(make_spawner):
     spawner = make_spawner(container_runtime="none", req_srun="")
     script = await render(spawner, {})
     line = [ln for ln in script.splitlines() if "carta-hub-singleuser" in ln]
-    assert line == ["batchspawner-singleuser carta-hub-singleuser "
-                    "--CartaBackend.top_level_folder=/ceph"]
+    assert line == ["carta-hub-singleuser --CartaBackend.top_level_folder=/ceph "
+                    "--CartaSingleUserApp.report_port=True"]
 
 
 async def test_missing_image_is_explained(make_spawner):
@@ -214,7 +214,7 @@ def test_script_quotes_the_command(make_spawner):
     spawner.cmd = ["/opt/my venv/bin/carta-hub-singleuser"]
     spawner._job = spawner.validate_resources({}, {"username": "alice", "login": "alice",
                                                    "home": "/h", "uid": 1})
-    assert shlex.split(spawner.cmd_formatted_for_batch())[1] == "/opt/my venv/bin/carta-hub-singleuser"
+    assert shlex.split(spawner.cmd_formatted_for_batch())[0] == "/opt/my venv/bin/carta-hub-singleuser"
 
 
 CONFIGS = Path(__file__).parent.parent / "jupyterhub_config"
