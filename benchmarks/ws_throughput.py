@@ -4,10 +4,12 @@ Paths, all measured in the same run against the same test backend (tests/helpers
 echo_backend.py, not CARTA):
   direct        client -> backend
   chp           client -> configurable-http-proxy -> backend        (the baseline)
+  hub-chp       client -> the Hub's CHP -> backend                    (carta-only's baseline)
   carta-only    client -> CHP -> carta-hub-singleuser -> backend     (a real Hub + login)
   lab-tile      client -> CHP -> Jupyter Server /carta/ -> backend
   stock-proxy   client -> CHP -> Jupyter Server, stock jupyter-server-proxy entry -> backend
-Prints MB/s per frame size and direction, median round trip, and ratios against `chp`.
+Prints MB/s per frame size and direction, median round trip, and ratios against `chp`
+(`carta-only` against `hub-chp`: the same CHP process its traffic passes).
 
 Run as root from the repository: /opt/carta-hub/venv/bin/python benchmarks/ws_throughput.py
 """
@@ -15,6 +17,7 @@ Run as root from the repository: /opt/carta-hub/venv/bin/python benchmarks/ws_th
 import argparse
 import asyncio
 import os
+import re
 import secrets
 import statistics
 import subprocess
@@ -133,21 +136,28 @@ c.ServerProxy.servers = {{"stock": {{"command": ["{echo}", "--host", "127.0.0.1"
 
 
 @contextmanager
-def carta_only(workdir, user):
-    """A real Hub serving alice's CARTA-only server; yields (url, headers) after login."""
+def carta_only(workdir, user, echo):
+    """A real Hub serving alice's CARTA-only server; yields {path: (url, headers)} after
+    login, with the Hub's CHP routing /echo-direct straight to the ``echo`` backend."""
     hubdir = workdir / "hub"
     hubdir.mkdir()
     os.chown(hubdir, user.pw_uid, user.pw_gid)
     config = SAME_USER_CARTA.replace("{workdir}", str(hubdir))
     config += f'\nc.CartaBackend.executable = "{install_echo_backend(workdir)}"\n'
-    hub = start_hub(hubdir, config, user=user.pw_name)
+    secret = secrets.token_hex(16)
+    hub = start_hub(hubdir, config, user=user.pw_name, env={"CONFIGPROXY_AUTH_TOKEN": secret})
     try:
         hub.start_server("alice")
+        api = re.search(r'api_url = "([^"]+)"', (hubdir / "jupyterhub_config.py").read_text())[1]
+        requests.post(f"{api}/api/routes/echo-direct", json={"target": f"http://127.0.0.1:{echo[0]}"},
+                      headers={"Authorization": f"token {secret}"}).raise_for_status()
         session = hub.login("alice")
         session.get(hub.user_url("alice"))
         cookies = "; ".join(f"{c.name}={c.value}" for c in session.cookies)
         url = hub.user_url("alice").replace("http://", "ws://")
-        yield url, {"Cookie": cookies, "Origin": hub.url}
+        yield {"hub-chp": (hub.url.replace("http://", "ws://") + "/echo-direct/",
+                           {"carta-auth-token": echo[1]}),
+               "carta-only": (url, {"Cookie": cookies, "Origin": hub.url})}
     finally:
         hub.stop()
 
@@ -183,10 +193,10 @@ def run(paths, rounds):
         targets = {"direct": (f"ws://127.0.0.1:{port}/", auth),
                    "chp": (stack.enter_context(proxy_to(f"http://127.0.0.1:{port}")) + "/", auth)}
         if "carta-only" in paths:
-            targets["carta-only"] = stack.enter_context(carta_only(workdir, user))
+            targets.update(stack.enter_context(carta_only(workdir, user, (port, token))))
         if paths & {"lab-tile", "stock-proxy"}:
             targets.update(stack.enter_context(lab(workdir, user)))
-        targets = {k: v for k, v in targets.items() if k in paths | {"chp"}}
+        targets = {k: v for k, v in targets.items() if k in paths | {"chp", "hub-chp"}}
         samples = {path: [] for path in targets}
         for _ in range(rounds):  # interleaved, so load changes hit every path alike
             for path, (url, headers) in targets.items():
@@ -195,14 +205,18 @@ def run(paths, rounds):
             for path, rs in samples.items()}
 
 
+BASELINES = {"carta-only": "hub-chp"}  # default: chp
+
+
 def report(results):
-    base = results["chp"]
-    metrics = list(base)
+    metrics = list(results["chp"])
     print(f"{'path':<12} " + " ".join(f"{m:>12}" for m in metrics))
     for path, values in results.items():
         print(f"{path:<12} " + " ".join(f"{values[m]:>12.2f}" for m in metrics))
-    print("\nratio to chp (throughput: higher is better; rtt: extra ms over chp)")
+    print("\nratio to the path's CHP alone, chp (carta-only: hub-chp)"
+          " (throughput: higher is better; rtt: extra ms)")
     for path, values in results.items():
+        base = results[BASELINES.get(path, "chp")]
         cells = [f"{values[m] - base[m]:>+12.3f}" if m == "rtt_ms"
                  else f"{values[m] / base[m]:>12.2f}" for m in metrics]
         print(f"{path:<12} " + " ".join(cells))
