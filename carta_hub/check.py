@@ -10,8 +10,8 @@ It loads the configuration and, for each user, resolves the POSIX identity
 database), then checks what the spawner will need: for Slurm the sudo rule (``sbatch``,
 ``scancel``, ``tail`` as the user), ``squeue``, the partitions, the image, home, log folder and
 bind sources; for Kubernetes the volume claims; the backend and folders for servers started
-on this host. It also checks the installed jupyter-server-proxy and the idle culler's scopes. Exit status 1 when a problem was
-found, 0 otherwise (warnings do not count).
+on this host. It also checks the installed jupyter-server-proxy and the idle culler's scopes.
+Exit status 1 when a problem was found, 0 otherwise (warnings do not count).
 """
 
 import os

@@ -270,10 +270,14 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         writer.close()
         return True
 
-    async def _refresh(self, fresh):
+    def _queue(self):
+        """The Hub's one squeue poller, shared by all servers (kept for clear_state)."""
         self._poller = QueuePoller.shared(self.squeue_command, self.log,
                                           self.poll_interval, self.startup_poll_interval)
-        info = await self._poller.status(self.job_id, fresh)
+        return self._poller
+
+    async def _refresh(self, fresh):
+        info = await self._queue().status(self.job_id, fresh)
         self._info = info
         self.job_status = info.status_line if info else ""
         return info
@@ -304,9 +308,7 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         """The Hub's periodic poll, and a poll as soon as the shared squeue sees the job end."""
         super().start_polling()
         if self.job_id:
-            self._poller = QueuePoller.shared(self.squeue_command, self.log,
-                                              self.poll_interval, self.startup_poll_interval)
-            self._poller.notify_when_gone(self.job_id, self._job_gone)
+            self._queue().notify_when_gone(self.job_id, self._job_gone)
 
     def _job_gone(self):
         if not (self._spawn_pending or self._stop_pending):
