@@ -141,9 +141,15 @@ class FaultSite:
         self.hub.stop()
         self.start()
 
-    def flag(self, name, on):
+    @contextlib.contextmanager
+    def flagged(self, name):
+        """The test scripts see the flag file ``name`` while this is entered."""
         path = self.dir / name
-        path.touch() if on else path.unlink(missing_ok=True)
+        path.touch()
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
 
     def submissions(self):
         return len(self.calls.read_text().splitlines())
@@ -380,11 +386,8 @@ def test_backend_never_listening_fails_the_spawn(fault_site, slurm, artifacts): 
     site = fault_site
     if site.hub.server(BOB):
         site.hub.stop_server(BOB)
-    site.flag("hang-backend", True)
-    try:
+    with site.flagged("hang-backend"):
         messages, seconds = spawn(site, BOB)
-    finally:
-        site.flag("hang-backend", False)
     text = "\n".join(messages)
     assert "ended before CARTA was ready" in text, text
     assert f"CARTA backend did not listen within {BACKEND_TIMEOUT} s" in text, text
@@ -397,11 +400,8 @@ def test_backend_never_listening_fails_the_spawn(fault_site, slurm, artifacts): 
 
 def test_job_never_starting_server_is_cancelled(fault_site, slurm, artifacts):  # noqa: F811
     site = fault_site
-    site.flag("hang-job", True)
-    try:
+    with site.flagged("hang-job"):
         messages, seconds = spawn(site, BOB)
-    finally:
-        site.flag("hang-job", False)
     text = "\n".join(messages)
     assert "CARTA was not ready within" in text and "was cancelled" in text, text
     assert "test prologue: stuck before the server starts" in text, text  # the log tail
