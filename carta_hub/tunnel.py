@@ -6,10 +6,14 @@ decoding, so no size cap and little overhead.
 """
 
 import asyncio
+import concurrent.futures
+import mmap
+import socket
+import threading
 
 from .backend import LOOPBACK
 
-WRITE_BUFFER = 4 << 20
+CHUNK = 1 << 20  # bytes per recv: larger reads, fewer system calls per byte
 # Headers never forwarded to the backend: the Hub's credentials, and hop-by-hop ones we set.
 DROPPED = {"cookie", "authorization", "host", "x-xsrftoken"}
 
@@ -69,54 +73,69 @@ class ClientFrames:
             self.on_interaction()
 
 
-class _Relay(asyncio.Protocol):
-    """One side of the tunnel: bytes it receives are written to the other side at once."""
+def _pump(src, dst, observe):
+    """Copy ``src`` to ``dst`` until either ends, then end both.
 
-    def __init__(self, observe=None):
-        self.observe = observe
-        self.peer = None
-        self.transport = None
-        self.closed = asyncio.get_running_loop().create_future()
+    A blocking thread per direction: no event loop round per chunk, and the anonymous mmap
+    buffer holds in memory only the pages large messages have used.
+    """
+    view = memoryview(mmap.mmap(-1, CHUNK))
+    try:
+        while n := src.recv_into(view):
+            if observe:
+                observe(view[:n])
+            dst.sendall(view[:n])
+    except OSError:
+        pass
+    finally:
+        _end(src, dst)
 
-    def connection_made(self, transport):
-        self.transport = transport
-        transport.set_write_buffer_limits(high=WRITE_BUFFER)
 
-    def data_received(self, data):
-        if self.observe:
-            self.observe(data)
-        self.peer.transport.write(data)
+def _end(*socks):
+    """Shut both sockets down, which also wakes a thread blocked on either."""
+    for sock in socks:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
-    def pause_writing(self):
-        self.peer.transport.pause_reading()
 
-    def resume_writing(self):
-        self.peer.transport.resume_reading()
+def _in_thread(*args):
+    """Run :func:`_pump` in a daemon thread (a blocked one must not hold up the server's
+    exit); the awaitable is done when it returns."""
+    done = concurrent.futures.Future()
 
-    def connection_lost(self, exc):
-        if self.peer.transport:
-            self.peer.transport.close()
-        if not self.closed.done():
-            self.closed.set_result(None)
+    def run():
+        try:
+            _pump(*args)
+        finally:
+            done.set_result(None)
+
+    threading.Thread(target=run, name="carta-tunnel", daemon=True).start()
+    return asyncio.wrap_future(done)
 
 
 async def tunnel(handler, port, token, path, on_interaction):
     """Connect ``handler``'s upgrade request to the backend on ``port`` and relay bytes."""
     loop = asyncio.get_running_loop()
     request = handler.request
-    browser, backend = _Relay(ClientFrames(on_interaction).feed), _Relay()
-    browser.peer, backend.peer = backend, browser
-    await loop.create_connection(lambda: backend, LOOPBACK, port)
-    backend.transport.pause_reading()
-    backend.transport.write(upgrade_request(path, request.query, request.headers, port, token))
-    stream = handler.detach()
-    # The browser waits for the 101 before sending frames (RFC 6455 4.1), so nothing is
-    # left in tornado's buffer: take the socket over.
-    sock = stream.socket.dup()
-    stream.close()
-    await loop.connect_accepted_socket(lambda: browser, sock)
-    if backend.closed.done():
-        browser.transport.close()
-    else:
-        backend.transport.resume_reading()
-    await asyncio.gather(browser.closed, backend.closed)
+    with socket.socket() as backend:
+        backend.setblocking(False)
+        await loop.sock_connect(backend, (LOOPBACK, port))
+        await loop.sock_sendall(
+            backend, upgrade_request(path, request.query, request.headers, port, token))
+        stream = handler.detach()
+        # The browser waits for the 101 before sending frames (RFC 6455 4.1), so nothing is
+        # left in tornado's buffer: take the socket over.
+        with stream.socket.dup() as browser:
+            stream.close()
+            for sock in (browser, backend):
+                sock.setblocking(True)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                await asyncio.gather(
+                    _in_thread(browser, backend, ClientFrames(on_interaction).feed),
+                    _in_thread(backend, browser, None),
+                )
+            finally:
+                _end(browser, backend)

@@ -1,7 +1,8 @@
 """Faults on a real Hub + configurable-http-proxy with CARTA-only servers (the stand-in backend
 ``carta-standin``, NOT CARTA): what recovers by itself, how fast, and what the student sees.
 
-1. the backend process is killed (-9): the next request restarts it, files and preferences kept;
+1. the backend process is killed (-9): the next request restarts it, files and preferences kept,
+   and an open websocket closes for the tab (as a tab gone ends the backend's session);
 2. the single-user server process is killed: the Hub notices within one poll interval, removes
    the route, the student gets "Server not running" and one POST to the spawn URL restarts it;
 4. configurable-http-proxy is killed: the Hub restarts it and re-adds every route by itself;
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import websockets
 
 from carta_hub.standin.icd import EventType
 from helpers.carta import file_list, register
@@ -95,7 +97,7 @@ async def listing(hub, session, name):
 @pytest.fixture(scope="module")
 def hub(hub_factory, hub_unix_user):
     hub = hub_factory(CONFIG, env={"CONFIGPROXY_AUTH_TOKEN": PROXY_TOKEN})
-    for name in ("crash", "dies", "proxied"):
+    for name in ("crash", "dies", "proxied", "tabs"):
         home = hub.workdir / "homes" / name
         home.mkdir(parents=True)
         (home / f"{name}.fits").write_bytes(FITS)
@@ -129,6 +131,41 @@ def test_backend_crash_restarts_on_next_request(hub, artifacts):
     assert new != old
     assert hub.server(name).get("ready")  # the Hub never saw a problem
     record(artifacts, "backend_crash_next_request", recovered)
+
+
+def threads(pid):
+    return int(re.search(r"Threads:\s+(\d+)", Path(f"/proc/{pid}/status").read_text())[1])
+
+
+def sessions_ended(hub):
+    return hub.log().count("] Deleted. Remaining sessions")  # the backend's own log line
+
+
+async def test_websocket_ends_with_the_tab_and_with_the_backend(hub):
+    """A tab that goes away, even without a websocket close (a crashed browser, a lost
+    network), ends the backend's session, and the wrapper keeps nothing of it; a backend that
+    dies closes the tab's websocket, so CARTA's frontend shows it instead of hanging."""
+    name = "tabs"
+    hub.start_server(name)
+    session = hub.login(name)
+    open_carta(hub, session, name)
+    (server,) = processes(home_of(hub, name), "/carta-hub-singleuser")
+    before = threads(server)
+    for _ in range(3):
+        ended = sessions_ended(hub)
+        ws = await connect(hub, session, name)
+        await register(ws)
+        ws.transport.abort()  # TCP gone, no close frame
+        await asyncio.sleep(0.1)  # the event loop closes the socket
+        wait_for(lambda: sessions_ended(hub) > ended, 10, "the backend's session to end")
+    wait_for(lambda: threads(server) == before, 10, "the wrapper's threads back to before")
+
+    async with connect(hub, session, name) as ws:
+        await register(ws)
+        (backend,) = processes(home_of(hub, name), "/carta-standin")
+        os.kill(backend, signal.SIGKILL)
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 10)
 
 
 def test_server_killed_hub_notices_and_one_click_restarts(hub, artifacts):
