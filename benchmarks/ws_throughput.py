@@ -8,14 +8,17 @@ echo_backend.py, not CARTA):
   carta-only    client -> CHP -> carta-hub-singleuser -> backend     (a real Hub + login)
   lab-tile      client -> CHP -> Jupyter Server /carta/ -> backend
   stock-proxy   client -> CHP -> Jupyter Server, stock jupyter-server-proxy entry -> backend
-Prints MB/s per frame size and direction, median round trip, and ratios against `chp`
-(`carta-only` against `hub-chp`: the same CHP process its traffic passes).
+Prints MB/s per frame size and direction and the median round trip, then each figure against
+`chp` (`carta-only` against `hub-chp`: the same CHP process its traffic passes) as the median
+over rounds of the figure's ratio (round trip: difference) to its baseline's in the same round.
+`hub-chp` against `chp`, two CHPs alone, shows how far the machine's noise moves a ratio.
 
 Run as root from the repository: /opt/carta-hub/venv/bin/python benchmarks/ws_throughput.py
 """
 
 import argparse
 import asyncio
+import collections
 import os
 import re
 import secrets
@@ -70,22 +73,21 @@ async def round_trip(ws, n=300):
     return statistics.median(times)
 
 
-async def measure(url, headers):
-    """Figures for one path; a transfer whose connection the path closes counts as 0."""
-    def connect():
-        return websockets.connect(url, additional_headers=headers, max_size=None,
-                                  compression=None)
+METRICS = ["rtt_ms"] + [f"{d} {name}" for name in SIZES for d in ("down", "up")]
 
-    async with connect() as ws:
-        result = {"rtt_ms": await round_trip(ws) * 1000}
-    for name, size in SIZES.items():
-        for direction, transfer in (("down", download), ("up", upload)):
-            try:
-                async with connect() as ws:
-                    result[f"{direction} {name}"] = await transfer(ws, size) / 1e6
-            except websockets.ConnectionClosed:
-                result[f"{direction} {name}"] = 0.0
-    return result
+
+async def measure(metric, url, headers):
+    """One figure for one path; a transfer whose connection the path closes counts as 0."""
+    async with websockets.connect(url, additional_headers=headers, max_size=None,
+                                  compression=None) as ws:
+        if metric == "rtt_ms":
+            return await round_trip(ws) * 1000
+        direction, name = metric.split()
+        transfer = download if direction == "down" else upload
+        try:
+            return await transfer(ws, SIZES[name]) / 1e6
+        except websockets.ConnectionClosed:
+            return 0.0
 
 
 def spawn(cmd, env=None, log=None):
@@ -104,9 +106,32 @@ def proxy_to(target):
     requests.post(f"http://127.0.0.1:{api}/api/routes/", json={"target": target},
                   headers={"Authorization": f"token {secret}"}).raise_for_status()
     try:
-        yield f"ws://127.0.0.1:{port}"
+        yield f"ws://127.0.0.1:{port}", proc.pid
     finally:
         _end(proc.pid, proc)
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of process ``pid`` so far, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_now(hops):
+    """CPU-seconds so far of each named process in ``hops``."""
+    return {name: cpu_seconds(pid) for name, pid in hops.items()}
+
+
+def wrapper_pid():
+    """The benchmark's one carta-hub-singleuser process."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(arg.endswith(b"/carta-hub-singleuser") for arg in argv[:2]):
+            return int(pid)
+    raise RuntimeError("no carta-hub-singleuser process")
 
 
 def _listening(port):
@@ -137,8 +162,8 @@ c.ServerProxy.servers = {{"stock": {{"command": ["{echo}", "--host", "127.0.0.1"
 
 @contextmanager
 def carta_only(workdir, user, echo):
-    """A real Hub serving alice's CARTA-only server; yields {path: (url, headers)} after
-    login, with the Hub's CHP routing /echo-direct straight to the ``echo`` backend."""
+    """A real Hub serving alice's CARTA-only server; yields {path: (url, headers, hops)}
+    after login, with the Hub's CHP routing /echo-direct straight to the ``echo`` backend."""
     hubdir = workdir / "hub"
     hubdir.mkdir()
     os.chown(hubdir, user.pw_uid, user.pw_gid)
@@ -155,9 +180,11 @@ def carta_only(workdir, user, echo):
         session.get(hub.user_url("alice"))
         cookies = "; ".join(f"{c.name}={c.value}" for c in session.cookies)
         url = hub.user_url("alice").replace("http://", "ws://")
+        chp = int((hubdir / "proxy.pid").read_text())
         yield {"hub-chp": (hub.url.replace("http://", "ws://") + "/echo-direct/",
-                           {"carta-auth-token": echo[1]}),
-               "carta-only": (url, {"Cookie": cookies, "Origin": hub.url})}
+                           {"carta-auth-token": echo[1]}, {"CHP": chp}),
+               "carta-only": (url, {"Cookie": cookies, "Origin": hub.url},
+                              {"CHP": chp, "wrapper": wrapper_pid()})}
     finally:
         hub.stop()
 
@@ -165,7 +192,7 @@ def carta_only(workdir, user, echo):
 @contextmanager
 def lab(workdir, user):
     """A Jupyter Server behind CHP with the CARTA tile and a stock proxy entry; yields
-    {path: (url, headers)}."""
+    {path: (url, headers, hops)}."""
     labdir = workdir / "lab"
     labdir.mkdir()
     os.chown(labdir, user.pw_uid, user.pw_gid)
@@ -174,10 +201,11 @@ def lab(workdir, user):
     server = start_jupyter(labdir, "/user/alice/", user=user.pw_name, args=[
         f"--CartaBackend.executable={echo}", f"--config={labdir}/jupyter_server_config.py"])
     try:
-        with proxy_to(f"http://127.0.0.1:{server.port}") as url:
+        with proxy_to(f"http://127.0.0.1:{server.port}") as (url, chp):
             auth = {"Authorization": f"token {server.token}"}
-            yield {"lab-tile": (url + "/user/alice/carta/", auth),
-                   "stock-proxy": (url + "/user/alice/stock/", auth)}
+            hops = {"CHP": chp, "wrapper": server.proc.pid}
+            yield {"lab-tile": (url + "/user/alice/carta/", auth, hops),
+                   "stock-proxy": (url + "/user/alice/stock/", auth, hops)}
     finally:
         server.stop()
 
@@ -190,36 +218,58 @@ def run(paths, rounds):
     with ExitStack() as stack:
         port, token = stack.enter_context(echo_backend(workdir))
         auth = {"carta-auth-token": token}
-        targets = {"direct": (f"ws://127.0.0.1:{port}/", auth),
-                   "chp": (stack.enter_context(proxy_to(f"http://127.0.0.1:{port}")) + "/", auth)}
+        chp_url, chp = stack.enter_context(proxy_to(f"http://127.0.0.1:{port}"))
+        targets = {"direct": (f"ws://127.0.0.1:{port}/", auth, {}),
+                   "chp": (chp_url + "/", auth, {"CHP": chp})}
         if "carta-only" in paths:
             targets.update(stack.enter_context(carta_only(workdir, user, (port, token))))
         if paths & {"lab-tile", "stock-proxy"}:
             targets.update(stack.enter_context(lab(workdir, user)))
         targets = {k: v for k, v in targets.items() if k in paths | {"chp", "hub-chp"}}
-        samples = {path: [] for path in targets}
-        for _ in range(rounds):  # interleaved, so load changes hit every path alike
-            for path, (url, headers) in targets.items():
-                samples[path].append(asyncio.run(measure(url, headers)))
-    return {path: {m: statistics.median(r[m] for r in rs) for m in rs[0]}
-            for path, rs in samples.items()}
+        samples = {path: {m: [] for m in METRICS} for path in targets}
+        cpu = {path: collections.Counter() for path in targets}  # CPU-seconds
+        for r in range(rounds):
+            # Each figure on every path back to back, in a rotating order: load changes and
+            # the order hit every path alike, and each path is paired with its baseline.
+            order = list(targets)[r % len(targets):] + list(targets)[:r % len(targets)]
+            for metric in METRICS:
+                for path in order:
+                    url, headers, hops = targets[path]
+                    before = cpu_now(hops)
+                    samples[path][metric].append(asyncio.run(measure(metric, url, headers)))
+                    if metric != "rtt_ms" and samples[path][metric][-1]:
+                        cpu[path].update(cpu_now(hops))
+                        cpu[path].subtract(before)
+    gb = {path: VOLUME / 1e9 * sum(v > 0 for m in METRICS[1:] for v in samples[path][m])
+          for path in samples}
+    return samples, {path: {k: c / gb[path] for k, c in cpu[path].items()} for path in cpu}
 
 
 BASELINES = {"carta-only": "hub-chp"}  # default: chp
 
 
-def report(results):
-    metrics = list(results["chp"])
-    print(f"{'path':<12} " + " ".join(f"{m:>12}" for m in metrics))
-    for path, values in results.items():
-        print(f"{path:<12} " + " ".join(f"{values[m]:>12.2f}" for m in metrics))
-    print("\nratio to the path's CHP alone, chp (carta-only: hub-chp)"
-          " (throughput: higher is better; rtt: extra ms)")
-    for path, values in results.items():
-        base = results[BASELINES.get(path, "chp")]
-        cells = [f"{values[m] - base[m]:>+12.3f}" if m == "rtt_ms"
-                 else f"{values[m] / base[m]:>12.2f}" for m in metrics]
-        print(f"{path:<12} " + " ".join(cells))
+def paired(values, base, metric):
+    """Median over rounds of each round's figure against its baseline's in the same round."""
+    if metric == "rtt_ms":
+        return f"{statistics.median(v - b for v, b in zip(values, base)):>+12.3f}"
+    return f"{statistics.median(v / b for v, b in zip(values, base)):>12.2f}"
+
+
+def report(samples, cpu):
+    print(f"{'path':<12} " + " ".join(f"{m:>12}" for m in METRICS) + "   (medians)")
+    for path, values in samples.items():
+        print(f"{path:<12} " + " ".join(f"{statistics.median(values[m]):>12.2f}" for m in METRICS))
+    print("\nagainst the path's CHP alone, chp (carta-only: hub-chp), paired per round"
+          " (throughput: ratio, higher is better; rtt: extra ms)")
+    for path, values in samples.items():
+        base = samples[BASELINES.get(path, "chp")]
+        print(f"{path:<12} " + " ".join(paired(values[m], base[m], m) for m in METRICS))
+    print("\nCPU-seconds per GB moved (all transfers) of the path's CHP and of what runs"
+          " between CHP and the backend")
+    print(f"{'path':<12} {'CHP':>8} {'wrapper':>8}")
+    for path, figures in cpu.items():
+        if figures:
+            print(f"{path:<12} {figures['CHP']:>8.3f} {figures.get('wrapper', 0):>8.3f}")
 
 
 def main():
@@ -227,7 +277,7 @@ def main():
     parser.add_argument("--paths", default="direct,carta-only,lab-tile,stock-proxy")
     parser.add_argument("--rounds", type=int, default=3, help="medians over this many rounds")
     args = parser.parse_args()
-    report(run(set(args.paths.split(",")), args.rounds))
+    report(*run(set(args.paths.split(",")), args.rounds))
 
 
 if __name__ == "__main__":
