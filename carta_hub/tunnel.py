@@ -116,7 +116,10 @@ def _in_thread(*args):
 
 
 async def tunnel(handler, port, token, path, on_interaction):
-    """Connect ``handler``'s upgrade request to the backend on ``port`` and relay bytes."""
+    """Connect ``handler``'s upgrade request to the backend on ``port`` and relay bytes.
+
+    ``on_interaction`` is called from the browser-to-backend thread: keep it to assignments.
+    """
     loop = asyncio.get_running_loop()
     request = handler.request
     with socket.socket() as backend:
