@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from helpers import slurm as slurm_helpers  # noqa: E402
-from helpers.hub import VENV_BIN, _read_pid, dumps, start_hub  # noqa: E402
+from helpers.hub import VENV_BIN, dumps, start_hub  # noqa: E402
 from helpers.ports import free_port, wait_for  # noqa: E402
 from helpers.slurm import CountingSqueue, SlurmCluster, login_node_config  # noqa: E402
 from helpers.users import ensure_user, remove_user  # noqa: E402
@@ -34,7 +34,6 @@ RULE = """Cmnd_Alias CARTA_BENCH = /usr/bin/sbatch, /usr/bin/scancel, /usr/bin/t
 """
 STANDIN_NOTE = ("backend: carta-standin, the test suite's stand-in for carta_backend "
                 "(NOT CARTA): figures measure what carta-hub and Slurm add, not CARTA")
-TICK = os.sysconf("SC_CLK_TCK")
 LIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING")
 
 
@@ -157,18 +156,6 @@ def hub_log_times(hub, pattern, since=0.0):
     return found
 
 
-def cpu_seconds(pid, children=False):
-    """User + system CPU seconds of ``pid`` (``children``: of its waited-for children)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()
-    first = 13 if children else 11  # utime stime cutime cstime are fields 14-17
-    return (int(fields[first]) + int(fields[first + 1])) / TICK
-
-
-def proxy_pid(hub):
-    return _read_pid(hub.workdir / "proxy.pid")
-
-
 def spread(values, fmt="{:.2f}"):
     """``median [min-max]`` of ``values``."""
     return (f"{fmt.format(statistics.median(values))} "
@@ -179,6 +166,6 @@ def now():
     return time.time()
 
 
-__all__ = ["Site", "TimedSqueue", "hub_log_times", "cpu_seconds", "proxy_pid", "spread",
+__all__ = ["Site", "TimedSqueue", "hub_log_times", "spread",
            "now", "HUB_USER", "GROUP", "STANDIN_NOTE", "VENV_BIN", "dumps", "free_port",
            "wait_for"]

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from _proc import wrapper_pid  # noqa: E402
 from helpers.carta import file_list, register  # noqa: E402
 from helpers.client import connect, open_carta  # noqa: E402
 from helpers.hub import SAME_USER_CARTA, VENV_BIN, start_hub  # noqa: E402
@@ -29,19 +30,6 @@ def rss_mb(pid):
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for {pid}")
-
-
-def wrapper_pid(name):
-    """The server process whose environment says it serves ``name``."""
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if f"JUPYTERHUB_USER={name}".encode() in env and b"singleuser" in cmd:
-            return int(pid)
-    raise RuntimeError(f"no server process for {name}")
 
 
 async def use(hub, name, path=""):

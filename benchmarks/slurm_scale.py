@@ -38,13 +38,12 @@ import requests
 from _slurm import (
     STANDIN_NOTE,
     Site,
-    cpu_seconds,
     dumps,
     hub_log_times,
-    proxy_pid,
     spread,
     wait_for,
 )
+from _proc import cpu_seconds, proxy_pid
 from helpers.carta import register
 from helpers.client import connect, open_carta
 from test_slurm_scale import TINY

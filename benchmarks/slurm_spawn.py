@@ -40,13 +40,13 @@ from _slurm import (
     STANDIN_NOTE,
     VENV_BIN,
     Site,
-    cpu_seconds,
     dumps,
     free_port,
     hub_log_times,
     spread,
     wait_for,
 )
+from _proc import cpu_seconds
 from helpers.carta import register
 from helpers.client import connect, open_carta
 from helpers.hub import FRONTEND

@@ -34,6 +34,7 @@ import requests
 import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from _proc import cpu_seconds, proxy_pid, wrapper_pid  # noqa: E402
 from helpers.frames import install_echo_backend  # noqa: E402
 from helpers.hub import CHP, SAME_USER_CARTA, _end, start_hub  # noqa: E402
 from helpers.jupyter import start_jupyter  # noqa: E402
@@ -111,27 +112,9 @@ def proxy_to(target):
         _end(proc.pid, proc)
 
 
-def cpu_seconds(pid):
-    """User + system CPU time of process ``pid`` so far, all its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def cpu_now(hops):
     """CPU-seconds so far of each named process in ``hops``."""
     return {name: cpu_seconds(pid) for name, pid in hops.items()}
-
-
-def wrapper_pid():
-    """The benchmark's one carta-hub-singleuser process."""
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if any(arg.endswith(b"/carta-hub-singleuser") for arg in argv[:2]):
-            return int(pid)
-    raise RuntimeError("no carta-hub-singleuser process")
 
 
 def _listening(port):
@@ -180,11 +163,11 @@ def carta_only(workdir, user, echo):
         session.get(hub.user_url("alice"))
         cookies = "; ".join(f"{c.name}={c.value}" for c in session.cookies)
         url = hub.user_url("alice").replace("http://", "ws://")
-        chp = int((hubdir / "proxy.pid").read_text())
+        chp = proxy_pid(hub)
         yield {"hub-chp": (hub.url.replace("http://", "ws://") + "/echo-direct/",
                            {"carta-auth-token": echo[1]}, {"CHP": chp}),
                "carta-only": (url, {"Cookie": cookies, "Origin": hub.url},
-                              {"CHP": chp, "wrapper": wrapper_pid()})}
+                              {"CHP": chp, "wrapper": wrapper_pid("alice")})}
     finally:
         hub.stop()
 
