@@ -3,15 +3,17 @@
 Paths, all measured in the same run against the same test backend (tests/helpers/
 echo_backend.py, not CARTA):
   direct        client -> backend
-  chp           client -> configurable-http-proxy -> backend        (the baseline)
+  chp           client -> configurable-http-proxy -> backend
   hub-chp       client -> the Hub's CHP -> backend                    (carta-only's baseline)
-  carta-only    client -> CHP -> carta-hub-singleuser -> backend     (a real Hub + login)
-  lab-tile      client -> CHP -> Jupyter Server /carta/ -> backend
-  stock-proxy   client -> CHP -> Jupyter Server, stock jupyter-server-proxy entry -> backend
-Prints MB/s per frame size and direction and the median round trip, then each figure against
-`chp` (`carta-only` against `hub-chp`: the same CHP process its traffic passes) as the median
-over rounds of the figure's ratio (round trip: difference) to its baseline's in the same round.
-`hub-chp` against `chp`, two CHPs alone, shows how far the machine's noise moves a ratio.
+  carta-only    client -> the Hub's CHP -> carta-hub-singleuser -> backend (a real Hub + login)
+  lab-chp       client -> the JupyterLab paths' CHP -> backend        (their baseline)
+  lab-tile      client -> that CHP -> Jupyter Server /carta/ -> backend
+  stock-proxy   client -> that CHP -> Jupyter Server, stock jupyter-server-proxy entry -> backend
+Each wrapper path is compared with a route to the backend on the very CHP process its traffic
+passes, so that only the wrapper differs. Prints MB/s per frame size and direction and the
+median round trip, then each figure against its baseline as the median over rounds of its
+ratio (round trip: difference) to the baseline's in the same round. `hub-chp` and `lab-chp`
+against `chp`, CHPs alone, show how far the machine's noise alone moves a ratio.
 
 Run as root from the repository: /opt/carta-hub/venv/bin/python benchmarks/ws_throughput.py
 """
@@ -97,15 +99,16 @@ def spawn(cmd, env=None, log=None):
 
 
 @contextmanager
-def proxy_to(target):
-    """A configurable-http-proxy on a free port with one route, "/" -> ``target``, added
+def proxy_to(routes):
+    """A configurable-http-proxy on a free port with ``routes`` ({prefix: target}), added
     through its API as the Hub adds user routes (so activity tracking is on, as for a Hub)."""
     port, api, secret = free_port(), free_port(), secrets.token_hex(8)
     proc = spawn([str(CHP), "--ip", "127.0.0.1", "--port", str(port), "--api-ip", "127.0.0.1",
                   "--api-port", str(api)], env={"CONFIGPROXY_AUTH_TOKEN": secret})
     wait_for(lambda: _listening(api), 30, "CHP")
-    requests.post(f"http://127.0.0.1:{api}/api/routes/", json={"target": target},
-                  headers={"Authorization": f"token {secret}"}).raise_for_status()
+    for prefix, target in routes.items():
+        requests.post(f"http://127.0.0.1:{api}/api/routes{prefix}", json={"target": target},
+                      headers={"Authorization": f"token {secret}"}).raise_for_status()
     try:
         yield f"ws://127.0.0.1:{port}", proc.pid
     finally:
@@ -173,9 +176,10 @@ def carta_only(workdir, user, echo):
 
 
 @contextmanager
-def lab(workdir, user):
+def lab(workdir, user, backend):
     """A Jupyter Server behind CHP with the CARTA tile and a stock proxy entry; yields
-    {path: (url, headers, hops)}."""
+    {path: (url, headers, hops)}, with that CHP routing /echo-direct straight to ``backend``
+    (the echo backend's port and token)."""
     labdir = workdir / "lab"
     labdir.mkdir()
     os.chown(labdir, user.pw_uid, user.pw_gid)
@@ -184,13 +188,21 @@ def lab(workdir, user):
     server = start_jupyter(labdir, "/user/alice/", user=user.pw_name, args=[
         f"--CartaBackend.executable={echo}", f"--config={labdir}/jupyter_server_config.py"])
     try:
-        with proxy_to(f"http://127.0.0.1:{server.port}") as (url, chp):
+        routes = {"/": f"http://127.0.0.1:{server.port}",
+                  "/echo-direct": f"http://127.0.0.1:{backend[0]}"}
+        with proxy_to(routes) as (url, chp):
             auth = {"Authorization": f"token {server.token}"}
             hops = {"CHP": chp, "wrapper": server.proc.pid}
-            yield {"lab-tile": (url + "/user/alice/carta/", auth, hops),
+            yield {"lab-chp": (url + "/echo-direct/", {"carta-auth-token": backend[1]},
+                               {"CHP": chp}),
+                   "lab-tile": (url + "/user/alice/carta/", auth, hops),
                    "stock-proxy": (url + "/user/alice/stock/", auth, hops)}
     finally:
         server.stop()
+
+
+# Each wrapper path against its own CHP process; those, and the rest, against chp.
+BASELINES = {"carta-only": "hub-chp", "lab-tile": "lab-chp", "stock-proxy": "lab-chp"}
 
 
 def run(paths, rounds):
@@ -201,14 +213,15 @@ def run(paths, rounds):
     with ExitStack() as stack:
         port, token = stack.enter_context(echo_backend(workdir))
         auth = {"carta-auth-token": token}
-        chp_url, chp = stack.enter_context(proxy_to(f"http://127.0.0.1:{port}"))
+        chp_url, chp = stack.enter_context(proxy_to({"/": f"http://127.0.0.1:{port}"}))
         targets = {"direct": (f"ws://127.0.0.1:{port}/", auth, {}),
                    "chp": (chp_url + "/", auth, {"CHP": chp})}
         if "carta-only" in paths:
             targets.update(stack.enter_context(carta_only(workdir, user, (port, token))))
         if paths & {"lab-tile", "stock-proxy"}:
-            targets.update(stack.enter_context(lab(workdir, user)))
-        targets = {k: v for k, v in targets.items() if k in paths | {"chp", "hub-chp"}}
+            targets.update(stack.enter_context(lab(workdir, user, (port, token))))
+        wanted = paths | {"chp"} | {BASELINES[p] for p in paths if p in BASELINES}
+        targets = {k: v for k, v in targets.items() if k in wanted}
         samples = {path: {m: [] for m in METRICS} for path in targets}
         cpu = {path: collections.Counter() for path in targets}  # CPU-seconds
         for r in range(rounds):
@@ -228,9 +241,6 @@ def run(paths, rounds):
     return samples, {path: {k: c / gb[path] for k, c in cpu[path].items()} for path in cpu}
 
 
-BASELINES = {"carta-only": "hub-chp"}  # default: chp
-
-
 def paired(values, base, metric):
     """Median over rounds of each round's figure against its baseline's in the same round."""
     if metric == "rtt_ms":
@@ -242,8 +252,8 @@ def report(samples, cpu):
     print(f"{'path':<12} " + " ".join(f"{m:>12}" for m in METRICS) + "   (medians)")
     for path, values in samples.items():
         print(f"{path:<12} " + " ".join(f"{statistics.median(values[m]):>12.2f}" for m in METRICS))
-    print("\nagainst the path's CHP alone, chp (carta-only: hub-chp), paired per round"
-          " (throughput: ratio, higher is better; rtt: extra ms)")
+    print("\nagainst the path's own CHP alone (hub-chp, lab-chp; those and direct: chp),"
+          " paired per round (throughput: ratio, higher is better; rtt: extra ms)")
     for path, values in samples.items():
         base = samples[BASELINES.get(path, "chp")]
         print(f"{path:<12} " + " ".join(paired(values[m], base[m], m) for m in METRICS))
