@@ -9,8 +9,10 @@ echo_backend.py, not CARTA):
   lab-chp       client -> the JupyterLab paths' CHP -> backend        (their baseline)
   lab-tile      client -> that CHP -> Jupyter Server /carta/ -> backend
   stock-proxy   client -> that CHP -> Jupyter Server, stock jupyter-server-proxy entry -> backend
-Each wrapper path is compared with a route to the backend on the very CHP process its traffic
-passes, so that only the wrapper differs. Prints MB/s per frame size and direction and the
+  socat         client -> chp -> socat -> backend: what one more TCP hop costs with a byte
+                relay written in C and nothing else (Debian package socat)
+Each relaying path is compared with a route to the backend on the very CHP process its traffic
+passes, so that only the relay differs. Prints MB/s per frame size and direction and the
 median round trip, then each figure against its baseline as the median over rounds of its
 ratio (round trip: difference) to the baseline's in the same round. `hub-chp` and `lab-chp`
 against `chp`, CHPs alone, show how far the machine's noise alone moves a ratio.
@@ -36,6 +38,8 @@ import requests
 import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from functools import partial  # noqa: E402
+
 from _proc import cpu_seconds, proxy_pid, wrapper_pid  # noqa: E402
 from helpers.frames import install_echo_backend  # noqa: E402
 from helpers.hub import CHP, SAME_USER_CARTA, _end, start_hub  # noqa: E402
@@ -101,7 +105,8 @@ def spawn(cmd, env=None, log=None):
 @contextmanager
 def proxy_to(routes):
     """A configurable-http-proxy on a free port with ``routes`` ({prefix: target}), added
-    through its API as the Hub adds user routes (so activity tracking is on, as for a Hub)."""
+    through its API as the Hub adds user routes (so activity tracking is on, as for a Hub);
+    yields its URL and a function reading its CPU-seconds."""
     port, api, secret = free_port(), free_port(), secrets.token_hex(8)
     proc = spawn([str(CHP), "--ip", "127.0.0.1", "--port", str(port), "--api-ip", "127.0.0.1",
                   "--api-port", str(api)], env={"CONFIGPROXY_AUTH_TOKEN": secret})
@@ -110,14 +115,34 @@ def proxy_to(routes):
         requests.post(f"http://127.0.0.1:{api}/api/routes{prefix}", json={"target": target},
                       headers={"Authorization": f"token {secret}"}).raise_for_status()
     try:
-        yield f"ws://127.0.0.1:{port}", proc.pid
+        yield f"ws://127.0.0.1:{port}", partial(cpu_seconds, proc.pid)
     finally:
         _end(proc.pid, proc)
 
 
 def cpu_now(hops):
-    """CPU-seconds so far of each named process in ``hops``."""
-    return {name: cpu_seconds(pid) for name, pid in hops.items()}
+    """CPU-seconds so far of each hop: ``hops`` maps names to functions reading them."""
+    return {name: read() for name, read in hops.items()}
+
+
+def forked_cpu(pid):
+    """CPU-seconds of the connection processes a forking server has had, once none is left."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    wait_for(lambda: not children.read_text().strip(), 10, "the relay's connection to end")
+    return cpu_seconds(pid, children=True)
+
+
+@contextmanager
+def socat(port):
+    """socat relaying a free loopback port to ``port``, 1 MiB per read, as the wrapper reads."""
+    relay = free_port()
+    proc = spawn(["socat", "-b", str(2**20), f"TCP-LISTEN:{relay},bind=127.0.0.1,fork,reuseaddr",
+                  f"TCP:127.0.0.1:{port},nodelay"])
+    wait_for(lambda: _listening(relay), 30, "socat")
+    try:
+        yield relay, proc.pid
+    finally:
+        _end(proc.pid, proc)
 
 
 def _listening(port):
@@ -166,11 +191,11 @@ def carta_only(workdir, user, echo):
         session.get(hub.user_url("alice"))
         cookies = "; ".join(f"{c.name}={c.value}" for c in session.cookies)
         url = hub.user_url("alice").replace("http://", "ws://")
-        chp = proxy_pid(hub)
+        chp = partial(cpu_seconds, proxy_pid(hub))
         yield {"hub-chp": (hub.url.replace("http://", "ws://") + "/echo-direct/",
                            {"carta-auth-token": echo[1]}, {"CHP": chp}),
                "carta-only": (url, {"Cookie": cookies, "Origin": hub.url},
-                              {"CHP": chp, "wrapper": wrapper_pid("alice")})}
+                              {"CHP": chp, "relay": partial(cpu_seconds, wrapper_pid("alice"))})}
     finally:
         hub.stop()
 
@@ -192,7 +217,7 @@ def lab(workdir, user, backend):
                   "/echo-direct": f"http://127.0.0.1:{backend[0]}"}
         with proxy_to(routes) as (url, chp):
             auth = {"Authorization": f"token {server.token}"}
-            hops = {"CHP": chp, "wrapper": server.proc.pid}
+            hops = {"CHP": chp, "relay": partial(cpu_seconds, server.proc.pid)}
             yield {"lab-chp": (url + "/echo-direct/", {"carta-auth-token": backend[1]},
                                {"CHP": chp}),
                    "lab-tile": (url + "/user/alice/carta/", auth, hops),
@@ -213,9 +238,16 @@ def run(paths, rounds):
     with ExitStack() as stack:
         port, token = stack.enter_context(echo_backend(workdir))
         auth = {"carta-auth-token": token}
-        chp_url, chp = stack.enter_context(proxy_to({"/": f"http://127.0.0.1:{port}"}))
+        routes = {"/": f"http://127.0.0.1:{port}"}
+        if "socat" in paths:
+            relay, relay_pid = stack.enter_context(socat(port))
+            routes["/socat"] = f"http://127.0.0.1:{relay}"
+        chp_url, chp = stack.enter_context(proxy_to(routes))
         targets = {"direct": (f"ws://127.0.0.1:{port}/", auth, {}),
                    "chp": (chp_url + "/", auth, {"CHP": chp})}
+        if "socat" in paths:
+            targets["socat"] = (chp_url + "/socat/", auth,
+                                {"CHP": chp, "relay": partial(forked_cpu, relay_pid)})
         if "carta-only" in paths:
             targets.update(stack.enter_context(carta_only(workdir, user, (port, token))))
         if paths & {"lab-tile", "stock-proxy"}:
@@ -257,17 +289,17 @@ def report(samples, cpu):
     for path, values in samples.items():
         base = samples[BASELINES.get(path, "chp")]
         print(f"{path:<12} " + " ".join(paired(values[m], base[m], m) for m in METRICS))
-    print("\nCPU-seconds per GB moved (all transfers) of the path's CHP and of what runs"
+    print("\nCPU-seconds per GB moved (all transfers) of the path's CHP and of what relays"
           " between CHP and the backend")
-    print(f"{'path':<12} {'CHP':>8} {'wrapper':>8}")
+    print(f"{'path':<12} {'CHP':>8} {'relay':>8}")
     for path, figures in cpu.items():
         if figures:
-            print(f"{path:<12} {figures['CHP']:>8.3f} {figures.get('wrapper', 0):>8.3f}")
+            print(f"{path:<12} {figures['CHP']:>8.3f} {figures.get('relay', 0):>8.3f}")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--paths", default="direct,carta-only,lab-tile,stock-proxy")
+    parser.add_argument("--paths", default="direct,carta-only,lab-tile,stock-proxy,socat")
     parser.add_argument("--rounds", type=int, default=3, help="medians over this many rounds")
     args = parser.parse_args()
     report(*run(set(args.paths.split(",")), args.rounds))

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install everything the demo and the tests need on a fresh Debian 12 machine (idempotent).
+# Install everything the demo, the tests and the benchmarks need on a fresh Debian 12 machine
+# (idempotent).
 # Python environment and node packages go under $CARTA_HUB_PREFIX (default /opt/carta-hub),
 # world-readable, so servers spawned as other users can run them.
 set -euo pipefail
@@ -7,7 +8,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 prefix=${CARTA_HUB_PREFIX:-/opt/carta-hub}
 sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
 
-apt_packages=(python3-venv slurm-wlm munge slapd ldap-utils chromium chromium-driver sudo libnss-wrapper iproute2 util-linux)
+apt_packages=(python3-venv slurm-wlm munge slapd ldap-utils chromium chromium-driver sudo libnss-wrapper iproute2 util-linux socat)
 missing=()
 command -v npm >/dev/null || missing+=(nodejs npm)
 for p in "${apt_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
