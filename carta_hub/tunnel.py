@@ -11,6 +11,8 @@ import mmap
 import socket
 import threading
 
+from tornado import iostream
+
 from .backend import LOOPBACK
 
 CHUNK = 1 << 20  # bytes per recv: larger reads, fewer system calls per byte
@@ -115,10 +117,49 @@ def _in_thread(*args):
     return asyncio.wrap_future(done)
 
 
+async def _relay_sockets(stream, backend, observe):
+    """Relay with a blocking thread per direction on the two sockets themselves."""
+    # The browser waits for the 101 before sending frames (RFC 6455 4.1), so nothing is
+    # left in tornado's buffer: take the socket over.
+    with stream.socket.dup() as browser:
+        stream.close()
+        for sock in (browser, backend):
+            sock.setblocking(True)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            await asyncio.gather(_in_thread(browser, backend, observe),
+                                 _in_thread(backend, browser, None))
+        finally:
+            _end(browser, backend)
+
+
+async def _relay_streams(stream, backend, observe):
+    """Relay on the event loop through tornado's streams: for a server that speaks TLS itself
+    (JupyterHub's internal_ssl, a Jupyter Server's certfile), whose socket carries ciphertext."""
+    backend = iostream.IOStream(backend)
+    await asyncio.gather(_copy(stream, backend, observe), _copy(backend, stream, None))
+
+
+async def _copy(src, dst, observe):
+    """Copy tornado stream ``src`` to ``dst`` until either ends, then close both."""
+    try:
+        while True:
+            data = await src.read_bytes(CHUNK, partial=True)
+            if observe:
+                observe(data)
+            await dst.write(data)
+    except iostream.StreamClosedError:
+        pass
+    finally:
+        src.close()
+        dst.close()
+
+
 async def tunnel(handler, port, token, path, on_interaction):
     """Connect ``handler``'s upgrade request to the backend on ``port`` and relay bytes.
 
-    ``on_interaction`` is called from the browser-to-backend thread: keep it to assignments.
+    ``on_interaction`` is called from the browser-to-backend thread (or, over TLS, the event
+    loop): keep it to assignments.
     """
     loop = asyncio.get_running_loop()
     request = handler.request
@@ -128,17 +169,5 @@ async def tunnel(handler, port, token, path, on_interaction):
         await loop.sock_sendall(
             backend, upgrade_request(path, request.query, request.headers, port, token))
         stream = handler.detach()
-        # The browser waits for the 101 before sending frames (RFC 6455 4.1), so nothing is
-        # left in tornado's buffer: take the socket over.
-        with stream.socket.dup() as browser:
-            stream.close()
-            for sock in (browser, backend):
-                sock.setblocking(True)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            try:
-                await asyncio.gather(
-                    _in_thread(browser, backend, ClientFrames(on_interaction).feed),
-                    _in_thread(backend, browser, None),
-                )
-            finally:
-                _end(browser, backend)
+        relay = _relay_streams if isinstance(stream, iostream.SSLIOStream) else _relay_sockets
+        await relay(stream, backend, ClientFrames(on_interaction).feed)

@@ -2,11 +2,13 @@
 jupyter-server-proxy: the launcher tile, and CARTA proxied at <base_url>/carta/."""
 
 
+import ssl
 import subprocess
 from urllib.parse import quote
 
 import pytest
 import requests
+import trustme
 import websockets
 
 from carta_hub.standin.icd import EventType
@@ -38,6 +40,32 @@ async def test_large_frames_pass_the_tile_both_ways(lab):
     headers = {"Authorization": f"token {lab.token}"}
     async with websockets.connect(url, additional_headers=headers, max_size=None) as ws:
         await exchange_both_ways(ws, 64 * 2**20)
+
+
+@pytest.fixture(scope="module")
+def tls_lab(open_tmp, hub_unix_user):
+    """A Jupyter Server serving HTTPS itself (as with JupyterHub's internal_ssl)."""
+    ca, folder = trustme.CA(), open_tmp / "tls"
+    folder.mkdir()
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(folder / "server.pem")
+    ca.cert_pem.write_to_path(folder / "ca.pem")
+    subprocess.run(["chown", "-R", hub_unix_user.pw_name, str(folder)], check=True)
+    server = start_jupyter(open_tmp, "/user/tls/", user=hub_unix_user.pw_name, args=[
+        f"--CartaBackend.executable={install_echo_backend(open_tmp)}"],
+        tls=(folder / "server.pem", folder / "ca.pem"))
+    yield server
+    server.stop()
+
+
+async def test_tile_works_when_the_server_speaks_tls(tls_lab):
+    url = tls_lab.url.replace("https://", "wss://") + "carta/"
+    headers = {"Authorization": f"token {tls_lab.token}"}
+    context = ssl.create_default_context(cafile=tls_lab.verify)
+    async with websockets.connect(url, additional_headers=headers, max_size=None,
+                                  ssl=context, open_timeout=30) as ws:
+        await ws.send(b"cursor")
+        assert await ws.recv() == b"cursor"
+        await exchange_both_ways(ws, 5 * 2**20)
 
 
 @pytest.fixture(scope="module", params=["alice", "a.student", "jo@uni.edu"])
