@@ -114,10 +114,14 @@ class Hub:
         return (self.workdir / "hub.log").read_text(errors="replace")
 
     def stop(self):
-        proxy_pid = _read_pid(self.workdir / "proxy.pid")
+        """End the Hub, then its proxy: the one it ran, and any it started while stopping
+        (its proxy check can restart the proxy it has just ended)."""
+        pid_file = self.workdir / "proxy.pid"
+        proxy_pids = {_read_pid(pid_file)}
         _end(self.proc.pid, self.proc)
-        if proxy_pid:
-            _end(proxy_pid)
+        for pid in proxy_pids | {_read_pid(pid_file)}:
+            if pid:
+                _end(pid)
 
 
 def _read_pid(path):
