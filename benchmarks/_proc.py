@@ -1,11 +1,7 @@
-"""What the benchmarks read from /proc: CPU time and the processes of a Hub."""
+"""What the benchmarks read from /proc: CPU time and the server processes of a Hub."""
 
 import os
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from helpers.hub import _read_pid  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -17,11 +13,6 @@ def cpu_seconds(pid, children=False):
     fields = stat[stat.rindex(")") + 2:].split()
     first = 13 if children else 11  # utime stime cutime cstime are fields 14-17
     return (int(fields[first]) + int(fields[first + 1])) / TICK
-
-
-def proxy_pid(hub):
-    """The PID of ``hub``'s configurable-http-proxy."""
-    return _read_pid(hub.workdir / "proxy.pid")
 
 
 def wrapper_pid(name):

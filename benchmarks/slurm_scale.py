@@ -43,7 +43,7 @@ from _slurm import (
     spread,
     wait_for,
 )
-from _proc import cpu_seconds, proxy_pid
+from _proc import cpu_seconds
 from helpers.carta import register
 from helpers.client import connect, open_carta
 from test_slurm_scale import TINY
@@ -137,7 +137,7 @@ class Meter:
     """CPU seconds of a Hub, its reaped children and its CHP."""
 
     def __init__(self, hub):
-        self.pids = {"hub": hub.proc.pid, "proxy": proxy_pid(hub)}
+        self.pids = {"hub": hub.proc.pid, "proxy": hub.proxy_pid()}
 
     def read(self):
         return {"hub": cpu_seconds(self.pids["hub"]),

@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import collections
 import os
-import re
 import secrets
 import statistics
 import subprocess
@@ -32,15 +31,14 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 
 import requests
 import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from functools import partial  # noqa: E402
-
-from _proc import cpu_seconds, proxy_pid, wrapper_pid  # noqa: E402
+from _proc import cpu_seconds, wrapper_pid  # noqa: E402
 from helpers.frames import install_echo_backend  # noqa: E402
 from helpers.hub import CHP, SAME_USER_CARTA, _end, start_hub  # noqa: E402
 from helpers.jupyter import start_jupyter  # noqa: E402
@@ -111,13 +109,18 @@ def proxy_to(routes):
     proc = spawn([str(CHP), "--ip", "127.0.0.1", "--port", str(port), "--api-ip", "127.0.0.1",
                   "--api-port", str(api)], env={"CONFIGPROXY_AUTH_TOKEN": secret})
     wait_for(lambda: _listening(api), 30, "CHP")
-    for prefix, target in routes.items():
-        requests.post(f"http://127.0.0.1:{api}/api/routes{prefix}", json={"target": target},
-                      headers={"Authorization": f"token {secret}"}).raise_for_status()
+    add_routes(f"http://127.0.0.1:{api}", secret, routes)
     try:
         yield f"ws://127.0.0.1:{port}", partial(cpu_seconds, proc.pid)
     finally:
         _end(proc.pid, proc)
+
+
+def add_routes(api, secret, routes):
+    """Add ``routes`` ({prefix: target}) through the CHP API at ``api``."""
+    for prefix, target in routes.items():
+        requests.post(f"{api}/api/routes{prefix}", json={"target": target},
+                      headers={"Authorization": f"token {secret}"}).raise_for_status()
 
 
 def cpu_now(hops):
@@ -184,14 +187,12 @@ def carta_only(workdir, user, echo):
     hub = start_hub(hubdir, config, user=user.pw_name, env={"CONFIGPROXY_AUTH_TOKEN": secret})
     try:
         hub.start_server("alice")
-        api = re.search(r'api_url = "([^"]+)"', (hubdir / "jupyterhub_config.py").read_text())[1]
-        requests.post(f"{api}/api/routes/echo-direct", json={"target": f"http://127.0.0.1:{echo[0]}"},
-                      headers={"Authorization": f"token {secret}"}).raise_for_status()
+        add_routes(hub.proxy_api, secret, {"/echo-direct": f"http://127.0.0.1:{echo[0]}"})
         session = hub.login("alice")
         session.get(hub.user_url("alice"))
         cookies = "; ".join(f"{c.name}={c.value}" for c in session.cookies)
         url = hub.user_url("alice").replace("http://", "ws://")
-        chp = partial(cpu_seconds, proxy_pid(hub))
+        chp = partial(cpu_seconds, hub.proxy_pid())
         yield {"hub-chp": (hub.url.replace("http://", "ws://") + "/echo-direct/",
                            {"carta-auth-token": echo[1]}, {"CHP": chp}),
                "carta-only": (url, {"Cookie": cookies, "Origin": hub.url},
@@ -226,7 +227,7 @@ def lab(workdir, user, backend):
         server.stop()
 
 
-# Each wrapper path against its own CHP process; those, and the rest, against chp.
+# Each relaying path against its own CHP process; those, and the rest, against chp.
 BASELINES = {"carta-only": "hub-chp", "lab-tile": "lab-chp", "stock-proxy": "lab-chp"}
 
 

@@ -72,8 +72,7 @@ def processes(home, program):
 def proxy_routes(hub, token=PROXY_TOKEN):
     """The routes configurable-http-proxy holds right now (asked through its own API; the
     Hub was started with ``CONFIGPROXY_AUTH_TOKEN=token``)."""
-    api = re.search(r'api_url = "([^"]+)"', (hub.workdir / "jupyterhub_config.py").read_text())[1]
-    r = requests.get(f"{api}/api/routes", headers={"Authorization": f"token {token}"},
+    r = requests.get(f"{hub.proxy_api}/api/routes", headers={"Authorization": f"token {token}"},
                      timeout=5)
     r.raise_for_status()
     return r.json()
@@ -208,7 +207,7 @@ def test_proxy_restart_routes_come_back(hub, artifacts):
     hub.start_server(name)
     session = hub.login(name)
     open_carta(hub, session, name)
-    proxy_pid = int((hub.workdir / "proxy.pid").read_text())
+    proxy_pid = hub.proxy_pid()
     os.kill(proxy_pid, signal.SIGKILL)
     killed = time.monotonic()
 
@@ -220,7 +219,7 @@ def test_proxy_restart_routes_come_back(hub, artifacts):
 
     wait_for(reachable, 30, "CARTA through the restarted proxy", interval=0.1)
     back = time.monotonic() - killed
-    assert int((hub.workdir / "proxy.pid").read_text()) != proxy_pid
+    assert hub.proxy_pid() != proxy_pid
     routes = proxy_routes(hub)
     assert {f"/user/{n}" for n in ("crash", "proxied")} <= set(routes)
     assert f"{name}.fits" in asyncio.run(listing(hub, session, name))

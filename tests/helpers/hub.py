@@ -70,6 +70,7 @@ class Hub:
         self.workdir = Path(workdir)
         self.proc = proc
         self.url = f"http://127.0.0.1:{ports['proxy_port']}"
+        self.proxy_api = f"http://127.0.0.1:{ports['api_port']}"  # CHP's own API
         self.api_token = api_token
         self.password = password
 
@@ -113,13 +114,16 @@ class Hub:
     def log(self):
         return (self.workdir / "hub.log").read_text(errors="replace")
 
+    def proxy_pid(self):
+        """The PID of the configurable-http-proxy the Hub runs now (None: none)."""
+        return _read_pid(self.workdir / "proxy.pid")
+
     def stop(self):
         """End the Hub, then its proxy: the one it ran, and any it started while stopping
         (its proxy check can restart the proxy it has just ended)."""
-        pid_file = self.workdir / "proxy.pid"
-        proxy_pids = {_read_pid(pid_file)}
+        proxy_pids = {self.proxy_pid()}
         _end(self.proc.pid, self.proc)
-        for pid in proxy_pids | {_read_pid(pid_file)}:
+        for pid in proxy_pids | {self.proxy_pid()}:
             if pid:
                 _end(pid)
 
