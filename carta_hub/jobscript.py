@@ -14,8 +14,6 @@ BIND_PATH = re.compile(r"/[^:,\s]*")
 SBATCH_VALUE = re.compile(r"[^\s'\"\\;&|<>`$]+")
 # Slurm's output file patterns carta-hub expands itself
 LOG_CODES = re.compile(r"%(.)")
-# where Slurm writes the job's output; the script moves it to log_path when it can
-NODE_LOG = "/tmp/carta-hub-%u-%j.log"
 
 
 def load_template(path=""):

@@ -19,8 +19,7 @@ from tornado import web
 from traitlets import Enum, Float, Int, List, Unicode, default, validate
 
 from .identity import IdentityError, IdentityResolver
-from .jobscript import (NODE_LOG, container_argv, load_template, log_file, sbatch_value,
-                        shell_log_file)
+from .jobscript import container_argv, load_template, log_file, sbatch_value, shell_log_file
 from .resources import FormError, ResourceFormMixin
 from .spawner import CartaSpawnerMixin
 from .squeue import QueuePoller
@@ -44,8 +43,10 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         "{home}/.carta-hub-slurm-%j.log",
         help="""The job's log, on a file system the Hub can read as the user: its tail is
         shown when a job fails. {home}, {login}, {username} and Slurm's %j, %u, %x are
-        replaced; its folder must exist. A job that cannot write it (read-only or full home)
-        still starts, and keeps its log on the node in /tmp/carta-hub-<login>-<job id>.log.""",
+        replaced; its folder must exist and be writable only by the user (as a home is). A
+        job that cannot write it (read-only or full home) still starts, and keeps its log on
+        the node in a new private folder, $TMPDIR or /tmp/carta-hub-<job id>.XXXXXXXXXX/job.log
+        (its first lines name it).""",
     ).tag(config=True)
 
     container_runtime = Enum(
@@ -161,6 +162,11 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
             env["SLURM_CONF"] = os.environ["SLURM_CONF"]
         return env
 
+    async def run_command(self, cmd, input=None, env=None):
+        """batchspawner's commands (sbatch, scancel, tail) under ``umask 077``: sudo keeps
+        it, and sbatch hands it to the job, whose --output file Slurm creates with it."""
+        return await super().run_command(f"umask 077; {cmd}", input=input, env=env)
+
     def server_argv(self):
         """The single-user server's command line. The CARTA-only server reports its port to
         the Hub itself; JupyterLab's runs through batchspawner-singleuser."""
@@ -188,7 +194,6 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
             username=self.user.name, login=login, res=res,
             job_name=sbatch_value("job_name", job_name),
             log_file=shell_log_file(self.log_path.format(**names), login, job_name),
-            node_log=NODE_LOG, node_log_file=shell_log_file(NODE_LOG, login, job_name),
             workdir=sbatch_value("home directory", names["home"]),
             keepvars=sbatch_value("keepvars", subvars["keepvars"]),
             gres=f"{sbatch_value('gpu_gres', self.gpu_gres)}:{res.gpus}" if res.gpus else "",

@@ -5,6 +5,8 @@ stand-in backend ``carta-standin``, NOT CARTA). Each test fails if the attack wo
   shell metacharacters, path traversal, out-of-range resources, other users' identities,
   operator settings: refused before anything is submitted (sbatch calls are counted);
 - UID 0, a system account or an unmapped identity: no job;
+- another student plants symlinks where the job's output used to go, or reads its log: the
+  job writes only its 0600 log (and a node-local one in a folder of its own);
 - another student (another unix user on the same node) connects straight to a student's
   backend and wrapper ports, or reads their token from /proc: refused. Of the student's
   processes only the wrapper (which demands Hub auth) and Slurm's own srun listen beyond
@@ -17,6 +19,8 @@ Shares the site of tests/test_faults_slurm.py.
 import asyncio
 import os
 import pwd
+import subprocess
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -26,7 +30,7 @@ from helpers.client import connect
 from helpers.users import ensure_user, remove_user
 from test_attacks_local import assert_refused, cmdline, environ, listening, probe_as
 from test_faults_slurm import (ALICE, BOB, STUDENTS, ensure_session, fault_site,  # noqa: F401
-                               live_jobs)
+                               job_of, live_jobs)
 from test_slurm_hub import post_form
 
 PWNED = "/tmp/carta-hub-attack-pwned"
@@ -145,6 +149,38 @@ def test_privileged_or_unmapped_identity_gets_no_job(fault_site, slurm, name, me
     assert site.submissions() == submitted and live_jobs(slurm) == jobs
     assert not hub.server(name)
     assert not [u for _, (_, u) in slurm.jobs().items() if u in (name, "root", "daemon")]
+
+
+def test_job_logs_are_private_and_unpredictable(fault_site, slurm):  # noqa: F811
+    """Another student can neither read the job's log nor make the job write where they
+    choose: Slurm's own output was a predictable file on the node (opened by slurmstepd as the
+    student, following symlinks, truncating); the job log is 0600 (the Hub's umask was 022)."""
+    site = fault_site
+    if site.hub.server(ALICE):
+        site.hub.stop_server(ALICE)
+    alice = pwd.getpwnam(ALICE)
+    keep = Path(alice.pw_dir) / "keep.txt"
+    keep.write_text("alice's file\n")
+    os.chown(keep, alice.pw_uid, alice.pw_gid)
+    # bob learns the next job ids (Slurm counts up) and plants symlinks to alice's file where
+    # her job's output used to go
+    first = int(slurm.submit("#!/bin/sh\n#SBATCH --output=/dev/null --chdir=/tmp\ntrue\n", BOB))
+    planted = [Path(f"/tmp/carta-hub-{ALICE}-{first + i}.log") for i in range(1, 6)]
+    for path in planted:
+        subprocess.run(["sudo", "-u", BOB, "ln", "-s", str(keep), str(path)], check=True)
+    try:
+        ensure_session(site, ALICE)
+        job = job_of(slurm, ALICE)
+        assert int(job) <= first + len(planted)
+        assert keep.read_text() == "alice's file\n"
+        assert all(path.is_symlink() for path in planted)
+        log = Path(alice.pw_dir) / f".carta-hub-slurm-{job}.log"
+        assert "carta-hub: job" in log.read_text()
+        assert (log.stat().st_uid, oct(log.stat().st_mode)) == (alice.pw_uid, oct(0o100600))
+    finally:
+        for path in planted:
+            path.unlink(missing_ok=True)
+        keep.unlink()
 
 
 def alice_session_processes():

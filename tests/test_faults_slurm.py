@@ -11,7 +11,8 @@ the stand-in backend ``carta-standin`` (NOT CARTA) run bare in the job:
 6. a backend that never listens, or a job that never starts its server: the spawn fails before
    the Hub's start_timeout with the job's log tail, and no job is left;
 7. a read-only or a full home, with the job log in it (the default ``log_path``): CARTA starts,
-   and the job's log, kept on the node instead, carries the warnings.
+   and the job's log, kept on the node instead (in a private folder mktemp made), carries the
+   warnings.
 
 Measured times go to ``test-artifacts/fault-times.json`` (quoted in docs/operations.md).
 The site (Hub user, group, sudo rule, students) is shared with tests/test_attacks_slurm.py.
@@ -459,11 +460,23 @@ def test_unwritable_home_carta_starts_with_a_warning(fault_site, slurm, how):  #
         assert session.get(prefs).status_code == 200
         assert session.put(prefs, json={"colormap": "magma"}).status_code >= 400
         shared_log = home / f".carta-hub-slurm-{job}.log"
-        node_log = Path(f"/tmp/carta-hub-{CAROL}-{job}.log")
+        node_log = private_node_log(job, CAROL)
         text = node_log.read_text()
         assert f"cannot write the job log {shared_log}" in text, text
+        assert f"this log stays on {os.uname().nodename} in {node_log}\n" in text, text
         assert f"Home folder {home} is {'not writable' if how == 'read-only' else 'full'}" \
             in text, text
         assert not shared_log.exists() or shared_log.stat().st_size == 0
         site.hub.stop_server(CAROL)
-    node_log.unlink()
+    shutil.rmtree(node_log.parent)
+
+
+def private_node_log(job, name):
+    """The job's node-local log: in a folder of its own that mktemp made (0700, random
+    name), readable by ``name`` alone."""
+    (folder,) = Path("/tmp").glob(f"carta-hub-{job}.??????????")
+    log = folder / "job.log"
+    uid = pwd.getpwnam(name).pw_uid
+    assert (folder.lstat().st_uid, oct(folder.lstat().st_mode)) == (uid, oct(0o40700))
+    assert (log.lstat().st_uid, oct(log.lstat().st_mode)) == (uid, oct(0o100600))
+    return log

@@ -2,6 +2,7 @@
 configuration renders (the exact container command), forged choices refused before anything
 runs, squeue failures."""
 
+import os
 import shlex
 from pathlib import Path
 
@@ -83,11 +84,24 @@ async def test_apptainer_command_with_gpu(make_spawner):
     for line in ("#SBATCH --partition=gpu", "#SBATCH --cpus-per-task=4", "#SBATCH --mem=16G",
                  "#SBATCH --gres=gpu:1", "#SBATCH --time=8:00:00", "#SBATCH --account=astro",
                  "#SBATCH --qos=teaching", "#SBATCH --job-name=carta",
-                 "#SBATCH --output=/tmp/carta-hub-%u-%j.log",
+                 "#SBATCH --output=/dev/null",
                  'log=/ceph/home/alice/.carta-hub-slurm-"${SLURM_JOB_ID}".log',
                  "#SBATCH --chdir=/ceph/home/alice", "module load apptainer/1.3"):
         assert line in script.splitlines()
     assert script.startswith("#!/bin/bash\n")
+    # the first command, before anything writes a file
+    assert next(ln for ln in script.splitlines() if ln and not ln.startswith("#")) == "umask 077"
+
+
+async def test_commands_run_with_a_private_umask(make_spawner, tmp_path):
+    """sbatch hands its umask to the job (Slurm creates the job's --output file with it):
+    the Hub's commands run under umask 077, whatever the Hub's own umask."""
+    spawner = make_spawner(exec_prefix="")
+    old = os.umask(0o022)
+    try:
+        assert await spawner.run_command("umask") == "0077"
+    finally:
+        os.umask(old)
 
 
 async def test_defaults_without_gpu_and_lab_mode(make_spawner):
