@@ -8,7 +8,7 @@ from jupyter_server_proxy.handlers import SuperviseAndProxyHandler
 from tornado import web
 from tornado.escape import xhtml_escape
 
-from .backend import BackendNotFound
+from .backend import LOOPBACK, BackendNotFound
 from .process import BackendFailed
 from .tunnel import tunnel
 
@@ -88,6 +88,11 @@ class CartaProxyHandler(SuperviseAndProxyHandler):
     async def proxy(self, port, path):
         await self.ensure_process()
         return await super().proxy(self.port, path)
+
+    def get_client_uri(self, protocol, host, port, proxied_path):
+        # jupyter-server-proxy passes "localhost", which resolves to ::1 first where
+        # /etc/hosts says so: any local user listening on [::1]:port would get the token.
+        return super().get_client_uri(protocol, LOOPBACK, port, proxied_path)
 
     def get_request_headers_override(self):
         return {"carta-auth-token": self.backend.token}

@@ -1,35 +1,33 @@
-"""The ``carta`` jupyter-server-proxy entry point: the JupyterLab launcher tile.
+"""The ``carta`` jupyter-server-proxy entry point: the JupyterLab launcher tile only.
 
-Requests to ``/carta/`` are served by the :mod:`carta_hub.lab` server extension (it loads
-before jupyter-server-proxy). The process definition below is jupyter-server-proxy's stock
-fallback for a server where that extension is disabled.
+Requests to ``/carta/`` are served by the :mod:`carta_hub.lab` server extension. The entry
+defines no process: jupyter-server-proxy's own handler would reach the backend at
+``localhost``, which resolves to ``::1`` first on most systems, where any local user may
+listen and receive the backend's token.
 """
 
 import os
-
-from traitlets.config import Config
-
-from .backend import CartaBackend
-from .handlers import rewrite_config
+import warnings
 
 ICON = os.path.join(os.path.dirname(__file__), "static", "carta.svg")
+EXTENSION = "carta_hub.lab"
+
+# An entry without command or port is what we mean (a tile, no route): not worth a warning.
+warnings.filterwarnings("ignore", "Server proxy carta does not have a command", UserWarning)
 
 
-def _server_config():
+def _warn_if_extension_disabled():
     from jupyter_server.serverapp import ServerApp
 
-    return ServerApp.instance().config if ServerApp.initialized() else Config()
+    if ServerApp.initialized() and not ServerApp.instance().jpserver_extensions.get(EXTENSION):
+        ServerApp.instance().log.warning(
+            "carta-hub: the CARTA tile needs the %s server extension, which is disabled; "
+            "enable it with: jupyter server extension enable %s", EXTENSION, EXTENSION)
 
 
-def setup_carta():
-    backend = CartaBackend(config=_server_config())
-    token = backend.new_token()
+def setup_carta() -> dict:
+    _warn_if_extension_disabled()
     return {
-        "command": lambda port: backend.command(port),
-        "environment": backend.environment(token),
-        "request_headers_override": {"carta-auth-token": token},
-        "rewrite_response": rewrite_config,
-        "timeout": backend.start_timeout,
         "new_browser_tab": True,
         "launcher_entry": {"title": "CARTA", "icon_path": ICON},
     }

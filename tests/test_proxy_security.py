@@ -1,0 +1,154 @@
+"""The proxy in front of a user's backend (CARTA-only servers behind a real Hub +
+configurable-http-proxy, stand-in backend ``carta-standin``, NOT CARTA): where it connects,
+what it forwards, and what it refuses."""
+
+import asyncio
+import contextlib
+import os
+import pwd
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers.carta import file_list, register
+from helpers.client import connect, open_carta
+from helpers.hub import FRONTEND, SAME_USER_CARTA, VENV_BIN
+from helpers.jupyter import start_jupyter
+from helpers.ports import wait_for
+
+from carta_hub.standin.icd import EventType
+
+STUDENT = "student"
+
+# Where /etc/hosts lists ::1 first (Debian, Ubuntu, RHEL; what Apptainer binds), "localhost"
+# resolves to ::1 first. The CARTA-only server runs in its own mount namespace (an
+# unprivileged user namespace: the Hub's user cannot mount otherwise) with such a hosts file.
+IPV6_FIRST_HOSTS = "::1 localhost\n127.0.0.1 localhost\n"
+IN_NAMESPACE = """#!/bin/sh
+exec unshare --user --map-current-user --keep-caps --mount -- \\
+    sh -c 'mount --bind "$0" /etc/hosts && exec "$1" "$@"' {hosts} {server} "$@"
+"""
+
+# Run as another unix user: listens on [::1]:PORT and prints what each connection sends.
+LISTENER = r'''
+import socket, sys
+s = socket.socket(socket.AF_INET6)
+s.bind(("::1", int(sys.argv[1])))
+s.listen(16)
+print("listening", flush=True)
+while True:
+    conn, _ = s.accept()
+    conn.settimeout(2)
+    try:
+        print(repr(conn.recv(65536)[:300]), flush=True)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nattacker")
+    except OSError:
+        pass
+    conn.close()
+'''
+
+
+def backend_pid(home):
+    """The PID of the carta-standin whose HOME is ``home``, or None."""
+    home = str(home).encode()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(a.endswith(b"/carta-standin") for a in argv[:2]) and b"HOME=" + home in env:
+            return int(pid)
+    return None
+
+
+def backend_port(hub, name):
+    home = hub.workdir / "homes" / name
+    pid = wait_for(lambda: backend_pid(home), 20, f"{name}'s backend")
+    out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout
+    (port,) = [int(line.split()[3].rsplit(":", 1)[1]) for line in out.splitlines()
+               if f"pid={pid}," in line]
+    return pid, port
+
+
+@contextlib.contextmanager
+def listener_as(user, port, folder):
+    """Run :data:`LISTENER` as unix ``user`` on [::1]:``port``; yields a list that holds,
+    after the block, what it received (one entry per connection)."""
+    script = Path(folder) / "carta-ipv6-listener.py"
+    script.write_text(LISTENER)
+    script.chmod(0o644)
+    gid = pwd.getpwnam(user).pw_gid
+    proc = subprocess.Popen(["setpriv", f"--reuid={user}", f"--regid={gid}", "--clear-groups",
+                             "--", sys.executable, str(script), str(port)],
+                            stdout=subprocess.PIPE, text=True, cwd="/")
+    heard = []
+    try:
+        assert proc.stdout.readline().strip() == "listening"
+        yield heard
+    finally:
+        proc.kill()
+        heard += proc.communicate()[0].splitlines()
+
+
+async def handshake(hub, session, name):
+    async with connect(hub, session, name) as ws:
+        event, _, _, ack = await register(ws)
+        assert event == EventType.REGISTER_VIEWER_ACK and ack.success
+        event, _, _, listing = await file_list(ws)
+        return event == EventType.FILE_LIST_RESPONSE and listing.success
+
+
+@pytest.fixture(scope="module")
+def ipv6_first_hub(hub_factory, open_tmp):
+    hosts = open_tmp / "hosts"
+    hosts.write_text(IPV6_FIRST_HOSTS)
+    wrapper = open_tmp / "carta-hub-singleuser-in-namespace"
+    wrapper.write_text(IN_NAMESPACE.format(hosts=hosts,
+                                           server=VENV_BIN / "carta-hub-singleuser"))
+    wrapper.chmod(0o755)
+    hub = hub_factory(SAME_USER_CARTA + f'\nc.SameUserCartaSpawner.cmd = ["{wrapper}"]\n')
+    hub.start_server(STUDENT)
+    return hub
+
+
+def test_backend_http_goes_to_127_0_0_1_even_where_localhost_is_ipv6(ipv6_first_hub, open_tmp):
+    """Another local user listening on [::1]:PORT gets neither the token nor the page."""
+    hub = ipv6_first_hub
+    pid, port = backend_port(hub, STUDENT)
+    # the setup is effective: the server's (and backend's) resolver reads ::1 first
+    assert Path(f"/proc/{pid}/root/etc/hosts").read_text() == IPV6_FIRST_HOSTS
+    with listener_as("nobody", port, open_tmp) as heard:
+        session = hub.login(STUDENT)
+        page = open_carta(hub, session, STUDENT)
+        config = session.get(hub.user_url(STUDENT, "config"))
+        prefs = session.put(hub.user_url(STUDENT, "api/database/preferences"),
+                            json={"colormap": "viridis"}, headers={"Origin": hub.url})
+        websocket_works = asyncio.run(handshake(hub, session, STUDENT))
+    assert heard == [], heard
+    assert page.status_code == 200 and "<title>CARTA</title>" in page.text
+    assert config.json()["apiAddress"] == f"/user/{STUDENT}/api"
+    assert prefs.status_code == 200 and prefs.json() == {"success": True}
+    assert websocket_works
+
+
+def test_tile_without_the_carta_extension_starts_and_proxies_nothing(open_tmp, hub_unix_user):
+    """With carta_hub.lab disabled, /carta/ is not served by jupyter-server-proxy's own
+    handler (it would reach the backend at localhost); the tile stays, the log says why."""
+    home = open_tmp / "no-extension"
+    home.mkdir()
+    subprocess.run(["chown", hub_unix_user.pw_name, str(home)], check=True)
+    server = start_jupyter(home, "/user/no-extension/", user=hub_unix_user.pw_name, args=[
+        '--ServerApp.jpserver_extensions={"carta_hub.lab": False}',
+        f"--CartaBackend.executable={VENV_BIN / 'carta-standin'}",
+        f"--CartaBackend.frontend_folder={FRONTEND}"])
+    try:
+        info = server.get("server-proxy/servers-info").json()
+        assert "carta" in [s["name"] for s in info["server_processes"]]
+        page = server.get("carta/", timeout=60)
+        assert page.status_code == 404 and "<title>CARTA</title>" not in page.text
+        assert backend_pid(home) is None
+        assert "jupyter server extension enable carta_hub.lab" in server.log()
+    finally:
+        server.stop()
