@@ -10,7 +10,7 @@ from tornado.escape import xhtml_escape
 
 from .backend import LOOPBACK, BackendNotFound
 from .process import BackendFailed
-from .tunnel import tunnel
+from .tunnel import request_target, tunnel
 
 
 def rewrite_config(response, request, path):
@@ -116,10 +116,13 @@ class CartaProxyHandler(SuperviseAndProxyHandler):
             raise web.HTTPError(403, "Log in to the Hub first")
         if not self._same_origin():
             raise web.HTTPError(403, "Cross-origin websocket refused")
+        target = request_target("/" + path, self.request.query)
+        if target is None:
+            raise web.HTTPError(400, "The websocket URL holds a space, a control character or "
+                                "a non-ASCII character: open CARTA from its usual link")
         await self.ensure_process()
         self._record_activity()
-        await tunnel(self, self.backend.port, self.backend.token, "/" + path,
-                     self._record_activity)
+        await tunnel(self, self.backend.port, self.backend.token, target, self._record_activity)
 
     def _same_origin(self):
         """Refuse websockets opened by other sites with the user's cookies."""

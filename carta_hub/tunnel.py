@@ -8,6 +8,7 @@ decoding, so no size cap and little overhead.
 import asyncio
 import concurrent.futures
 import mmap
+import re
 import socket
 import threading
 
@@ -18,11 +19,21 @@ from .backend import LOOPBACK
 CHUNK = 1 << 20  # bytes per recv: larger reads, fewer system calls per byte
 # Headers never forwarded to the backend: the Hub's credentials, and hop-by-hop ones we set.
 DROPPED = {"cookie", "authorization", "host", "x-xsrftoken"}
+# What may stand in the backend's request line: visible ASCII. The path comes URL-decoded (a
+# %0d%0a in the browser's URL is a CR LF here) and would otherwise inject headers.
+TARGET = re.compile(r"[!-~]+")
 
 
-def upgrade_request(path, query, headers, port, token):
-    """The upgrade request as the backend should see it."""
+def request_target(path: str, query: str) -> str | None:
+    """``path?query`` for the backend's request line; None if it holds a space, a control
+    or a non-ASCII character."""
     target = path + ("?" + query if query else "")
+    return target if TARGET.fullmatch(target) else None
+
+
+def upgrade_request(target, headers, port, token):
+    """The upgrade request as the backend should see it (``target``: from
+    :func:`request_target`)."""
     lines = [f"GET {target} HTTP/1.1", f"Host: {LOOPBACK}:{port}"]
     lines += [f"{k}: {v}" for k, v in headers.get_all() if k.lower() not in DROPPED]
     lines.append(f"carta-auth-token: {token}")
@@ -155,7 +166,7 @@ async def _copy(src, dst, observe):
         dst.close()
 
 
-async def tunnel(handler, port, token, path, on_interaction):
+async def tunnel(handler, port, token, target, on_interaction):
     """Connect ``handler``'s upgrade request to the backend on ``port`` and relay bytes.
 
     ``on_interaction`` is called from the browser-to-backend thread (or, over TLS, the event
@@ -167,7 +178,7 @@ async def tunnel(handler, port, token, path, on_interaction):
         backend.setblocking(False)
         await loop.sock_connect(backend, (LOOPBACK, port))
         await loop.sock_sendall(
-            backend, upgrade_request(path, request.query, request.headers, port, token))
+            backend, upgrade_request(target, request.headers, port, token))
         stream = handler.detach()
         relay = _relay_streams if isinstance(stream, iostream.SSLIOStream) else _relay_sockets
         await relay(stream, backend, ClientFrames(on_interaction).feed)

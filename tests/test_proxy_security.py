@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import websockets
 from helpers.carta import file_list, register
 from helpers.client import connect, open_carta
 from helpers.hub import FRONTEND, SAME_USER_CARTA, VENV_BIN
@@ -152,3 +153,33 @@ def test_tile_without_the_carta_extension_starts_and_proxies_nothing(open_tmp, h
         assert "jupyter server extension enable carta_hub.lab" in server.log()
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def hub(hub_factory):
+    hub = hub_factory(SAME_USER_CARTA)
+    hub.start_server(STUDENT)
+    return hub
+
+
+@pytest.fixture(scope="module")
+def student(hub):
+    """The student's browser session, logged in to the Hub and to their server."""
+    session = hub.login(STUDENT)
+    assert "<title>CARTA</title>" in open_carta(hub, session, STUDENT).text
+    return session
+
+
+# A URL-encoded CR LF in the websocket's path: decoded, it would end the backend's request
+# line early and add a header of the URL's choosing.
+INJECTION = "%20HTTP/1.1%0d%0aX-Forwarded-For:%20forged%0d%0aX-Pad:"
+
+
+@pytest.mark.parametrize("path", [INJECTION, "a%00b", "a%09b", "a%7fb", "%C3%A9"])
+async def test_control_characters_in_the_websocket_path_are_refused(hub, student, path):
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with connect(hub, student, STUDENT, path):
+            pass
+    assert refused.value.response.status_code == 400
+    assert b"open CARTA from its usual link" in refused.value.response.body
+    assert await handshake(hub, student, STUDENT)  # the usual websocket still works
