@@ -150,8 +150,11 @@ class CartaBackend(Configurable):
             "--exit_timeout", str(self.exit_timeout),
             "--initial_timeout", str(self.initial_timeout),
             "--verbosity", str(self.verbosity),
-            # ~/.carta/backend.json could set debug_no_auth and open the port to everyone
-            "--no_user_config",
+            # /etc/carta/backend.json and ~/.carta/backend.json override every setting not
+            # on this command line (src/Main/ProgramSettings.cc, ApplyJSONSettings), e.g.
+            # http_url_prefix or no_frontend (CARTA then answers 404), or starting_folder
+            # (even over the positional folder below); both flags exist since CARTA 3.0
+            "--no_user_config", "--no_system_config",
         ]
         if not self.write_log_file:
             cmd.append("--no_log")

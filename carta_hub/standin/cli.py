@@ -52,6 +52,15 @@ OPTIONS = {
 }
 
 
+# Keys a backend.json may set, as carta_backend's (src/Main/ProgramSettings.h, the int, bool,
+# string and port key maps): not debug_no_auth; starting_folder is a key without a flag.
+CONFIG_KEYS = {"verbosity", "omp_threads", "exit_timeout", "initial_timeout", "idle_timeout",
+               "no_log", "log_performance", "log_protocol_messages", "no_http", "no_browser",
+               "read_only_mode", "enable_scripting", "no_frontend", "no_database",
+               "no_runtime_config", "host", "top_level_folder", "starting_folder",
+               "frontend_folder", "browser", "http_url_prefix", "port"}
+
+
 class StartupError(Exception):
     """Logged as critical; the process exits 1."""
 
@@ -92,9 +101,9 @@ def _config_file_settings(path):
         return {}
     valid = {}
     for key, value in settings.items() if isinstance(settings, dict) else ():
-        if key not in OPTIONS:
+        if key not in CONFIG_KEYS:
             continue  # carta_backend ignores unknown keys
-        kind = OPTIONS[key][0]
+        kind = str if key == "starting_folder" else OPTIONS[key][0]
         try:
             if kind == "ports":
                 value = port_range(",".join(map(str, value)) if isinstance(value, list) else value)
@@ -108,7 +117,9 @@ def _config_file_settings(path):
 
 
 def parse_settings(argv, home):
-    """Command line over ~/.carta/backend.json over /etc/carta/backend.json."""
+    """Command line over ~/.carta/backend.json over /etc/carta/backend.json, as
+    carta_backend's ProgramSettings::ApplyJSONSettings (src/Main/ProgramSettings.cc); a
+    ``starting_folder`` key wins even over the positional folder (no flag sets it)."""
     parser = build_parser()
     args = parser.parse_intermixed_args(argv)
     defaults = {}
@@ -117,9 +128,11 @@ def parse_settings(argv, home):
     user_config = os.path.join(home, ".carta", "backend.json")
     if not args.no_user_config and os.path.exists(user_config):
         defaults.update(_config_file_settings(user_config))
+    starting_folder = defaults.pop("starting_folder", None)
     if defaults:
         parser.set_defaults(**defaults)
         args = parser.parse_intermixed_args(argv)
+    args.starting_folder = starting_folder
     if args.no_http:
         args.no_frontend = args.no_database = True
     return args
@@ -153,6 +166,7 @@ def check_folders(args):
         if not os.path.exists(path):
             raise StartupError(f"Starting folder {path} does not exist. Exiting carta.")
         log.warning(f"carta-standin cannot open files; ignoring {path}")
+    starting = args.starting_folder or starting
     if _usable_folder(starting):
         starting = os.path.realpath(starting)
     else:
