@@ -131,6 +131,11 @@ class CartaSingleUserApp(Application):
         return True
 
     async def serve(self):
+        try:
+            ssl_context = hubapi.server_ssl_context()
+        except hubapi.SSLConfigError as e:
+            self.log.error("%s", e)
+            return 1
         self.stopped = asyncio.Event()
         self.backend = BackendProcess(CartaBackend(parent=self), self.log, self.session_ended)
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -143,13 +148,7 @@ class CartaSingleUserApp(Application):
             stopping.cancel()
             await self.backend.stop()
             return 0 if self.stopped.is_set() else 1
-        app = self.make_app(self.backend)
-        server = httpserver.HTTPServer(app, xheaders=True)
-        sockets = netutil.bind_sockets(0 if self.report_port else self.port, self.ip or None)
-        server.add_sockets(sockets)
-        port = sockets[0].getsockname()[1]
-        self.log.info("CARTA for %s at http://%s:%d%s", os.environ.get("JUPYTERHUB_USER", "?"),
-                      self.ip or "*", port, self.base_url)
+        server, port = self._listen(ssl_context)
         code = 0
         if self.report_port and not await self._report(port):
             code = 1
@@ -159,6 +158,18 @@ class CartaSingleUserApp(Application):
         server.stop()
         await self.backend.stop()
         return code
+
+    def _listen(self, ssl_context):
+        """Serve on the configured (or, to report, a free) port; with JupyterHub's
+        internal_ssl only TLS with a client certificate of the internal CA is accepted."""
+        app = self.make_app(self.backend)
+        server = httpserver.HTTPServer(app, xheaders=True, ssl_options=ssl_context)
+        sockets = netutil.bind_sockets(0 if self.report_port else self.port, self.ip or None)
+        server.add_sockets(sockets)
+        port = sockets[0].getsockname()[1]
+        self.log.info("CARTA for %s at %s://%s:%d%s", os.environ.get("JUPYTERHUB_USER", "?"),
+                      "https" if ssl_context else "http", self.ip or "*", port, self.base_url)
+        return server, port
 
     async def _report(self, port):
         url = url_path_join(os.environ.get("JUPYTERHUB_API_URL", ""), "batchspawner")

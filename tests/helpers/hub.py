@@ -30,12 +30,18 @@ ISOLATION = """
 c.JupyterHub.bind_url = "http://127.0.0.1:{proxy_port}"
 c.JupyterHub.hub_ip = "127.0.0.1"
 c.JupyterHub.hub_port = {hub_port}
-c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{api_port}"
+c.ConfigurableHTTPProxy.api_url = "{api_scheme}://127.0.0.1:{api_port}"
 c.ConfigurableHTTPProxy.command = ["{chp}"]
 c.ConfigurableHTTPProxy.pid_file = "{workdir}/proxy.pid"
 c.JupyterHub.db_url = "sqlite:///{workdir}/jupyterhub.sqlite"
 c.JupyterHub.cookie_secret_file = "{workdir}/cookie_secret"
 c.JupyterHub.pid_file = "{workdir}/hub.pid"
+"""
+# JupyterHub's internal_ssl: TLS with client certificates between the Hub, CHP's API, CHP's
+# targets and the servers (the browser's side of CHP stays plain HTTP).
+INTERNAL_SSL = """
+c.JupyterHub.internal_ssl = True
+c.JupyterHub.internal_certs_location = "{workdir}/certs"
 """
 BASE_CONFIG = """
 c.JupyterHub.log_level = "DEBUG"
@@ -66,11 +72,18 @@ c.SameUserCartaSpawner.home_dir_template = "{workdir}/homes/{username}"
 
 
 class Hub:
-    def __init__(self, workdir, proc, ports, api_token, password):
+    def __init__(self, workdir, proc, ports, api_token, password, internal_ssl=False):
         self.workdir = Path(workdir)
         self.proc = proc
         self.url = f"http://127.0.0.1:{ports['proxy_port']}"
-        self.proxy_api = f"http://127.0.0.1:{ports['api_port']}"  # CHP's own API
+        scheme = "https" if internal_ssl else "http"
+        self.proxy_api = f"{scheme}://127.0.0.1:{ports['api_port']}"  # CHP's own API
+        # requests' options for CHP's API: under internal_ssl, the Hub's own client certificate
+        certs = self.workdir / "certs"
+        self.proxy_api_tls = {} if not internal_ssl else {
+            "cert": (str(certs / "hub-internal" / "hub-internal.crt"),
+                     str(certs / "hub-internal" / "hub-internal.key")),
+            "verify": str(certs / "hub-ca_trust.crt")}
         self.api_token = api_token
         self.password = password
 
@@ -161,16 +174,20 @@ def _alive(pid):
     return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
 
-def start_hub(workdir, config="", user=None, env=None):
+def start_hub(workdir, config="", user=None, env=None, internal_ssl=False):
     """Start a Hub in ``workdir`` with ``config`` appended to the base settings.
 
     ``user``: run the Hub as this unix user (it must own ``workdir``); default: the caller.
+    ``internal_ssl``: with JupyterHub's internal_ssl (certificates in ``workdir/certs``).
     """
     workdir = Path(workdir)
     ports = {k: free_port() for k in ("proxy_port", "hub_port", "api_port")}
     api_token, password = secrets.token_hex(16), secrets.token_hex(8)
     values = dict(workdir=workdir, chp=CHP, api_token=api_token, password=password,
-                  venv_bin=VENV_BIN, frontend=FRONTEND, **ports)
+                  venv_bin=VENV_BIN, frontend=FRONTEND,
+                  api_scheme="https" if internal_ssl else "http", **ports)
+    if internal_ssl:
+        config += INTERNAL_SSL.format(**values)
     text = BASE_CONFIG.format(**values) + "\n" + config + "\n" + ISOLATION.format(**values)
     (workdir / "jupyterhub_config.py").write_text(text)
     cmd = [str(VENV_BIN / "jupyterhub"), "-f", str(workdir / "jupyterhub_config.py")]
@@ -180,7 +197,7 @@ def start_hub(workdir, config="", user=None, env=None):
                 "CONFIGPROXY_AUTH_TOKEN": secrets.token_hex(16), **(env or {})}
     log = open(workdir / "hub.log", "wb")
     proc = subprocess.Popen(cmd, cwd=workdir, env=full_env, stdout=log, stderr=subprocess.STDOUT)
-    hub = Hub(workdir, proc, ports, api_token, password)
+    hub = Hub(workdir, proc, ports, api_token, password, internal_ssl)
     try:
         wait_for(lambda: _hub_up(hub), 60, "JupyterHub to answer")
     except Exception:
