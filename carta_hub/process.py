@@ -9,13 +9,19 @@ import os
 import re
 import signal
 import socket
+import sys
 
 from .backend import LOOPBACK
 
-LISTENING = re.compile(r"Listening on port (\d+)")
+# carta_backend logs this at error level (src/Session/SessionManager.cc, Listen), shown at
+# verbosity >= 2; its exit then follows with code 0 (src/Main/Main.cc, main).
 PORT_BUSY = re.compile(r"Could not listen on port (\d+)")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 PORT_ATTEMPTS = 5
+POLL_SECONDS = 0.05
+LISTEN_STATE = "0A"  # TCP_LISTEN in /proc/net/tcp
+# 127.0.0.1 as /proc/net/tcp prints it: the address's bytes read as a native-endian integer
+LOOPBACK_HEX = f"{int.from_bytes(socket.inet_aton(LOOPBACK), sys.byteorder):08X}"
 
 
 class BackendFailed(RuntimeError):
@@ -46,6 +52,67 @@ def _exited(pid):
         return False
 
 
+def _listeners(port):
+    """``(address, uid, inode)`` of the TCP sockets listening on ``port`` in this network
+    namespace (the one our connections to 127.0.0.1 go through), of any user."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = [line.split() for line in f.readlines()[1:]]
+        except OSError:
+            continue
+        for row in rows:
+            address, port_hex = row[1].rsplit(":", 1)
+            if row[3] == LISTEN_STATE and int(port_hex, 16) == port:
+                found.append((address, int(row[7]), row[9]))
+    return found
+
+
+def _socket_inodes(pid):
+    """Inodes of the sockets ``pid`` and its descendants hold; None when some cannot be read
+    (e.g. a setuid container runtime in between)."""
+    inodes, pids = set(), [pid]
+    while pids:
+        current = pids.pop()
+        try:
+            fds = os.listdir(f"/proc/{current}/fd")
+            tasks = os.listdir(f"/proc/{current}/task")
+        except PermissionError:
+            return None
+        except FileNotFoundError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/{current}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+        for task in tasks:
+            try:
+                with open(f"/proc/{current}/task/{task}/children") as f:
+                    pids += [int(child) for child in f.read().split()]
+            except OSError:
+                continue
+    return inodes
+
+
+def listening(pid, port):
+    """The backend ``pid`` (or a process it started) listens on 127.0.0.1:``port``.
+
+    Not a connect: another user may bind the port before the backend does (the backend then
+    exits), and a connect would reach their listener. The socket must be the backend's own;
+    where its descriptors cannot be read, one of this user's sockets."""
+    ours = [(uid, inode) for address, uid, inode in _listeners(port) if address == LOOPBACK_HEX]
+    if not ours:
+        return False
+    inodes = _socket_inodes(pid)
+    if inodes is None:
+        return any(uid == os.geteuid() for uid, _ in ours)
+    return any(inode in inodes for _, inode in ours)
+
+
 def warn_unwritable_home(log):
     """CARTA runs from a full or read-only home (the wrapper keeps its log, the backend gets
     --no_log), but it cannot save preferences, layouts or snippets there: say so."""
@@ -62,6 +129,15 @@ def warn_unwritable_home(log):
                 "snippets (%s)", home, problem, target)
 
 
+class _Launch:
+    """One start of the backend on ``port``, as its output and exit tell."""
+
+    def __init__(self, proc, port):
+        self.proc, self.port = proc, port
+        self.busy = False
+        self.exit_code = None
+
+
 class BackendProcess:
     """The backend of one server. ``ensure_running()`` starts it when needed."""
 
@@ -73,6 +149,7 @@ class BackendProcess:
         self.token = None
         self.proc = None
         self.tail = collections.deque(maxlen=40)
+        self._serving = None  # the process that listened (its exit ends the session)
         self._lock = asyncio.Lock()
         self._home_checked = False
 
@@ -113,31 +190,41 @@ class BackendProcess:
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             preexec_fn=_die_with_parent,
         )
-        ready = asyncio.get_running_loop().create_future()
-        asyncio.ensure_future(self._follow(self.proc, ready))
+        launch = _Launch(self.proc, port)
+        asyncio.ensure_future(self._follow(launch))
         try:
-            return await asyncio.wait_for(ready, self.backend.start_timeout)
+            return await asyncio.wait_for(self._outcome(launch), self.backend.start_timeout)
         except asyncio.TimeoutError:
             await self._kill()
             return f"did not listen within {self.backend.start_timeout} s"
 
-    async def _follow(self, proc, ready):
-        """Log the backend's output, resolve ``ready`` from it, then report the exit."""
+    async def _outcome(self, launch):
+        """"listening", "busy" or why the backend failed: whatever happens first."""
+        while True:
+            if launch.busy:
+                return "busy"
+            if launch.exit_code is not None:
+                # at verbosity < 2 a taken port shows only as an exit with code 0
+                if launch.exit_code == 0 and _listeners(launch.port):
+                    return "busy"
+                return f"exited with code {launch.exit_code}"
+            if listening(launch.proc.pid, launch.port):
+                self._serving = launch.proc
+                return "listening"
+            await asyncio.sleep(POLL_SECONDS)
+
+    async def _follow(self, launch):
+        """Log the backend's output, note a busy port in it, then report the exit."""
+        proc = launch.proc
         async for raw in proc.stdout:
             line = ANSI.sub("", raw.decode(errors="replace")).rstrip()
             self.tail.append(line)
             self.log.info("[carta_backend] %s", line)
-            if not ready.done():
-                if LISTENING.search(line):
-                    ready.set_result("listening")
-                elif PORT_BUSY.search(line):
-                    ready.set_result("busy")
-        code = await proc.wait()
-        if not ready.done():
-            ready.set_result(f"exited with code {code}")
+            launch.busy = launch.busy or bool(PORT_BUSY.search(line))
+        launch.exit_code = code = await proc.wait()
         self.log.log(logging.INFO if code == 0 else logging.WARNING,
                      "CARTA backend exited with code %s", code)
-        if self.on_exit and proc is self.proc and ready.result() == "listening":
+        if self.on_exit and proc is self.proc and proc is self._serving:
             self.on_exit(code)
 
     def _failure_message(self, outcome):

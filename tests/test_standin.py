@@ -193,6 +193,26 @@ def test_busy_port_is_logged_and_not_fatal(tmp_path):
     assert f"Could not listen on port {port}!" in backend.output
 
 
+@pytest.mark.parametrize("verbosity", [1, 3])
+def test_quiet_verbosity_hides_the_startup_lines(tmp_path, verbosity):
+    """Like carta_backend (src/Logger/Logger.cc, InitLogger): below verbosity 4 neither
+    "Listening on port" nor "CARTA is accessible at" (info) is printed; it listens all the same."""
+    (tmp_path / "index.html").write_text("<html></html>")
+    with running_standin(tmp_path / "home", "--verbosity", verbosity, "--frontend_folder",
+                         tmp_path, wait=False) as backend:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                status, _ = http(backend, "GET", f"/api/database/preferences?token={TOKEN}")
+                break
+            except (ConnectionError, urllib.error.URLError):
+                assert time.monotonic() < deadline, backend.output
+                time.sleep(0.1)
+        assert status == 200
+        assert "Listening on port" not in backend.output
+        assert "CARTA is accessible at" not in backend.output
+
+
 @pytest.mark.parametrize("args, message", [
     (["/does/not/exist"], "does not exist"),
     (["--top_level_folder", "/does/not/exist"], "Invalid top level directory"),

@@ -1,7 +1,11 @@
-"""Log lines in carta_backend's spdlog format: ``[UTC time] [CARTA] [level] text``.
+"""Log lines in carta_backend's spdlog format: ``[UTC time] [CARTA] [level] text``
+(``CARTA_LOGGER_PATTERN``; in the file ``CARTA_FILE_LOGGER_PATTERN``, without ``[CARTA]``).
 
-Lines go to stdout (level coloured with ANSI codes, as spdlog does even into a pipe) and,
-unless disabled, to ``~/.carta/log/carta.log`` without colours. Every line is flushed at once.
+As carta_backend's ``carta_sink`` (src/Logger/Logger.h): lines below error level go to stdout,
+error and critical to stderr, the level coloured with ANSI codes even into a pipe, every line
+flushed at once; unless disabled, also to ``~/.carta/log/carta.log`` without colours.
+``--verbosity`` filters as ``InitLogger`` (src/Logger/Logger.cc) sets the spdlog level: below 4
+no info line is printed, not even "Listening on port" or "CARTA is accessible at".
 """
 
 import datetime
@@ -32,10 +36,11 @@ def log(level, text):
     if LEVELS[level] > _state["verbosity"]:
         return
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-    sys.stdout.write(f"[{now}] [CARTA] [{COLOURS[level]}{level}{RESET}] {text}\n")
-    sys.stdout.flush()
+    stream = sys.stderr if LEVELS[level] <= LEVELS["error"] else sys.stdout
+    stream.write(f"[{now}Z] [CARTA] [{COLOURS[level]}{level}{RESET}] {text}\n")
+    stream.flush()
     if _state["file"]:
-        _state["file"].write(f"[{now}] [CARTA] [{level}] {text}\n")
+        _state["file"].write(f"[{now}Z] [{level}] {text}\n")
 
 
 def debug(text):

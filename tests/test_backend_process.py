@@ -1,0 +1,111 @@
+"""The wrapper's supervision of one backend (carta_hub.process.BackendProcess) with the stand-in
+``carta-standin`` (NOT CARTA): when it counts as started, busy ports, what it logs."""
+
+import asyncio
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+from helpers.standin import STANDIN
+
+from carta_hub import process
+from carta_hub.backend import CartaBackend
+from carta_hub.process import BackendProcess
+
+
+@pytest.fixture
+def frontend(tmp_path):
+    folder = tmp_path / "frontend"
+    folder.mkdir()
+    (folder / "index.html").write_text("<html>CARTA</html>")
+    return folder
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    folder = tmp_path / "home"
+    folder.mkdir()
+    monkeypatch.setenv("HOME", str(folder))
+    return folder
+
+
+def backend_process(frontend, **settings):
+    settings = {"executable": STANDIN, "frontend_folder": str(frontend), "start_timeout": 30,
+                **settings}
+    return BackendProcess(CartaBackend(**settings), logging.getLogger("test-backend"))
+
+
+@pytest.mark.parametrize("verbosity", [1, 3])
+async def test_quiet_backend_starts_without_its_listening_line(home, frontend, verbosity):
+    """Below verbosity 4 carta_backend never logs "Listening on port": the wrapper must see
+    the backend listening by itself, quickly, not wait out start_timeout."""
+    backend = backend_process(frontend, verbosity=verbosity)
+    started = time.monotonic()
+    try:
+        port, token = await backend.ensure_running()
+        assert time.monotonic() - started < 10
+        assert not any("Listening on port" in line for line in backend.tail)
+        assert await preferences_status(port, token) == 200
+    finally:
+        await backend.stop()
+
+
+async def preferences_status(port, token):
+    """The backend's answer to an authorised request (it is CARTA's, not another listener's)."""
+    r = await asyncio.to_thread(requests.get, f"http://127.0.0.1:{port}/api/database/preferences",
+                                headers={"carta-auth-token": token}, timeout=5)
+    return r.status_code
+
+
+def hold_port(user=None):
+    """A process (of ``user``, default: this one's) listening on a free 127.0.0.1 port:
+    ``(process, port)``."""
+    code = ("import socket, sys; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen();"
+            "print(s.getsockname()[1], flush=True); sys.stdin.read()")
+    prefix = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--"] if user \
+        else []
+    holder = subprocess.Popen([*prefix, sys.executable, "-c", code], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    return holder, int(holder.stdout.readline())
+
+
+@pytest.mark.parametrize("verbosity", [1, 4])
+@pytest.mark.parametrize("user", [None, 65534])
+async def test_busy_port_is_not_mistaken_for_the_backend(home, frontend, monkeypatch,
+                                                         verbosity, user):
+    """The first port the wrapper picks is taken (by this user, or by another user who
+    could answer the student's requests) before the backend binds it: the backend gives up
+    on it (logging why only at verbosity >= 2) and the wrapper starts it on another port,
+    never taking the holder's listener for CARTA."""
+    holder, taken = hold_port(user)
+    ports = iter([taken])
+    monkeypatch.setattr(process, "free_port", lambda: next(ports, None) or _free())
+    backend = backend_process(frontend, verbosity=verbosity)
+    try:
+        port, token = await backend.ensure_running()
+        assert port != taken
+        assert await preferences_status(port, token) == 200
+    finally:
+        await backend.stop()
+        holder.kill()
+        holder.wait()
+
+
+def _free():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_backend_that_exits_is_reported_with_its_output(home, frontend, tmp_path):
+    backend = backend_process(frontend, top_level_folder=str(tmp_path / "missing"))
+    with pytest.raises(process.BackendFailed) as failed:
+        await backend.ensure_running()
+    assert "exited with code 1" in str(failed.value)
+    assert "Invalid top level directory" in str(failed.value)
+    assert not os.path.exists(tmp_path / "missing")
