@@ -3,6 +3,7 @@ CARTA-only server. Built on jupyter-server-proxy's handlers: HTTP goes through i
 websockets through :mod:`carta_hub.tunnel`."""
 
 import json
+from urllib.parse import urlsplit
 
 from jupyter_server_proxy.handlers import SuperviseAndProxyHandler
 from tornado import web
@@ -46,6 +47,7 @@ def fill_preferences(response, request, path, defaults):
 #: For ``CartaBackend.offline``: the page may connect to its own server only (``'self'``
 #: covers the same-origin websocket; ``data:``/``blob:`` are the frontend's in-page modules).
 OFFLINE_POLICY = "connect-src 'self' data: blob:"
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 def restrict_connections(response):
@@ -86,6 +88,11 @@ class CartaProxyHandler(SuperviseAndProxyHandler):
             raise web.HTTPError(503, str(e), reason="CARTA could not start") from e
 
     async def proxy(self, port, path):
+        # jupyter-server-proxy switches XSRF checks off (check_xsrf_cookie): another site's
+        # page could otherwise change the student's preferences or layouts with their cookies
+        if self.request.method not in SAFE_METHODS and (reason := self._cross_site()):
+            raise web.HTTPError(403, f"{reason}: CARTA refuses changes sent by another "
+                                "site's page. Use CARTA from its own tab.")
         await self.ensure_process()
         return await super().proxy(self.port, path)
 
@@ -114,8 +121,8 @@ class CartaProxyHandler(SuperviseAndProxyHandler):
             return await self.http_get(path)
         if not self.current_user:
             raise web.HTTPError(403, "Log in to the Hub first")
-        if not self._same_origin():
-            raise web.HTTPError(403, "Cross-origin websocket refused")
+        if reason := self._cross_site():
+            raise web.HTTPError(403, f"{reason}: cross-origin websocket refused")
         target = request_target("/" + path, self.request.query)
         if target is None:
             raise web.HTTPError(400, "The websocket URL holds a space, a control character or "
@@ -124,13 +131,23 @@ class CartaProxyHandler(SuperviseAndProxyHandler):
         self._record_activity()
         await tunnel(self, self.backend.port, self.backend.token, target, self._record_activity)
 
-    def _same_origin(self):
-        """Refuse websockets opened by other sites with the user's cookies."""
-        check = getattr(self, "_check_cross_origin", None)  # tornado >= 6.6
-        if check:
-            return check(self.check_origin) is None
+    def _cross_site(self) -> str | None:
+        """Why the request looks sent by another site's page (None: it does not).
+
+        tornado 6.6's cross-origin rule (``RequestHandler._check_cross_origin``):
+        ``Sec-Fetch-Site`` when the browser sends it, else ``Origin`` against ``Host``; an
+        origin that ``check_origin`` trusts passes. Neither header: not a browser.
+        """
+        site = self.request.headers.get("Sec-Fetch-Site")
         origin = self.request.headers.get("Origin")
-        return origin is None or self.check_origin(origin)
+        if site in ("same-origin", "none") or (site is None and origin is None):
+            return None
+        host = self.request.headers.get("Host", "").lower()
+        if site is None and urlsplit(origin).netloc.lower() == host:
+            return None
+        if origin and self.check_origin(origin):
+            return None
+        return f"Origin {origin or 'none'} (Sec-Fetch-Site {site or 'none'})"
 
     def write_error(self, status_code, **kwargs):
         exc = kwargs.get("exc_info", (None, None))[1]

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import requests
 import websockets
 from helpers.carta import file_list, register
 from helpers.client import connect, open_carta
@@ -183,3 +184,55 @@ async def test_control_characters_in_the_websocket_path_are_refused(hub, student
     assert refused.value.response.status_code == 400
     assert b"open CARTA from its usual link" in refused.value.response.body
     assert await handshake(hub, student, STUDENT)  # the usual websocket still works
+
+
+EVIL = "http://evil.example"
+CROSS_SITE = [{"Origin": EVIL}, {"Origin": EVIL, "Sec-Fetch-Site": "cross-site"},
+              {"Origin": "http://other.127.0.0.1.example", "Sec-Fetch-Site": "same-site"},
+              {"Origin": "null", "Sec-Fetch-Site": "cross-site"}]
+UNSAFE = [("PUT", "api/database/preferences", {"colormap": "gray"}),
+          ("DELETE", "api/database/preferences", {"keys": ["colormap"]}),
+          ("PUT", "api/database/layout", {"layoutName": "evil", "layout": {"a": 1}}),
+          ("POST", "api/scripting/action", {"session_id": 0})]
+
+
+def assert_unsafe_methods_refused_cross_site(request, url, same_origin):
+    """``request(method, url, **kw)`` with the user's credentials: cross-site writes are
+    refused and change nothing; the page's own writes and header-less clients work."""
+    prefs = url("api/database/preferences")
+    assert request("PUT", prefs, json={"colormap": "viridis"}, headers=same_origin).ok
+    for headers in CROSS_SITE:
+        for method, path, body in UNSAFE:
+            r = request(method, url(path), json=body, headers=headers)
+            assert r.status_code == 403, (method, path, headers, r.status_code)
+            assert "refuses changes sent by another site" in r.text
+    assert request("GET", prefs).json()["preferences"]["colormap"] == "viridis"
+    assert request("GET", url("api/database/list/layouts")).json()["layouts"] == []
+    r = request("PUT", prefs, json={"colormap": "inferno"},
+                headers={**same_origin, "Sec-Fetch-Site": "same-origin"})
+    assert r.status_code == 200, r.text
+    assert request("PUT", prefs, json={"colormap": "magma"}).status_code == 200  # no browser
+    assert request("GET", prefs).json()["preferences"]["colormap"] == "magma"
+
+
+def test_cross_site_writes_are_refused_carta_only(hub, student):
+    assert_unsafe_methods_refused_cross_site(
+        student.request, lambda path: hub.user_url(STUDENT, path), {"Origin": hub.url})
+
+
+def test_cross_site_writes_are_refused_in_the_tile(open_tmp, hub_unix_user):
+    home = open_tmp / "tile-writes"
+    home.mkdir()
+    subprocess.run(["chown", hub_unix_user.pw_name, str(home)], check=True)
+    server = start_jupyter(home, "/user/tile-writes/", user=hub_unix_user.pw_name, args=[
+        f"--CartaBackend.executable={VENV_BIN / 'carta-standin'}",
+        f"--CartaBackend.frontend_folder={FRONTEND}"])
+    try:
+        browser = requests.Session()  # the login cookie, as a browser holds it
+        assert browser.get(f"{server.url}api/status?token={server.token}").ok
+        assert browser.cookies
+        origin = f"http://127.0.0.1:{server.port}"
+        assert_unsafe_methods_refused_cross_site(
+            browser.request, lambda path: f"{server.url}carta/{path}", {"Origin": origin})
+    finally:
+        server.stop()
