@@ -11,13 +11,15 @@ the first that knows the user wins:
   (mountable from a ConfigMap).
 - ``nss``: the Hub's own user database (``pwd``/``grp``, e.g. sssd).
 
-UID 0, a UID or primary GID outside the allowed ranges, or a user no source knows raises
-:class:`IdentityError` before anything is created. Supplementary GIDs outside
+UID 0, a UID or primary GID outside the allowed ranges, a login name or home that could
+not safely reach a shell command, a job script or a passwd file, or a user no source knows
+raises :class:`IdentityError` before anything is created. Supplementary GIDs outside
 ``allowed_gids`` (and GID 0) are dropped with a warning: they only ever add access.
 """
 
 import grp
 import os
+import posixpath
 import pwd
 import re
 from dataclasses import dataclass, field
@@ -26,8 +28,13 @@ import yaml
 from traitlets import Enum, Integer, List, Tuple, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
-# A name that is safe in passwd/group files and as a path component.
-_POSIX_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$")
+# A login (or group) name that is safe in passwd/group files, as a path component, after
+# `sudo -u` in batchspawner's shell commands and on #SBATCH lines. Always fullmatch: with
+# match() and "$", "alice\n" would pass.
+_POSIX_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}")
+# A home: absolute, of such components only (it goes on #SBATCH --chdir, into Apptainer
+# binds and passwd lines); also checked to be normalised (no '.', '..' or '//').
+_HOME = re.compile(r"/|(?:/[A-Za-z0-9_.@+-]+)+")
 
 
 SOURCES = ("auth_state", "mapping", "nss")
@@ -220,8 +227,6 @@ class IdentityResolver(LoggingConfigurable):
         except (TypeError, ValueError) as e:
             raise IdentityError(f"Malformed identity for {username!r} from {source}: {e}")
         name = str(entry.get("name") or username)
-        if not _POSIX_NAME.match(name):
-            name = f"u{uid}"
         home = entry.get("home") or self.home_template.format(
             login=name, username=username, uid=uid
         )
@@ -229,6 +234,7 @@ class IdentityResolver(LoggingConfigurable):
                         source=source, group_names=_group_names((gid, *groups)))
 
     def _checked(self, username, ident):
+        _check_names(username, ident)
         if ident.uid == 0 or not _within(ident.uid, self.allowed_uids):
             raise IdentityError(
                 f"User {username!r} maps to UID {ident.uid} ({ident.source}), outside the "
@@ -245,6 +251,25 @@ class IdentityResolver(LoggingConfigurable):
             self.log.warning("Dropping supplementary GIDs %s of %s: not allowed", dropped, username)
         return Identity(ident.name, ident.uid, ident.gid, kept, ident.home, ident.source,
                         ident.group_names)
+
+
+def _check_names(username, ident):
+    """The login name and home are safe in shell commands, job scripts and passwd files."""
+    if not _POSIX_NAME.fullmatch(ident.name):
+        raise IdentityError(
+            f"User {username!r} maps to the login name {ident.name!r} ({ident.source}), which "
+            "is not a valid login name (letters, digits, _ . @ -, not starting with . @ or -, "
+            "at most 64 characters): refusing to start a server. Ask the administrators to "
+            "fix it at its source (c.IdentityResolver.name_attribute, the mapping file's name)."
+        )
+    if not _HOME.fullmatch(ident.home) or posixpath.normpath(ident.home) != ident.home:
+        raise IdentityError(
+            f"User {username!r} maps to the home {ident.home!r} ({ident.source}), which is not "
+            "a plain absolute path (letters, digits and _ . @ + - between single slashes, "
+            "without '.' or '..' parts): refusing to start a server. Ask the administrators "
+            "to fix it at its source (c.IdentityResolver.home_attribute, home_template, the "
+            "mapping file's home)."
+        )
 
 
 def _within(value, bounds):
@@ -272,7 +297,9 @@ def _group_names(gids):
     names = {}
     for gid in gids:
         try:
-            names[gid] = grp.getgrgid(gid).gr_name
+            name = grp.getgrgid(gid).gr_name
         except KeyError:
-            pass
+            continue
+        if _POSIX_NAME.fullmatch(name):  # else group_lines() writes g<gid>
+            names[gid] = name
     return names

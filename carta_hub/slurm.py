@@ -133,7 +133,11 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
     # --- form and validation ---
 
     async def _options_form(self):
-        return self.render_form(await self._names())
+        try:
+            names = await self._names()
+        except IdentityError as e:  # the spawn page shows it (not a bare 500)
+            raise web.HTTPError(403, "%s", e) from None
+        return self.render_form(names)
 
     async def _options_from_form(self, formdata):
         return (await self._resources(self.parse_form(formdata))).options()
@@ -153,6 +157,12 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
 
     async def _resources(self, options):
         return self.validate_resources(options or {}, await self._names())
+
+    def get_req_subvars(self):
+        """batchspawner's values for its command templates, shell-quoted: exec_prefix
+        (``sudo -E -u {username}``) and batch_submit_cmd/batch_cancel_cmd run in a shell."""
+        return {key: shlex.quote(value) if isinstance(value, str) else value
+                for key, value in super().get_req_subvars().items()}
 
     # --- the job script ---
 
@@ -191,7 +201,7 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         server = self.server_argv()
         login, job_name = names["login"], self.job_name.format(**names)
         return load_template(self.job_template).render(
-            username=self.user.name, login=login, res=res,
+            username=names["username"], login=login, res=res,
             job_name=sbatch_value("job_name", job_name),
             log_file=shell_log_file(self.log_path.format(**names), login, job_name),
             workdir=sbatch_value("home directory", names["home"]),

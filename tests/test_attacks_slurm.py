@@ -5,6 +5,9 @@ stand-in backend ``carta-standin``, NOT CARTA). Each test fails if the attack wo
   shell metacharacters, path traversal, out-of-range resources, other users' identities,
   operator settings: refused before anything is submitted (sbatch calls are counted);
 - UID 0, a system account or an unmapped identity: no job;
+- a login name or home (from the mapping file) that would reach batchspawner's shell commands
+  or an #SBATCH line: a newline, a space and a command, ``$(...)``, a relative or unnormalised
+  home: no job, no command, and the spawn page says why;
 - another student plants symlinks where the job's output used to go, or reads its log: the
   job writes only its 0600 log (and a node-local one in a folder of its own);
 - another student (another unix user on the same node) connects straight to a student's
@@ -19,6 +22,7 @@ Shares the site of tests/test_faults_slurm.py.
 import asyncio
 import os
 import pwd
+import secrets
 import subprocess
 from pathlib import Path
 from urllib.parse import quote
@@ -27,10 +31,11 @@ import pytest
 import websockets
 
 from helpers.client import connect
+from helpers.ports import wait_for
 from helpers.users import ensure_user, remove_user
 from test_attacks_local import assert_refused, cmdline, environ, listening, probe_as
-from test_faults_slurm import (ALICE, BOB, STUDENTS, ensure_session, fault_site,  # noqa: F401
-                               job_of, live_jobs)
+from test_faults_slurm import (ALICE, BOB, GROUP, STUDENTS, ensure_session,  # noqa: F401
+                               fault_site, job_of, live_jobs)
 from test_slurm_hub import post_form
 
 PWNED = "/tmp/carta-hub-attack-pwned"
@@ -149,6 +154,65 @@ def test_privileged_or_unmapped_identity_gets_no_job(fault_site, slurm, name, me
     assert site.submissions() == submitted and live_jobs(slurm) == jobs
     assert not hub.server(name)
     assert not [u for _, (_, u) in slurm.jobs().items() if u in (name, "root", "daemon")]
+
+
+MALLORY = "cf-mallory"
+MALLORY_PASSWORD = secrets.token_hex(8)
+# identities a mapping file, auth_state or nss could give: a login that ends batchspawner's
+# `sudo -u` line (the rest ran as the Hub's account) or runs a command; a home that adds an
+# #SBATCH line, runs a command, or is relative or not normalised (--chdir elsewhere)
+UNSAFE_IDENTITIES = [
+    ({"name": f"{MALLORY}\n"}, "is not a valid login name"),
+    ({"name": f"{MALLORY} ; touch {PWNED}"}, "is not a valid login name"),
+    ({"name": f"$(touch {PWNED})"}, "is not a valid login name"),
+    ({"home": f"/home/{MALLORY}\n#SBATCH --uid=0"}, "is not a plain absolute path"),
+    ({"home": f"/home/{MALLORY} ; touch {PWNED}"}, "is not a plain absolute path"),
+    ({"home": f"/home/$(touch {PWNED})"}, "is not a plain absolute path"),
+    ({"home": f"home/{MALLORY}"}, "is not a plain absolute path"),
+    ({"home": f"/home/{MALLORY}/../{ALICE}"}, "is not a plain absolute path"),
+    ({"home": f"/home//{MALLORY}"}, "is not a plain absolute path"),
+]
+
+
+@pytest.fixture
+def mallory(fault_site):  # noqa: F811
+    """A student whose identity comes from the site's mapping file."""
+    entry = ensure_user(MALLORY, password=MALLORY_PASSWORD, home_mode="0700")
+    subprocess.run(["usermod", "-aG", GROUP, MALLORY], check=True)
+    yield {"uid": entry.pw_uid, "gid": entry.pw_gid, "name": MALLORY, "home": entry.pw_dir}
+    fault_site.map_identities({})
+    if fault_site.hub.server(MALLORY):
+        fault_site.hub.stop_server(MALLORY)
+    remove_user(MALLORY)
+
+
+def test_unsafe_identities_submit_nothing(fault_site, slurm, mallory):  # noqa: F811
+    """Each unsafe login or home: the spawn page says why, the form and the REST API submit
+    nothing (no sbatch call, no job as anyone), no command runs."""
+    site, hub = fault_site, fault_site.hub
+    session = hub.login(MALLORY, MALLORY_PASSWORD)
+    jobs, submitted = slurm.jobs(), site.submissions()
+    for forged, message in UNSAFE_IDENTITIES:
+        site.map_identities({MALLORY: {**mallory, **forged}})
+        page = session.get(f"{hub.url}/hub/spawn/{MALLORY}")
+        assert page.status_code == 403 and message in page.text, (forged, page.text[-2000:])
+        r = post_form(hub, session, MALLORY, {"cores": "1"})
+        assert message in r.text, (forged, r.status_code, r.text[-2000:])
+        api = hub.api("POST", f"/users/{MALLORY}/server", json={})
+        assert api.status_code == 400 and message in api.text, (forged, api.text)
+        assert not hub.server(MALLORY), forged
+    assert site.submissions() == submitted and slurm.jobs() == jobs
+    assert not os.path.exists(PWNED)
+    assert hub.api("GET", "/").status_code == 200
+    # control: the same student with a safe mapping entry gets a job, from the mapping
+    site.map_identities({MALLORY: {**mallory, "name": MALLORY}})
+    page = session.get(f"{hub.url}/hub/spawn/{MALLORY}")
+    assert page.status_code == 200 and 'name="cores"' in page.text
+    r = post_form(hub, session, MALLORY, {"cores": "1"})
+    assert r.status_code == 302, r.text[-2000:]
+    wait_for(lambda: hub.server(MALLORY).get("ready"), 30, "mallory's server")
+    assert site.submissions() == submitted + 1
+    assert [user for job, (_, user) in slurm.jobs().items() if job not in jobs] == [MALLORY]
 
 
 def test_job_logs_are_private_and_unpredictable(fault_site, slurm):  # noqa: F811

@@ -20,6 +20,7 @@ The site (Hub user, group, sudo rule, students) is shared with tests/test_attack
 
 import asyncio
 import contextlib
+import json
 import os
 import pwd
 import secrets
@@ -90,6 +91,7 @@ c.CARTASlurmSpawner.runtimes = ["0:30:00", "2:00:00"]
 c.CartaBackend.executable = {backend}
 c.CartaBackend.start_timeout = {backend_timeout}
 c.CartaBackend.top_level_folder = "/home"
+c.IdentityResolver.mapping_file = {mapping}
 """
 
 
@@ -103,6 +105,8 @@ class FaultSite:
         self.calls = self.dir / "sbatch-calls"
         self.calls.touch()
         self.calls.chmod(0o666)
+        self.mapping = self.dir / "identities.yaml"  # empty: the students come from nss
+        self.map_identities({})
         self.sbatch = self._script("sbatch", SBATCH.format(calls=self.calls))
         backend = self._script("carta-backend", BACKEND.format(dir=self.dir, venv=VENV_BIN))
         subprocess.run(["groupadd", "-f", GROUP], check=True)
@@ -123,7 +127,7 @@ class FaultSite:
             hub_port=free_port(), group=dumps(GROUP), poll=POLL, start_timeout=START_TIMEOUT,
             prologue=dumps(PROLOGUE.format(venv=VENV_BIN, dir=self.dir)),
             submit=dumps(f"{self.sbatch} --parsable"), backend=dumps(str(backend)),
-            backend_timeout=BACKEND_TIMEOUT)
+            backend_timeout=BACKEND_TIMEOUT, mapping=dumps(str(self.mapping)))
         self.proxy_token = secrets.token_hex(16)
         self.env = {"SLURM_CONF": str(slurm.conf), "CONFIGPROXY_AUTH_TOKEN": self.proxy_token}
         self.hub = None
@@ -151,6 +155,11 @@ class FaultSite:
             yield
         finally:
             path.unlink(missing_ok=True)
+
+    def map_identities(self, mapping):
+        """c.IdentityResolver.mapping_file's content (read at every spawn)."""
+        self.mapping.write_text(json.dumps(mapping))  # JSON is YAML
+        self.mapping.chmod(0o644)
 
     def submissions(self):
         return len(self.calls.read_text().splitlines())

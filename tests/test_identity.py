@@ -1,10 +1,13 @@
 """carta_hub.identity: sources, ranges, errors."""
 
+import grp
 import os
 import pwd
 
 import pytest
+import yaml
 
+from carta_hub import identity
 from carta_hub.identity import IdentityError, IdentityResolver
 from helpers.fakes import FakeUser
 
@@ -83,3 +86,81 @@ async def test_kubernetes_hub_never_uses_its_own_passwd(tmp_path, monkeypatch):
     with pytest.raises(IdentityError, match=r"\(auth_state: .*; mapping: [^;]*\)\."):
         await IdentityResolver(parent=spawner).resolve(FakeUser("nobody"))
     assert (await IdentityResolver().resolve(FakeUser("nobody"))).source == "nss"
+
+
+# login names and homes that would break `sudo -u NAME` in batchspawner's shell commands, an
+# #SBATCH line, a bind spec or a passwd line (match() with "$" let "alice\n" through)
+BAD_NAMES = ["alice\n", "alice\nid", "alice\r", "alice; id", "$(id)", "`id`", "al ice",
+             "-alice", ".alice", "@alice", "al:ice", "a/b", "ali\x00ce", "x" * 65]
+BAD_HOMES = ["home/alice", "/home/alice\n", "/home/alice\n#SBATCH --uid=0", "/home/al ice",
+             "/home/$(id)", "/home/alice;id", "/home/../root", "/home/./alice", "/home//alice",
+             "/home/alice/", "//home/alice", "/home/alice/..", "/home/al\tice", "/home/a:b",
+             "/home/a,b", "~alice", ""]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+async def test_unsafe_login_names_refused(name, tmp_path):
+    """From auth_state, from the mapping file, or as the JupyterHub username (no name
+    attribute): refused, not replaced by u<uid> (on Slurm the login is who sudo runs as)."""
+    state = {"user_attributes": {"uidNumber": [5001], "gidNumber": [5000], "uid": [name],
+                                 "homeDirectory": ["/home/alice"]}}
+    with pytest.raises(IdentityError, match="is not a valid login name"):
+        await IdentityResolver(sources=["auth_state"]).resolve(FakeUser("alice", state))
+    path = tmp_path / "ids.yaml"
+    path.write_text(yaml.safe_dump({"alice": {"uid": 5001, "gid": 5000, "name": name,
+                                              "home": "/home/alice"}}))
+    with pytest.raises(IdentityError, match="maps to the login name .* \\(mapping\\)"):
+        await IdentityResolver(mapping_file=str(path)).resolve(FakeUser("alice"))
+    del state["user_attributes"]["uid"]
+    with pytest.raises(IdentityError, match="is not a valid login name"):
+        await IdentityResolver(sources=["auth_state"]).resolve(FakeUser(name, state))
+
+
+@pytest.mark.parametrize("home", BAD_HOMES)
+async def test_unsafe_homes_refused(home, tmp_path):
+    state = {"user_attributes": {"uidNumber": [5001], "gidNumber": [5000], "uid": ["alice"],
+                                 "homeDirectory": [home]}}
+    resolver = IdentityResolver(sources=["auth_state"], home_template="{username}")
+    with pytest.raises(IdentityError, match="is not a plain absolute path"):
+        await resolver.resolve(FakeUser("alice", state))
+    path = tmp_path / "ids.yaml"
+    path.write_text(yaml.safe_dump({"alice": {"uid": 5001, "gid": 5000, "home": home}}))
+    resolver = IdentityResolver(mapping_file=str(path), home_template="/home/x y")
+    with pytest.raises(IdentityError, match="maps to the home .* \\(mapping\\)"):
+        await resolver.resolve(FakeUser("alice"))
+
+
+async def test_home_template_with_an_unsafe_username_refused():
+    state = {"user_attributes": {"uidNumber": [5001], "gidNumber": [5000], "uid": ["alice"]}}
+    resolver = IdentityResolver(sources=["auth_state"], home_template="/home/{username}")
+    with pytest.raises(IdentityError, match="is not a plain absolute path"):
+        await resolver.resolve(FakeUser("al ice", state))
+
+
+@pytest.mark.parametrize("name, home", [("alice\n", "/home/alice"), ("alice", "/home/al ice"),
+                                        ("alice", "home/alice")])
+async def test_unsafe_nss_entries_refused(monkeypatch, name, home):
+    entry = pwd.struct_passwd((name, "x", 5001, 5000, "", home, "/bin/sh"))
+    monkeypatch.setattr(identity.pwd, "getpwnam", lambda _: entry)
+    monkeypatch.setattr(identity.os, "getgrouplist", lambda *_: [5000])
+    with pytest.raises(IdentityError, match="\\(nss\\), which is not"):
+        await IdentityResolver(sources=["nss"]).resolve(FakeUser("alice"))
+
+
+@pytest.mark.parametrize("name, home", [("jo@uni.edu", "/ceph/home/jo@uni.edu"),
+                                        ("a.student_2", "/home/a.student_2"), ("_x-y", "/"),
+                                        ("A" * 64, "/home/u+1/...")])
+async def test_plain_names_and_homes_accepted(name, home):
+    state = {"user_attributes": {"uidNumber": [5001], "gidNumber": [5000], "uid": [name],
+                                 "homeDirectory": [home]}}
+    ident = await IdentityResolver(sources=["auth_state"]).resolve(FakeUser("x", state))
+    assert (ident.name, ident.home) == (name, home)
+
+
+async def test_unsafe_group_names_written_as_gids(monkeypatch):
+    monkeypatch.setattr(identity.grp, "getgrgid",
+                        lambda gid: grp.struct_group(("staff\nroot::0:", "x", gid, [])))
+    state = {"user_attributes": {"uidNumber": [5001], "gidNumber": [5000]}}
+    ident = await IdentityResolver(sources=["auth_state"], name_attribute="",
+                                   home_template="/home/{login}").resolve(FakeUser("al", state))
+    assert ident.group_lines() == "root:x:0:\ng5000:x:5000:\n"

@@ -13,6 +13,7 @@ from jupyterhub import apihandlers
 from tornado import web
 from traitlets.config import Config, PyFileConfigLoader
 
+from carta_hub.identity import IdentityError
 from carta_hub.jobscript import bind_spec, container_argv
 from carta_hub.resources import FormError
 from carta_hub.slurm import CARTASlurmSpawner, PortOnlyHandler
@@ -27,6 +28,10 @@ def make_spawner(tmp_path):
     mapping.write_text(yaml.safe_dump({
         "alice": {"uid": 2001, "gid": 2001, "home": "/ceph/home/alice", "name": "alice"},
         "bob": {"uid": 2002, "gid": 2002, "home": "/ceph/home/bob", "name": "bob"},
+        # forged: a login that ends the `sudo -u` line; a home that adds an #SBATCH line
+        "mallory": {"uid": 2003, "gid": 2003, "home": "/ceph/home/mallory",
+                    "name": "mallory\n"},
+        "eve": {"uid": 2004, "gid": 2004, "home": "/ceph/home/eve\n#SBATCH --uid=0"},
     }))
 
     def make(name="alice", **traits):
@@ -191,6 +196,43 @@ async def test_forged_api_options_refused(make_spawner, options):
 async def test_valid_api_options_accepted(make_spawner):
     spawner = make_spawner()
     await spawner.apply_user_options(spawner, {"cores": 8, "memory_gb": 32, "gpus": 1})
+
+
+@pytest.mark.parametrize("name, message", [("mallory", "is not a valid login name"),
+                                           ("eve", "is not a plain absolute path")])
+async def test_unsafe_identity_submits_nothing(make_spawner, monkeypatch, name, message):
+    """The spawn page shows why (403, not a bare 500), the REST API answers 400, start()
+    runs no command."""
+    spawner = make_spawner(name)
+    commands = []
+
+    async def run_command(cmd, input=None, env=None):
+        commands.append(cmd)
+        return "1"
+    monkeypatch.setattr(spawner, "run_command", run_command)
+    with pytest.raises(web.HTTPError) as page:
+        await spawner.options_form(spawner)
+    assert page.value.status_code == 403 and message in str(page.value)
+    with pytest.raises(IdentityError, match=message):
+        await spawner.options_from_form({"cores": ["2"]})
+    with pytest.raises(web.HTTPError) as api:
+        await spawner.apply_user_options(spawner, {})
+    assert api.value.status_code == 400 and message in api.value.log_message
+    with pytest.raises(IdentityError, match=message):
+        await spawner.start()
+    assert not commands and not spawner.job_id
+
+
+async def test_command_templates_get_quoted_values(make_spawner, tmp_path):
+    """batchspawner runs exec_prefix and batch_cancel_cmd in a shell: a login that was never
+    validated (e.g. restored from the Hub's database) stays one word."""
+    out, pwned = tmp_path / "out", tmp_path / "pwned"
+    spawner = make_spawner(exec_prefix=f"printf '%s' {{username}} >{out};",
+                           batch_cancel_cmd="true {job_id}")
+    spawner.job_id, spawner.req_homedir, spawner.req_keepvars = "7", "/ceph/home/alice", "PATH"
+    spawner.req_username = f"alice$(touch {pwned})\nid;`id`"
+    await spawner.cancel_batch_job()
+    assert out.read_text() == spawner.req_username and not pwned.exists()
 
 
 def test_bind_paths_checked():
