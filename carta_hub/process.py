@@ -16,6 +16,9 @@ from .backend import LOOPBACK
 # carta_backend logs this at error level (src/Session/SessionManager.cc, Listen), shown at
 # verbosity >= 2; its exit then follows with code 0 (src/Main/Main.cc, main).
 PORT_BUSY = re.compile(r"Could not listen on port (\d+)")
+# carta_backend prints "CARTA is accessible at http://HOST:PORT/?token=TOKEN" (Main.cc, main)
+TOKEN_QUERY = re.compile(r"(token=)[^\s&#'\"<>]+")
+REDACTED = "<redacted>"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 PORT_ATTEMPTS = 5
 POLL_SECONDS = 0.05
@@ -26,6 +29,14 @@ LOOPBACK_HEX = f"{int.from_bytes(socket.inet_aton(LOOPBACK), sys.byteorder):08X}
 
 class BackendFailed(RuntimeError):
     """The backend exited or did not listen in time; the message carries its log tail."""
+
+
+def redact(line: str, token: str | None) -> str:
+    """``line`` without ``token`` and without any ``token=`` query value (the wrapper's log
+    may be readable by others on a shared node, and its tail is shown on error pages)."""
+    if token:
+        line = line.replace(token, REDACTED)
+    return TOKEN_QUERY.sub(rf"\1{REDACTED}", line)
 
 
 def _die_with_parent():
@@ -98,7 +109,7 @@ def _socket_inodes(pid):
     return inodes
 
 
-def listening(pid, port):
+def listening(pid: int, port: int) -> bool:
     """The backend ``pid`` (or a process it started) listens on 127.0.0.1:``port``.
 
     Not a connect: another user may bind the port before the backend does (the backend then
@@ -132,8 +143,8 @@ def warn_unwritable_home(log):
 class _Launch:
     """One start of the backend on ``port``, as its output and exit tell."""
 
-    def __init__(self, proc, port):
-        self.proc, self.port = proc, port
+    def __init__(self, proc, port, token):
+        self.proc, self.port, self.token = proc, port, token
         self.busy = False
         self.exit_code = None
 
@@ -182,6 +193,8 @@ class BackendProcess:
 
     async def _launch(self, port, token):
         cmd = self.backend.command(port)
+        # the token goes in CARTA_AUTH_TOKEN (read by src/Main/Main.cc, main), never on the
+        # command line, which every user of the node can read
         env = {**os.environ, **self.backend.environment(token)}
         self.log.info("Starting CARTA backend: %s", " ".join(cmd))
         self.tail.clear()
@@ -190,7 +203,7 @@ class BackendProcess:
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             preexec_fn=_die_with_parent,
         )
-        launch = _Launch(self.proc, port)
+        launch = _Launch(self.proc, port, token)
         asyncio.ensure_future(self._follow(launch))
         try:
             return await asyncio.wait_for(self._outcome(launch), self.backend.start_timeout)
@@ -217,7 +230,7 @@ class BackendProcess:
         """Log the backend's output, note a busy port in it, then report the exit."""
         proc = launch.proc
         async for raw in proc.stdout:
-            line = ANSI.sub("", raw.decode(errors="replace")).rstrip()
+            line = redact(ANSI.sub("", raw.decode(errors="replace")).rstrip(), launch.token)
             self.tail.append(line)
             self.log.info("[carta_backend] %s", line)
             launch.busy = launch.busy or bool(PORT_BUSY.search(line))

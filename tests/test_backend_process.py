@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -109,3 +110,23 @@ async def test_backend_that_exits_is_reported_with_its_output(home, frontend, tm
     assert "exited with code 1" in str(failed.value)
     assert "Invalid top level directory" in str(failed.value)
     assert not os.path.exists(tmp_path / "missing")
+
+
+async def test_token_is_not_logged(home, frontend, caplog):
+    """carta_backend prints ``CARTA is accessible at http://...:PORT/?token=TOKEN`` at
+    verbosity 4 (src/Main/Main.cc, main): the wrapper copies the backend's output into its
+    log (a file others may read on a shared node) and into error pages, without the token."""
+    backend = backend_process(frontend, verbosity=5)
+    caplog.set_level(logging.DEBUG, logger="test-backend")
+    try:
+        port, token = await backend.ensure_running()
+        assert await preferences_status(port, token) == 200
+        await asyncio.to_thread(requests.get, f"http://127.0.0.1:{port}/?token={token}", timeout=5)
+        accessible = [line for line in backend.tail if "CARTA is accessible at" in line]
+        assert accessible and accessible[0].endswith(f":{port}/?token=<redacted>")
+        assert token not in "\n".join(backend.tail)
+        assert "CARTA is accessible at" in caplog.text and token not in caplog.text
+        cmdline = await asyncio.to_thread(Path(f"/proc/{backend.proc.pid}/cmdline").read_bytes)
+        assert token.encode() not in cmdline
+    finally:
+        await backend.stop()
