@@ -1,6 +1,9 @@
 # The two commands a newcomer needs. Both install what they need first (dev/install.sh).
-PREFIX ?= /opt/carta-hub
-VENV := $(PREFIX)/venv
+# They need only the system's commands on PATH (not the venv's): a plain root shell or sudo.
+# CARTA_HUB_PREFIX: where dev/install.sh installs, and the demo and the tests look.
+CARTA_HUB_PREFIX ?= /opt/carta-hub
+export CARTA_HUB_PREFIX
+VENV := $(CARTA_HUB_PREFIX)/venv
 
 .PHONY: install demo test
 

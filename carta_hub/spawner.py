@@ -1,7 +1,11 @@
 """What every carta-hub spawner shares: which single-user server to run, and the operator's
 ``c.CartaBackend`` settings passed on to it."""
 
+import os
+import sysconfig
+
 from jupyterhub.spawner import LocalProcessSpawner
+from tornado import web
 from traitlets import Enum, default, observe, validate
 from traitlets.config import Configurable
 
@@ -20,15 +24,23 @@ class CartaSpawnerMixin(Configurable):
         'lab': JupyterLab with a CARTA launcher tile (CARTA at /user/NAME/carta/).""",
     ).tag(config=True)
 
+    def carta_command(self, mode: str) -> list[str]:
+        """The server command of ``mode``: a name looked up on the PATH where the server runs
+        (a pod's image, a Slurm job)."""
+        return list(COMMANDS[mode])
+
+    def _stock_commands(self) -> list[list[str]]:
+        return [c for mode in COMMANDS for c in (COMMANDS[mode], self.carta_command(mode))]
+
     @default("cmd")
     def _carta_cmd(self):
-        return list(COMMANDS[self.carta_mode])
+        return self.carta_command(self.carta_mode)
 
     @validate("cmd")
     def _stock_cmd_follows_mode(self, proposal):
         # a stock command (e.g. the z2jh chart's singleuser.cmd) means "this mode's server"
-        if proposal.value in COMMANDS.values():
-            return list(COMMANDS[self.carta_mode])
+        if proposal.value in self._stock_commands():
+            return self.carta_command(self.carta_mode)
         return proposal.value
 
     @default("http_timeout")
@@ -38,8 +50,8 @@ class CartaSpawnerMixin(Configurable):
 
     @observe("carta_mode")
     def _mode_changed(self, change):
-        if self.cmd == COMMANDS[change.old]:
-            self.cmd = list(COMMANDS[change.new])
+        if self.cmd in (COMMANDS[change.old], self.carta_command(change.old)):
+            self.cmd = self.carta_command(change.new)
 
     def carta_args(self):
         """``--CartaBackend.x=...`` for the operator's backend settings."""
@@ -51,3 +63,36 @@ class CartaSpawnerMixin(Configurable):
 
 class CARTALocalSpawner(CartaSpawnerMixin, LocalProcessSpawner):
     """CARTA for users of the Hub's own machine (the local demo; small single-host sites)."""
+
+    def carta_command(self, mode: str) -> list[str]:
+        """carta-hub's own script installed beside the Hub's, when it is there: the server
+        then starts whatever the Hub's PATH (a root shell's may hold folders that users
+        cannot enter, or not the venv)."""
+        cmd = super().carta_command(mode)
+        # where pip put this interpreter's scripts: the venv's bin/ for a venv
+        beside = os.path.join(sysconfig.get_path("scripts"), cmd[0])
+        if os.access(beside, os.X_OK):
+            cmd[0] = beside
+        return cmd
+
+    async def start(self):
+        try:
+            return await super().start()
+        except (FileNotFoundError, PermissionError) as e:
+            if e.filename != self.cmd[0]:
+                raise
+            raise CommandError(self, e) from None
+
+
+class CommandError(web.HTTPError):
+    """The server command cannot be run as the user: said on the spawn page, with the fix."""
+
+    def __init__(self, spawner: LocalProcessSpawner, error: OSError):
+        command = spawner.cmd[0]
+        where = "" if os.path.isabs(command) else ", looked up on the Hub's PATH"
+        message = (f"The server command {command} cannot be run as {spawner.user.name} "
+                   f"({error.strerror}{where}). Set c.{type(spawner).__name__}.cmd to the absolute "
+                   f"path of {os.path.basename(command)} in an environment every user can "
+                   "read and execute.")
+        super().__init__(500, message)
+        self.jupyterhub_message = message

@@ -3,6 +3,9 @@
 ``start_hub(workdir, config)`` writes a jupyterhub_config.py (base settings + ``config``),
 starts the Hub on free ports and returns a :class:`Hub`. ``Hub.stop()`` ends exactly the
 processes it started (the Hub, then the proxy whose PID the Hub recorded), by PID.
+
+The Hub runs with a newcomer's PATH (:data:`NEWCOMER_PATH`: not the venv), as `make demo`
+from a plain root shell does: configs name the venv's commands by absolute path.
 """
 
 import json
@@ -23,6 +26,7 @@ PREFIX = Path(os.environ.get("CARTA_HUB_PREFIX", "/opt/carta-hub"))
 VENV_BIN = PREFIX / "venv" / "bin"
 CHP = PREFIX / "node" / "node_modules" / ".bin" / "configurable-http-proxy"
 FRONTEND = PREFIX / "node" / "node_modules" / "carta-frontend" / "build"
+NEWCOMER_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"  # a minimal root PATH, without the venv
 
 # Applied after the test's own config, so that no config under test escapes the test's
 # ports and folder.
@@ -60,10 +64,10 @@ c.CartaBackend.frontend_folder = "{frontend}"
 # CARTA-only servers run as the Hub's own (unprivileged) user, one home per Hub user, so
 # that any username (dots, @, unicode) can be tested without a unix account for it.
 SAME_USER_CARTA = """
-from carta_hub.spawner import CartaSpawnerMixin
+from carta_hub.spawner import CARTALocalSpawner
 from jupyterhub.spawner import SimpleLocalProcessSpawner
 
-class SameUserCartaSpawner(CartaSpawnerMixin, SimpleLocalProcessSpawner):
+class SameUserCartaSpawner(CARTALocalSpawner, SimpleLocalProcessSpawner):
     pass
 
 c.JupyterHub.spawner_class = SameUserCartaSpawner
@@ -193,7 +197,7 @@ def start_hub(workdir, config="", user=None, env=None, internal_ssl=False):
     cmd = [str(VENV_BIN / "jupyterhub"), "-f", str(workdir / "jupyterhub_config.py")]
     if user:
         cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--"] + cmd
-    full_env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+    full_env = {**os.environ, "PATH": NEWCOMER_PATH,
                 "CONFIGPROXY_AUTH_TOKEN": secrets.token_hex(16), **(env or {})}
     log = open(workdir / "hub.log", "wb")
     proc = subprocess.Popen(cmd, cwd=workdir, env=full_env, stdout=log, stderr=subprocess.STDOUT)
