@@ -3,6 +3,9 @@
 # Loaded by slurm-pam.py and slurm-ldap.py; see docs/slurm.md (sudo rule, network, image).
 c.JupyterHub.spawner_class = "carta-slurm"
 c.JupyterHub.bind_url = "http://127.0.0.1:8000"  # behind your TLS proxy
+# Each student's CARTA at its own origin, https://NAME.carta.example.org: pages one
+# student serves cannot reach another's session. Needs wildcard DNS and TLS (docs/slurm.md).
+c.JupyterHub.subdomain_host = "https://carta.example.org"
 c.JupyterHub.hub_bind_url = "http://0.0.0.0:8081"  # jobs on compute nodes call the Hub API
 c.JupyterHub.hub_connect_url = "http://login1.cluster.example.org:8081"  # this login node
 c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 0}  # show queue state at once

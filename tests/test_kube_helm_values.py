@@ -151,6 +151,20 @@ async def test_pods_from_values(variant, options, tmp_path, monkeypatch):
     assert [c["name"] for c in pod["spec"]["initContainers"]] == ["carta-nss"]
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_tls_for_per_user_origins(variant):
+    """tls.yaml over base.yaml and a login: valid for the chart; the chart's proxy terminates
+    TLS with the secret's certificate and, as subdomain_host is set, routes by host (chart
+    4.4.0 templates/proxy/deployment.yaml: --host-routing when
+    hub.config.JupyterHub.subdomain_host)."""
+    values = merge(values_for(variant), load(VALUES / "tls.yaml"))
+    jsonschema.validate(values, load(CHART / "values.schema.yaml"))
+    https = values["proxy"]["https"]
+    assert https["enabled"] and https["type"] == "secret" and https["secret"]["name"]
+    hub = values["hub"]["config"]["JupyterHub"]
+    assert hub["subdomain_host"].startswith("https://") and hub["authenticator_class"]
+
+
 def test_cephfs_volume_command_of_the_guide(tmp_path):
     """docs/kubernetes.md's `carta-hub cephfs-volume` prints the claim base.yaml mounts, bound
     to its volume only, and both validate against Kubernetes."""
