@@ -206,17 +206,35 @@ def host_findings(hub, ident, username, container):
 def backend_findings(backend, ident, username):
     """carta_backend, its frontend and folders, when the server runs on a host like this."""
     try:
-        found = [ok(f"CARTA backend: {backend.resolve_executable()}")]
+        executable = backend.resolve_executable()
+        found = [ok(f"CARTA backend: {executable}")]
     except BackendNotFound as e:
+        executable = None
         found = [problem(str(e), "install CARTA or set c.CartaBackend.executable")]
     if backend.frontend_folder:
         found.append(_path_finding(posixpath.join(backend.frontend_folder, "index.html"),
                                    "CARTA frontend", "c.CartaBackend.frontend_folder"))
+    elif executable:
+        found.append(_default_frontend_finding(executable))
     if backend.top_level_folder:
         top = backend.folder(backend.top_level_folder, username, ident.home)
         found.append(_path_finding(top, "CARTA top level folder",
                                    "c.CartaBackend.top_level_folder", directory=True))
     return found
+
+
+def _default_frontend_finding(executable):
+    """The frontend where carta_backend looks without --frontend_folder: beside its own
+    resolved path (/proc/self/exe), ``<folder>/../share/carta/frontend`` (src/Main/Main.cc,
+    main). Without index.html there it answers every page with 404."""
+    folder = os.path.join(os.path.dirname(os.path.realpath(executable)), "../share/carta/frontend")
+    index = os.path.join(folder, "index.html")
+    if os.path.isfile(index) and os.access(index, os.R_OK):
+        return ok(f"CARTA frontend (the backend's default): {folder}")
+    return problem(f"CARTA frontend: the backend's default folder {folder} holds no readable "
+                   "index.html, so CARTA would answer every page with 404",
+                   "install the CARTA frontend there, or set c.CartaBackend.frontend_folder "
+                   "(with the Ubuntu PPA: /usr/share/carta/frontend)")
 
 
 def _path_finding(path, what, setting, directory=False):

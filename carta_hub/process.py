@@ -11,7 +11,9 @@ import signal
 import socket
 import sys
 
-from .backend import LOOPBACK
+from tornado.httpclient import AsyncHTTPClient
+
+from .backend import LOOPBACK, BackendNotFound
 
 # carta_backend logs this at error level (src/Session/SessionManager.cc, Listen), shown at
 # verbosity >= 2; its exit then follows with code 0 (src/Main/Main.cc, main).
@@ -19,6 +21,11 @@ PORT_BUSY = re.compile(r"Could not listen on port (\d+)")
 # carta_backend prints "CARTA is accessible at http://HOST:PORT/?token=TOKEN" (Main.cc, main)
 TOKEN_QUERY = re.compile(r"(token=)[^\s&#'\"<>]+")
 REDACTED = "<redacted>"
+# carta_backend logs this (warning level) when its frontend folder holds no readable index.html
+# (src/HttpServer/HttpServer.cc, HttpServer and IsValidFrontendFolder), then serves 404 for
+# every page (HandleStaticRequest)
+FRONTEND_FOLDER = re.compile(r"Could not find CARTA frontend files in directory (.+)\.$")
+DEFAULT_FRONTEND = "<the backend executable's folder>/../share/carta/frontend"  # Main.cc, main
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 PORT_ATTEMPTS = 5
 POLL_SECONDS = 0.05
@@ -29,6 +36,10 @@ LOOPBACK_HEX = f"{int.from_bytes(socket.inet_aton(LOOPBACK), sys.byteorder):08X}
 
 class BackendFailed(RuntimeError):
     """The backend exited or did not listen in time; the message carries its log tail."""
+
+
+class FrontendNotFound(BackendNotFound):
+    """The backend runs, but has no frontend to serve: every page would be a 404."""
 
 
 def redact(line: str, token: str | None) -> str:
@@ -140,6 +151,14 @@ def warn_unwritable_home(log):
                 "snippets (%s)", home, problem, target)
 
 
+async def _serves_no_frontend(port):
+    """The backend answers 404 for its start page: its frontend folder has no index.html.
+    (Asked, not read from its log: below verbosity 3 it does not say so.)"""
+    response = await AsyncHTTPClient().fetch(f"http://{LOOPBACK}:{port}/", raise_error=False,
+                                             request_timeout=30)
+    return response.code == 404
+
+
 class _Launch:
     """One start of the backend on ``port``, as its output and exit tell."""
 
@@ -147,6 +166,7 @@ class _Launch:
         self.proc, self.port, self.token = proc, port, token
         self.busy = False
         self.exit_code = None
+        self.frontend_folder = None  # the folder the backend says holds no frontend
 
 
 class BackendProcess:
@@ -182,8 +202,11 @@ class BackendProcess:
             warn_unwritable_home(self.log)
         for _ in range(PORT_ATTEMPTS):
             port, token = free_port(), self.backend.new_token()
-            outcome = await self._launch(port, token)
+            outcome, launch = await self._launch(port, token)
             if outcome == "listening":
+                if await _serves_no_frontend(port):
+                    await self._kill()
+                    raise FrontendNotFound(self._frontend_message(launch))
                 self.port, self.token = port, token
                 return
             if outcome != "busy":
@@ -206,10 +229,10 @@ class BackendProcess:
         launch = _Launch(self.proc, port, token)
         asyncio.ensure_future(self._follow(launch))
         try:
-            return await asyncio.wait_for(self._outcome(launch), self.backend.start_timeout)
+            return await asyncio.wait_for(self._outcome(launch), self.backend.start_timeout), launch
         except asyncio.TimeoutError:
             await self._kill()
-            return f"did not listen within {self.backend.start_timeout} s"
+            return f"did not listen within {self.backend.start_timeout} s", launch
 
     async def _outcome(self, launch):
         """"listening", "busy" or why the backend failed: whatever happens first."""
@@ -234,11 +257,20 @@ class BackendProcess:
             self.tail.append(line)
             self.log.info("[carta_backend] %s", line)
             launch.busy = launch.busy or bool(PORT_BUSY.search(line))
+            if found := FRONTEND_FOLDER.search(line):
+                launch.frontend_folder = found.group(1)
         launch.exit_code = code = await proc.wait()
         self.log.log(logging.INFO if code == 0 else logging.WARNING,
                      "CARTA backend exited with code %s", code)
         if self.on_exit and proc is self.proc and proc is self._serving:
             self.on_exit(code)
+
+    def _frontend_message(self, launch):
+        folder = launch.frontend_folder or self.backend.frontend_folder or DEFAULT_FRONTEND
+        return (f"CARTA's frontend was not found: {folder} holds no readable index.html, so "
+                "CARTA would answer every page with 404 Not Found. Install the CARTA frontend "
+                "or set c.CartaBackend.frontend_folder to the folder holding it (with the "
+                "Ubuntu PPA: /usr/share/carta/frontend).")
 
     def _failure_message(self, outcome):
         tail = "\n".join(self.tail) or "(no output)"

@@ -130,3 +130,28 @@ async def test_token_is_not_logged(home, frontend, caplog):
         assert token.encode() not in cmdline
     finally:
         await backend.stop()
+
+
+@pytest.mark.parametrize("verbosity", [2, 4])
+async def test_missing_frontend_is_fatal_and_names_the_setting(home, tmp_path, verbosity):
+    """A frontend folder without index.html: carta_backend still starts and answers 404 to
+    every page (logging why only at verbosity >= 3); the wrapper refuses it, naming the
+    folder and the setting, and leaves no backend running."""
+    empty = tmp_path / "no-frontend"
+    empty.mkdir()
+    backend = backend_process(empty, verbosity=verbosity)
+    with pytest.raises(process.FrontendNotFound) as missing:
+        await backend.ensure_running()
+    assert f"{empty} holds no readable index.html" in str(missing.value)
+    assert "c.CartaBackend.frontend_folder" in str(missing.value)
+    assert not backend.running
+
+
+async def test_missing_default_frontend_names_the_backends_folder(home):
+    """Without c.CartaBackend.frontend_folder the backend looks beside its executable
+    (<exe>/../share/carta/frontend, src/Main/Main.cc); it names that folder."""
+    backend = BackendProcess(CartaBackend(executable=STANDIN), logging.getLogger("test"))
+    with pytest.raises(process.FrontendNotFound) as missing:
+        await backend.ensure_running()
+    default = os.path.join(os.path.dirname(os.path.realpath(STANDIN)), "../share/carta/frontend")
+    assert f"{default} holds no readable index.html" in str(missing.value)

@@ -21,6 +21,22 @@ c.CartaBackend.executable = "/nonexistent/carta_backend"
     assert hub.api("GET", "/").status_code == 200
 
 
+def test_missing_frontend_names_the_folder_and_setting(hub_factory, open_tmp):
+    """carta_backend with a frontend folder lacking index.html answers 404 to every page: the
+    student gets a page naming the folder and the setting instead."""
+    empty = open_tmp / "frontend"  # readable by the server's user, without index.html
+    empty.mkdir()
+    hub = hub_factory(SAME_USER_CARTA + f"""
+c.CartaBackend.frontend_folder = "{empty}"
+""")
+    hub.start_server("alice")
+    page = open_carta(hub, hub.login("alice"), "alice")
+    assert page.status_code == 503
+    assert f"{empty} holds no readable index.html" in page.text
+    assert "c.CartaBackend.frontend_folder" in page.text
+    assert hub.api("GET", "/").status_code == 200
+
+
 def test_unreachable_hub_api_stops_a_port_reporting_server(tmp_path):
     """On Slurm the server tells the Hub its port; if the Hub's API cannot be reached from
     the node, the job's log says so and the server stops (the spawn fails with that tail)."""

@@ -180,3 +180,28 @@ c.CartaStorage.mounts = [
     texts = {f.text: f.level for f in found}
     assert texts["PersistentVolumeClaim cephfs in namespace carta is Bound"] == "ok"
     assert texts["PersistentVolumeClaim scratch in namespace carta does not exist"] == "problem"
+
+
+@pytest.mark.parametrize("installed", [False, True])
+def test_default_frontend_beside_the_backend(tmp_path, installed):
+    """Without c.CartaBackend.frontend_folder carta_backend serves the frontend from
+    <its resolved path>/../share/carta/frontend (src/Main/Main.cc): the check looks there,
+    through a symlinked executable as the backend resolves /proc/self/exe."""
+    prefix = tmp_path / "opt" / "carta"
+    (prefix / "bin").mkdir(parents=True)
+    exe = prefix / "bin" / "carta_backend"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "carta_backend").symlink_to(exe)
+    frontend = prefix / "bin" / "../share/carta/frontend"
+    if installed:
+        frontend.mkdir(parents=True)
+        (frontend / "index.html").write_text("<html></html>")
+    backend = check.CartaBackend(executable=str(tmp_path / "bin" / "carta_backend"))
+    found = check.backend_findings(backend, None, "alice")
+    assert [f.level for f in found] == ["ok", "ok" if installed else "problem"]
+    assert str(frontend) in found[1].text
+    if not installed:
+        assert "holds no readable index.html" in found[1].text
+        assert "c.CartaBackend.frontend_folder" in found[1].fix

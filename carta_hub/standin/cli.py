@@ -180,19 +180,21 @@ def check_folders(args):
 
 
 def frontend_folder(args):
-    """The folder to serve the frontend from (None with --no_frontend), logging as CARTA."""
+    """The folder to serve the frontend from (None with --no_frontend), logging as
+    carta_backend: by default ``<executable's folder>/../share/carta/frontend`` (src/Main/Main.cc,
+    main, with the executable's resolved path); a folder without index.html is logged as
+    missing (src/HttpServer/HttpServer.cc, HttpServer) and served all the same: 404s."""
     if args.no_frontend:
         return None
     exe_dir = os.path.dirname(os.path.realpath(sys.argv[0]))
-    folder = os.path.realpath(
-        args.frontend_folder or os.path.join(exe_dir, "..", "share", "carta", "frontend"))
+    folder = args.frontend_folder or os.path.join(exe_dir, "../share/carta/frontend")
     if frontend_found(folder):
-        log.info(f"Serving CARTA frontend from {folder}")
+        log.info(f"Serving CARTA frontend from {os.path.realpath(folder)}")
     else:
         log.warning(f"Could not find CARTA frontend files in directory {folder}.")
         log.warning("Failed to host the CARTA frontend. Please specify a custom location "
                     "using the frontend_folder argument.")
-    return folder
+    return os.path.realpath(folder)
 
 
 def listen(server, host, ports):
