@@ -174,7 +174,10 @@ class CartaBackend(Configurable):
         if self.starting_folder:
             return self.folder(self.starting_folder)
         home, top = self.folder("{home}"), self.folder(self.top_level_folder or "/")
-        inside = os.path.commonpath([home, top]) == os.path.normpath(top)
+        # compared resolved, as carta_backend does (src/Util/Casacore.cc, CheckFolderPaths):
+        # a home under a symlinked top level is inside, a symlink out of it is not
+        real_home, real_top = os.path.realpath(home), os.path.realpath(top)
+        inside = os.path.commonpath([real_home, real_top]) == real_top
         return home if inside else top
 
     def environment(self, token):

@@ -155,3 +155,31 @@ async def test_missing_default_frontend_names_the_backends_folder(home):
         await backend.ensure_running()
     default = os.path.join(os.path.dirname(os.path.realpath(STANDIN)), "../share/carta/frontend")
     assert f"{default} holds no readable index.html" in str(missing.value)
+
+
+def test_home_under_a_symlinked_top_level_is_the_starting_folder(tmp_path, monkeypatch):
+    """carta_backend compares resolved paths (src/Util/Casacore.cc, CheckFolderPaths): a home
+    reached through a symlink into the top level starts there; a home whose path lies under
+    the top level but leads out of it would make the backend exit, so the top level is used."""
+    real = tmp_path / "ceph"
+    (real / "home" / "ann").mkdir(parents=True)
+    (tmp_path / "data").symlink_to(real)
+    (real / "home" / "bob").symlink_to(tmp_path)  # lexically inside, really outside
+    cases = [(real / "home" / "ann", tmp_path / "data", real / "home" / "ann"),
+             (tmp_path / "data" / "home" / "ann", real, tmp_path / "data" / "home" / "ann"),
+             (real / "home" / "bob", real, real)]
+    for home, top, expected in cases:
+        monkeypatch.setenv("HOME", str(home))
+        backend = CartaBackend(top_level_folder=str(top))
+        assert backend.start_in() == str(expected), (home, top)
+
+
+async def test_unwritable_log_file_fails_the_start(home, frontend):
+    """With c.CartaBackend.write_log_file, a ~/.carta/log/carta.log the backend cannot open
+    makes carta_backend exit 1 (src/Logger/Logger.cc, InitLogger): the wrapper says why."""
+    (home / ".carta" / "log" / "carta.log").mkdir(parents=True)
+    backend = backend_process(frontend, write_log_file=True)
+    with pytest.raises(process.BackendFailed) as failed:
+        await backend.ensure_running()
+    assert "exited with code 1" in str(failed.value)
+    assert f"Failed opening file {home}/.carta/log/carta.log for writing" in str(failed.value)

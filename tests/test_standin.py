@@ -5,6 +5,7 @@ import asyncio
 import json
 import os
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -15,7 +16,7 @@ import websockets
 from carta_hub.standin import icd
 from carta_hub.standin.icd import EventType, FileType
 from helpers.carta import file_list, register, request
-from helpers.standin import FRONTEND, running_standin, start_standin
+from helpers.standin import FRONTEND, STANDIN, running_standin, start_standin
 
 TOKEN = "test-token"
 
@@ -213,8 +214,45 @@ def test_quiet_verbosity_hides_the_startup_lines(tmp_path, verbosity):
         assert "CARTA is accessible at" not in backend.output
 
 
+def test_missing_starting_folder_falls_back_to_the_working_folder(tmp_path):
+    """carta_backend skips a positional path that does not exist (src/Main/ProgramSettings.cc,
+    ApplyCommandLineSettings): it starts in its working folder, as for no folder at all."""
+    with running_standin(tmp_path / "home", tmp_path / "does-not-exist") as backend:
+        line = backend.wait_for_line("Listening on port")
+    assert backend.proc.returncode in (None, -9)
+    assert f"starting folder {os.path.realpath(os.getcwd())}." in line
+
+
+def test_symlinked_folders_are_compared_resolved(tmp_path):
+    """Like carta_backend (src/Util/Casacore.cc, CheckFolderPaths) the starting folder must
+    be inside the top level once symbolic links are resolved, whatever path names them."""
+    real = tmp_path / "real"
+    (real / "home" / "ann").mkdir(parents=True)
+    (tmp_path / "top").symlink_to(real)
+    (real / "home" / "out").symlink_to(tmp_path)  # lexically inside, really outside
+    with running_standin(tmp_path / "h", "--top_level_folder", tmp_path / "top",
+                         real / "home" / "ann") as backend:
+        line = backend.wait_for_line("Listening on port")
+    assert f"top level folder {real}, starting folder {real}/home/ann." in line
+    backend = start_standin(tmp_path / "h", "--top_level_folder", real, real / "home" / "out")
+    assert backend.wait_exit() == 1
+    assert f"Starting {tmp_path} must be a subdirectory of top level {real}" in backend.output
+
+
+def test_unwritable_log_file_exits_1(tmp_path):
+    """carta_backend cannot open ~/.carta/log/carta.log: spdlog's file sink throws in
+    InitLogger (src/Logger/Logger.cc) and main logs it as critical and returns 1 (Main.cc)."""
+    home = tmp_path / "home"
+    (home / ".carta" / "log" / "carta.log").mkdir(parents=True)  # fails even for root
+    result = subprocess.run([STANDIN, "--host", "127.0.0.1", "--port", "0", "--no_browser"],
+                            env={**os.environ, "HOME": str(home)}, capture_output=True,
+                            text=True, timeout=30, check=False)
+    assert result.returncode == 1
+    assert f"[critical] Failed opening file {home}/.carta/log/carta.log for writing" in \
+        result.stdout
+
+
 @pytest.mark.parametrize("args, message", [
-    (["/does/not/exist"], "does not exist"),
     (["--top_level_folder", "/does/not/exist"], "Invalid top level directory"),
     (["--no_such_option"], "no_such_option"),
 ])

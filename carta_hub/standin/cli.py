@@ -19,7 +19,9 @@ from tornado.netutil import bind_sockets
 
 from . import log
 from .database import ConfigStore
+from .files import folder_image_type
 from .http import Context, frontend_found, make_app
+from .icd import FileType
 from .lifecycle import Lifecycle
 from .session import platform_strings
 
@@ -151,22 +153,30 @@ def _usable_folder(path):
     return os.path.isdir(path) and os.access(path, os.R_OK | os.X_OK)
 
 
+def _positional_folder(args):
+    """The starting folder as carta_backend takes it from its positional arguments
+    (src/Main/ProgramSettings.cc, ApplyCommandLineSettings): the first existing folder that is
+    not an image; a path that does not exist is skipped, so without a folder it stays
+    ``--base`` or the working folder."""
+    for path in args.files:
+        if os.path.isdir(path) and folder_image_type(path) == FileType.UNKNOWN:
+            return path
+        if os.path.isdir(path) or os.path.isfile(path):
+            log.warning(f"carta-standin cannot open files; ignoring {path}")
+        elif os.path.exists(path):
+            break  # neither a folder nor a regular file: carta_backend stops looking
+    return args.base or "."
+
+
 def check_folders(args):
-    """``(top level, starting)`` folders resolved like carta_backend, or StartupError."""
+    """``(top level, starting)`` folders resolved like carta_backend (src/Util/Casacore.cc,
+    CheckFolderPaths: symbolic links resolved before the subfolder test), or StartupError."""
     top = args.top_level_folder or args.root or "/"
     if not _usable_folder(top):
         raise StartupError("Invalid top level directory, does not exist or is not a readable "
                            "directory. Exiting carta.")
     top = os.path.realpath(top)
-    starting = args.base or "."
-    for path in args.files:
-        if os.path.isdir(path):
-            starting = path
-            break
-        if not os.path.exists(path):
-            raise StartupError(f"Starting folder {path} does not exist. Exiting carta.")
-        log.warning(f"carta-standin cannot open files; ignoring {path}")
-    starting = args.starting_folder or starting
+    starting = args.starting_folder or _positional_folder(args)
     if _usable_folder(starting):
         starting = os.path.realpath(starting)
     else:
@@ -289,6 +299,6 @@ def main(argv=None):
                       None if args.no_log else os.path.join(home, ".carta", "log", "carta.log"))
         log.info(f"{os.path.realpath(sys.argv[0])}: Version {VERSION}")
         return asyncio.run(serve(args, home))
-    except StartupError as e:
+    except (StartupError, log.LogFileError) as e:
         log.critical(str(e))
         return 1

@@ -6,6 +6,8 @@ error and critical to stderr, the level coloured with ANSI codes even into a pip
 flushed at once; unless disabled, also to ``~/.carta/log/carta.log`` without colours.
 ``--verbosity`` filters as ``InitLogger`` (src/Logger/Logger.cc) sets the spdlog level: below 4
 no info line is printed, not even "Listening on port" or "CARTA is accessible at".
+Before ``configure`` (a bad command line, a log file that cannot be opened) lines come from
+spdlog's default logger instead: ``[local time] [level] text`` on stdout, at level info.
 """
 
 import datetime
@@ -18,22 +20,35 @@ COLOURS = {"critical": "\033[1m\033[41m", "error": "\033[31m\033[1m",
            "warning": "\033[33m\033[1m", "info": "\033[32m", "debug": "\033[36m"}
 RESET = "\033[m"
 
-_state = {"verbosity": 4, "file": None}
+_state = {"verbosity": 4, "file": None, "configured": False}
+
+
+class LogFileError(Exception):
+    """The log file cannot be opened: carta_backend's rotating file sink throws in
+    ``InitLogger`` (src/Logger/Logger.cc), ``main`` logs it as critical and exits 1 (Main.cc)."""
 
 
 def configure(verbosity, log_file=None):
     """Set the verbosity and open ``log_file`` for appending (None: no file)."""
-    _state["verbosity"] = verbosity
     if log_file:
         try:
             os.makedirs(os.path.dirname(log_file), exist_ok=True)
+        except OSError:
+            pass  # like spdlog: only the file's opening counts
+        try:
             _state["file"] = open(log_file, "a", buffering=1, encoding="utf-8")
         except OSError as e:
-            warning(f"Could not open log file {log_file}: {e}")
+            raise LogFileError(f"Failed opening file {log_file} for writing: "
+                               f"{e.strerror}") from None
+    _state.update(verbosity=verbosity, configured=True)
 
 
 def log(level, text):
     if LEVELS[level] > _state["verbosity"]:
+        return
+    if not _state["configured"]:  # spdlog's default logger
+        now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        print(f"[{now}] [{level}] {text}", flush=True)
         return
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
     stream = sys.stderr if LEVELS[level] <= LEVELS["error"] else sys.stdout
