@@ -56,7 +56,8 @@ def _die_with_parent():
 
 
 def free_port():
-    """A port that is free on loopback right now (the backend's own busy-port line covers races)."""
+    """A port that is free on loopback right now (taken before the backend binds it: the
+    backend gives up on it and is started again on another)."""
     with socket.socket() as sock:
         sock.bind((LOOPBACK, 0))
         return sock.getsockname()[1]
