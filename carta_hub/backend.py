@@ -7,9 +7,11 @@ command line of ``carta-hub-singleuser``.
 """
 
 import json
+import math
 import os
 import secrets
 import shutil
+from collections.abc import Mapping
 
 from traitlets import Bool, Dict, Int, List, Unicode
 from traitlets.config import Configurable
@@ -79,7 +81,14 @@ class CartaBackend(Configurable):
 
     omp_threads = Int(
         0,
-        help="OpenMP threads for the backend (-t). 0: the backend's default (all cores).",
+        min=-1,
+        help="""OpenMP threads for the backend (--omp_threads). 0: as many as the session has
+        CPUs: the Slurm job's ($SLURM_CPUS_PER_TASK, else $SLURM_CPUS_ON_NODE), else the
+        server's CPU limit from JupyterHub ($CPU_LIMIT, else $CPU_GUARANTEE: KubeSpawner's
+        cpu_limit and cpu_guarantee, e.g. from a profile) rounded up, else the CPUs the
+        server may run on; never more than the CPUs it may run on. -1: the backend's own
+        default, one thread per CPU of the node (carta_backend calls omp_get_num_procs and
+        ignores $OMP_NUM_THREADS).""",
     ).tag(config=True)
 
     verbosity = Int(
@@ -158,8 +167,9 @@ class CartaBackend(Configurable):
         ]
         if not self.write_log_file:
             cmd.append("--no_log")
-        if self.omp_threads:
-            cmd += ["--omp_threads", str(self.omp_threads)]
+        threads = self.omp_threads or session_cpus(os.environ)
+        if threads > 0:
+            cmd += ["--omp_threads", str(threads)]
         if self.frontend_folder:
             cmd += ["--frontend_folder", self.frontend_folder]
         if self.top_level_folder:
@@ -204,6 +214,31 @@ class CartaBackend(Configurable):
     def new_token():
         """A fresh random token, one per backend start."""
         return secrets.token_urlsafe(32)
+
+
+#: Where the CPUs given to a session show, first found wins: the Slurm job's (its server runs
+#: in the job), then JupyterHub's Spawner.get_env (cpu_limit, cpu_guarantee; KubeSpawner's pod).
+CPU_VARIABLES = ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE", "CPU_LIMIT", "CPU_GUARANTEE")
+
+
+def session_cpus(environ: Mapping[str, str]) -> int:
+    """The CPUs this session was given (see :data:`CPU_VARIABLES`), at least 1 and at most
+    those this process may run on.
+
+    Without ``--omp_threads`` carta_backend starts one OpenMP thread per CPU of the node:
+    ``ThreadManager::ApplyThreadLimit`` (src/ThreadingManager/ThreadingManager.cc) calls
+    ``omp_set_num_threads(omp_get_num_procs())``, which overrides $OMP_NUM_THREADS; a pod
+    limited by CPU quota (not by cpuset) still sees every CPU of the node there.
+    """
+    usable = len(os.sched_getaffinity(0))
+    for name in CPU_VARIABLES:
+        try:
+            given = math.ceil(float(environ.get(name, "")))
+        except (ValueError, OverflowError):
+            continue
+        if given > 0:
+            return min(given, usable)
+    return usable
 
 
 def _cli_value(value):

@@ -4,6 +4,7 @@ ICD 30 handshake succeeds through the proxy (carta-standin as backend) and stopp
 server deletes the pod."""
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -56,6 +57,20 @@ c.CartaBackend.top_level_folder = "{ceph}"
 """, env={"KUBECONFIG": str(kubeconfig)})
 
 
+def backend_argvs(uid):
+    """The command lines of the carta-standin processes running as ``uid``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_text().split("\0")[:-1]
+            owner = os.stat(f"/proc/{pid}").st_uid
+        except OSError:
+            continue
+        if owner == uid and any(a.endswith("/carta-standin") for a in argv[:2]):
+            found.append(argv)
+    return found
+
+
 async def test_student_session_on_kubernetes(kube_hub, site, student):
     hub, sim, ceph = kube_hub, site["sim"], site["root"] + "/ceph"
     hub.start_server(STUDENT)
@@ -65,6 +80,12 @@ async def test_student_session_on_kubernetes(kube_hub, site, student):
     mounts = {m["mountPath"]: m for m in pod["spec"]["containers"][0]["volumeMounts"]}
     assert mounts[f"{ceph}/home/{STUDENT}"]["subPath"] == f"home/{STUDENT}"
     assert pod["spec"]["containers"][0]["args"][0] == "carta-hub-singleuser"
+    # the profile's CPUs (the default "small": limit 2) reach the server, and the backend
+    # runs that many OpenMP threads, not one per CPU of the node
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert (env["CPU_LIMIT"], env["CPU_GUARANTEE"]) == ("2.0", "0.5")
+    (argv,) = backend_argvs(student.pw_uid)
+    assert argv[argv.index("--omp_threads") + 1] == str(min(2, len(os.sched_getaffinity(0))))
 
     session = hub.login(STUDENT)
     open_carta(hub, session, STUDENT)

@@ -215,6 +215,29 @@ def test_student_session(site, slurm, students):  # noqa: F811
     assert carta_uids(BOB) == [pwd.getpwnam(BOB).pw_uid]
 
 
+def backend_argv(name):
+    """The command line of ``name``'s carta-standin."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_text().split("\0")[:-1]
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if (f"JUPYTERHUB_USER={name}".encode() in environ
+                and any(a.endswith("/carta-standin") for a in argv[:2])):
+            return argv
+    raise AssertionError(f"no backend of {name}")
+
+
+def test_backend_threads_are_the_job_cpus(site):
+    """carta_backend runs one OpenMP thread per CPU of the node unless told otherwise (the
+    test node claims 64): it gets as many as the job has (``cores`` on the form)."""
+    for name, cores in ((ALICE, 2), (BOB, 1)):
+        argv = backend_argv(name)
+        threads = argv[argv.index("--omp_threads") + 1] if "--omp_threads" in argv else None
+        assert threads == str(min(cores, len(os.sched_getaffinity(0)))), argv
+
+
 def test_job_token_sets_only_the_port(site):
     """The server's token (readable in the job) cannot reconfigure the Hub's spawner."""
     ((_, environ),) = processes(ALICE, "carta-hub-singleuser")
