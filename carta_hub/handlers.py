@@ -3,6 +3,7 @@ CARTA-only server. Built on jupyter-server-proxy's handlers: HTTP goes through i
 websockets through :mod:`carta_hub.tunnel`."""
 
 import json
+import re
 from urllib.parse import urlsplit
 
 from jupyter_server_proxy.handlers import SuperviseAndProxyHandler
@@ -42,6 +43,54 @@ def fill_preferences(response, request, path, defaults):
         for key, value in defaults.items():
             stored.setdefault(key, value)
         response.body = json.dumps(body).encode()
+
+
+#: carta_backend's layout, snippet and workspace routes (src/HttpServer/HttpServer.cc,
+#: RegisterRoutes): GET ``<kind>/<name>``; PUT and DELETE ``<kind>`` with the name in the
+#: JSON body's ``<kind>Name`` (SetObjectFromString, ClearObjectFromString).
+OBJECT_ROUTE = re.compile(r"/*api/database/+(layout|snippet|workspace)(?:/(.*))?")
+#: A name that stays a file name inside its folder: not "." or "..", no "/", "\\", NUL or
+#: other control character.
+OBJECT_NAME = re.compile(r"(?!\.\.?\Z)[^/\\\x00-\x1f\x7f]+")
+BAD_NAME = ("Layout, snippet and workspace names may not hold '/', '\\' or control characters, "
+            "nor be '.' or '..': choose another name.")
+
+
+class _Pairs(list):
+    """A JSON object as its (key, value) pairs: duplicate keys stay visible."""
+
+
+def _names_in_body(body, field):
+    """The values of ``field`` in a JSON object body; None if the body is no JSON object."""
+    try:
+        data = json.loads(body.decode("utf-8"), object_pairs_hook=_Pairs)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    return [v for k, v in data if k == field] if isinstance(data, _Pairs) else None
+
+
+def check_object_names(method: str, path: str, body: bytes) -> None:
+    """Refuse (400) a layout, snippet or workspace name that is not a plain file name.
+
+    carta_backend reads, writes and deletes ``~/.carta/config/<kind>s/<name>.json`` with the
+    name as given (HttpServer.cc: GetExistingObject, WriteObjectFile, ClearObjectFromString;
+    a NUL even ends the path): whoever may use the owner's CARTA could otherwise reach any
+    file the owner can write.
+    """
+    route = OBJECT_ROUTE.fullmatch(path)
+    if not route:
+        return
+    kind, name = route.groups()
+    if name is not None:
+        names = [name]
+    elif method in ("PUT", "DELETE"):
+        names = _names_in_body(body, kind + "Name")
+        if names is None:
+            raise web.HTTPError(400, f"The request body must be a JSON object with {kind}Name.")
+    else:
+        return
+    if not all(isinstance(n, str) and OBJECT_NAME.fullmatch(n) for n in names):
+        raise web.HTTPError(400, BAD_NAME)
 
 
 #: For ``CartaBackend.offline``: the page may connect to its own server only (``'self'``
@@ -93,6 +142,7 @@ class CartaProxyHandler(SuperviseAndProxyHandler):
         if self.request.method not in SAFE_METHODS and (reason := self._cross_site()):
             raise web.HTTPError(403, f"{reason}: CARTA refuses changes sent by another "
                                 "site's page. Use CARTA from its own tab.")
+        check_object_names(self.request.method, path, self.request.body)
         await self.ensure_process()
         return await super().proxy(self.port, path)
 
@@ -100,6 +150,11 @@ class CartaProxyHandler(SuperviseAndProxyHandler):
         # jupyter-server-proxy passes "localhost", which resolves to ::1 first where
         # /etc/hosts says so: any local user listening on [::1]:port would get the token.
         return super().get_client_uri(protocol, LOOPBACK, port, proxied_path)
+
+    def proxy_request_options(self):
+        # the frontend deletes layouts, snippets, workspaces and preferences with a DELETE
+        # that has a JSON body, which tornado's client refuses unless told otherwise
+        return {**super().proxy_request_options(), "allow_nonstandard_methods": True}
 
     def get_request_headers_override(self):
         return {"carta-auth-token": self.backend.token}

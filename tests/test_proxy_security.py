@@ -4,11 +4,13 @@ what it forwards, and what it refuses."""
 
 import asyncio
 import contextlib
+import json
 import os
 import pwd
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -236,3 +238,48 @@ def test_cross_site_writes_are_refused_in_the_tile(open_tmp, hub_unix_user):
             browser.request, lambda path: f"{server.url}carta/{path}", {"Origin": origin})
     finally:
         server.stop()
+
+
+# Names that carta_backend would turn into paths outside ~/.carta/config/<kind>s/
+TRAVERSALS = ["../../../escaped", "..\\..\\x", "../../../.bashrc\u0000", ".", ".."]
+
+
+def test_object_names_cannot_leave_the_config_folder(hub, student):
+    home = hub.workdir / "homes" / STUDENT
+    (home / "secret.json").write_text('{"secret": "the owner\'s"}')
+    (home / "keep.json").write_text("{}")
+    (home / ".bashrc").write_text("# the owner's\n")
+    url = lambda path: hub.user_url(STUDENT, path)
+    same = {"Origin": hub.url}
+    for kind in ("layout", "snippet", "workspace"):
+        for name in TRAVERSALS:
+            r = student.put(url(f"api/database/{kind}"), headers=same,
+                            json={f"{kind}Name": name, kind: {"written": True}})
+            assert r.status_code == 400 and "choose another name" in r.text, (kind, name, r.text)
+            # a second, harmless name beside the bad one: the backend may read either
+            body = f'{{"{kind}Name": "ok", "{kind}Name": {json.dumps(name)}, "{kind}": {{}}}}'
+            r = student.put(url(f"api/database/{kind}"), headers=same, data=body)
+            assert r.status_code == 400, (kind, name)
+        r = student.delete(url(f"api/database/{kind}"), headers=same,
+                           json={f"{kind}Name": "../../../keep"})
+        assert r.status_code == 400
+        r = student.get(url(f"api/database/{kind}/..%2F..%2F..%2Fsecret"))
+        assert r.status_code == 400 and "secret" not in r.text
+    assert sorted(p.name for p in home.iterdir() if p.suffix == ".json" or p.name == ".bashrc") \
+        == [".bashrc", "keep.json", "secret.json"]
+    assert (home / ".bashrc").read_text() == "# the owner's\n"
+    assert not (home / ".carta" / "escaped.json").exists()
+
+
+def test_objects_with_ordinary_names_round_trip(hub, student):
+    url = lambda path: hub.user_url(STUDENT, path)
+    same = {"Origin": hub.url}
+    name = "My layout (1) ... é"
+    r = student.put(url("api/database/layout"), headers=same,
+                    json={"layoutName": name, "layout": {"layoutVersion": 2}})
+    assert r.status_code == 200, r.text
+    r = student.get(url(f"api/database/layout/{quote(name)}"))
+    assert r.status_code == 200 and r.json()["layout"]["layoutVersion"] == 2
+    r = student.delete(url("api/database/layout"), headers=same, json={"layoutName": name})
+    assert r.status_code == 200, r.text
+    assert student.get(url("api/database/list/layouts")).json()["layouts"] == []

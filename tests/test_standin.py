@@ -174,8 +174,13 @@ def test_layout_objects(backend):
     layout = {"layoutVersion": 2, "docked": {}}
     assert http(backend, "PUT", "/api/database/layout",
                 {"layoutName": "mine", "layout": layout}, auth)[0] == 200
+    # like carta_backend (HttpServer.cc: WriteObjectFile), the name is used as given: it
+    # writes outside the layouts folder (carta-hub's proxy refuses such names)
     assert http(backend, "PUT", "/api/database/layout",
-                {"layoutName": "../x", "layout": layout}, auth)[0] == 400
+                {"layoutName": "../x", "layout": layout}, auth)[0] == 200
+    outside = backend.home / ".carta/config/x.json"
+    assert json.loads(outside.read_text())["layoutVersion"] == 2
+    outside.unlink()
     status, body = http(backend, "GET", "/api/database/layouts", headers=auth)
     assert json.loads(body)["layouts"]["mine"]["layoutVersion"] == 2
     status, body = http(backend, "GET", "/api/database/list/layouts", headers=auth)

@@ -2,8 +2,13 @@
 files under ``~/.carta/config/``, with the status codes and JSON bodies of its HttpServer.
 
 Every method returns ``(HTTP status, body)``; body is a dict (sent as JSON) or None (empty).
-Differences from carta_backend: no JSON-schema validation, no site-wide snippets, and object
-names that are not plain file names are refused (400).
+Differences from carta_backend: no JSON-schema validation, no site-wide snippets.
+
+Object names are used as given, as carta_backend does (src/HttpServer/HttpServer.cc:
+GetExistingObject, WriteObjectFile, ClearObjectFromString build
+``<config>/<kind>s/<name>.json`` from the URL's or the JSON body's name, unchecked): a name
+such as ``../../x`` reads, writes or deletes outside the config folder. carta-hub's proxy
+refuses such names (:func:`carta_hub.handlers.check_object_name`).
 """
 
 import json
@@ -119,7 +124,8 @@ class ConfigStore:
     # Layouts, snippets, workspaces
 
     def _object_path(self, kind, name):
-        return os.path.join(self.folder, f"{kind}s", f"{name}.json")
+        # carta_backend opens the path as a C string: a NUL in the name ends the path there
+        return os.path.join(self.folder, f"{kind}s", f"{name}.json").split("\0", 1)[0]
 
     def _read_object(self, path, kind):
         try:
@@ -155,7 +161,7 @@ class ConfigStore:
         return 200, {"success": True, f"{kind}s": objects}
 
     def get_object(self, kind, name):
-        if not _valid_name(name) or not os.path.isfile(self._object_path(kind, name)):
+        if not name or not os.path.isfile(self._object_path(kind, name)):
             return 404, None
         obj = self._read_object(self._object_path(kind, name), kind)
         if not obj:
@@ -172,7 +178,7 @@ class ConfigStore:
         if not isinstance(data, dict):
             return 400, None
         name, obj = data.get(f"{kind}Name"), data.get(kind)
-        if not _valid_name(name) or not isinstance(obj, dict):
+        if not isinstance(name, str) or not name or not isinstance(obj, dict):
             return 400, None
         obj["$schema"] = SCHEMAS[kind]
         _write_json(self._object_path(kind, name), obj)
@@ -185,13 +191,9 @@ class ConfigStore:
             return 400, None
         data = _parse(body)
         name = data.get(f"{kind}Name") if isinstance(data, dict) else None
-        if not _valid_name(name) or not os.path.isfile(self._object_path(kind, name)):
+        if not isinstance(name, str) or not name \
+                or not os.path.isfile(self._object_path(kind, name)):
             return 400, None
         os.remove(self._object_path(kind, name))
         return 200, SUCCESS
 
-
-def _valid_name(name):
-    """A non-empty name usable as a file name inside the objects folder."""
-    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name \
-        and "\0" not in name

@@ -180,7 +180,7 @@ def make_app(ctx):
         rules += [(rf"{p}/api/database/preferences", PreferencesHandler, kw),
                   (rf"{p}/api/database/list/{kinds}s", ObjectListHandler, kw),
                   (rf"{p}/api/database/{kinds}s", ObjectsHandler, kw),
-                  (rf"{p}/api/database/{kinds}(?:/(.+))?", ObjectHandler, kw)]
+                  (rf"{p}/api/database/{kinds}(?:/([^/]+))?", ObjectHandler, kw)]
     else:
         rules.append((rf"{p}/api/database/.*", NotImplementedHandler, kw))
     rules.append((rf"{p}/api/scripting/action",
