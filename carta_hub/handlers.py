@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from jupyter_server_proxy.handlers import SuperviseAndProxyHandler
 from tornado import web
 from tornado.escape import xhtml_escape
+from tornado.httputil import HTTPHeaders
 
 from .backend import LOOPBACK, BackendNotFound
 from .process import BackendFailed
@@ -97,6 +98,9 @@ def check_object_names(method: str, path: str, body: bytes) -> None:
 #: covers the same-origin websocket; ``data:``/``blob:`` are the frontend's in-page modules).
 OFFLINE_POLICY = "connect-src 'self' data: blob:"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+#: Request headers carta_backend uses on HTTP (src/HttpServer/HttpServer.cc,
+#: HandleStaticRequest: accept-encoding; the token is added as carta-auth-token).
+HTTP_FORWARDED = {"accept-encoding", "content-type", "carta-auth-token"}
 
 
 def restrict_connections(response):
@@ -118,6 +122,7 @@ class CartaProxyHandler(SuperviseAndProxyHandler):
         self.rewrite_response = [
             rewrite_config,
             lambda response, request, path: fill_preferences(response, request, path, defaults),
+            lambda response, path: self.backend.backend.page_notice(response, path),
         ]
         if self.backend.backend.offline:
             self.rewrite_response.append(restrict_connections)
@@ -160,10 +165,14 @@ class CartaProxyHandler(SuperviseAndProxyHandler):
         return {"carta-auth-token": self.backend.token}
 
     def proxy_request_headers(self):
-        headers = super().proxy_request_headers()
-        for name in ("Cookie", "Authorization"):
-            headers.pop(name, None)
-        return headers
+        # Only what carta_backend reads (the Hub's cookies and credentials, Referer and the
+        # like would push the head over uWebSockets' 4 KiB: see tunnel.FORWARDED); tornado's
+        # client sets Host and Content-Length itself.
+        forwarded = HTTPHeaders()
+        for name, value in super().proxy_request_headers().get_all():
+            if name.lower() in HTTP_FORWARDED:
+                forwarded.add(name, value)
+        return forwarded
 
     def _record_activity(self):
         super()._record_activity()

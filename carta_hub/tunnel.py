@@ -17,8 +17,15 @@ from tornado import iostream
 from .backend import LOOPBACK
 
 CHUNK = 1 << 20  # bytes per recv: larger reads, fewer system calls per byte
-# Headers never forwarded to the backend: the Hub's credentials, and hop-by-hop ones we set.
-DROPPED = {"cookie", "authorization", "host", "x-xsrftoken"}
+# The only headers forwarded with the upgrade: what the handshake needs and carta_backend
+# reads (uWebSockets v20.46.0 src/App.h TemplatedApp::ws: sec-websocket-key, -protocol,
+# -extensions, user-agent for its broken-compression check; carta-backend
+# src/Session/SessionManager.cc OnUpgrade: x-forwarded-for). uWebSockets refuses a request
+# head over 4 KiB (src/HttpParser.h MAX_FALLBACK_SIZE): the Hub's cookies or a Referer
+# holding a long deep link would exceed it.
+FORWARDED = {"upgrade", "connection", "sec-websocket-key", "sec-websocket-version",
+             "sec-websocket-protocol", "sec-websocket-extensions", "user-agent",
+             "x-forwarded-for"}
 # What may stand in the backend's request line: visible ASCII. The path comes URL-decoded (a
 # %0d%0a in the browser's URL is a CR LF here) and would otherwise inject headers.
 TARGET = re.compile(r"[!-~]+")
@@ -35,7 +42,7 @@ def upgrade_request(target, headers, port, token):
     """The upgrade request as the backend should see it (``target``: from
     :func:`request_target`)."""
     lines = [f"GET {target} HTTP/1.1", f"Host: {LOOPBACK}:{port}"]
-    lines += [f"{k}: {v}" for k, v in headers.get_all() if k.lower() not in DROPPED]
+    lines += [f"{k}: {v}" for k, v in headers.get_all() if k.lower() in FORWARDED]
     lines.append(f"carta-auth-token: {token}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 

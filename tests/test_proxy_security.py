@@ -7,6 +7,8 @@ import contextlib
 import json
 import os
 import pwd
+import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,10 +18,11 @@ import pytest
 import requests
 import websockets
 from helpers.carta import file_list, register
-from helpers.client import connect, open_carta
+from helpers.client import connect, cookie_header, open_carta
 from helpers.hub import FRONTEND, SAME_USER_CARTA, VENV_BIN
 from helpers.jupyter import start_jupyter
 from helpers.ports import wait_for
+from helpers.standin import running_standin
 
 from carta_hub.standin.icd import EventType
 
@@ -283,3 +286,57 @@ def test_objects_with_ordinary_names_round_trip(hub, student):
     r = student.delete(url("api/database/layout"), headers=same, json={"layoutName": name})
     assert r.status_code == 200, r.text
     assert student.get(url("api/database/list/layouts")).json()["layouts"] == []
+
+
+def raw_request(port, head):
+    """Send a request head to 127.0.0.1:``port``; the answer's status line."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(head.encode())
+        return s.makefile("rb").readline().decode().strip()
+
+
+@pytest.mark.parametrize("padding, fields, status", [
+    (3800, 1, "200"), (4100, 1, "431"), (10, 46, "200"), (10, 47, "431")])
+def test_standin_refuses_request_heads_as_uwebsockets_does(tmp_path, padding, fields, status):
+    """Over 4 KiB of request line and headers, or over 48 fields: 431, as uWebSockets."""
+    with running_standin(tmp_path / "home") as backend:
+        extra = "".join(f"X-Field-{i}: {'a' * padding}\r\n" for i in range(fields))
+        head = (f"GET /api/database/preferences HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"carta-auth-token: {backend.token}\r\n{extra}\r\n")
+        assert raw_request(backend.port, head).split()[1] == status
+
+
+# What a browser sends with the page's calls after opening a long deep link (a few files
+# by their full paths): the link is the Referer; the site's other apps add cookies.
+DEEP_LINK_QUERY = "files=" + ",".join(f"/data/survey/field{i:03}/" + "x" * 180 + ".fits"
+                                      for i in range(16))
+BROWSER_HEADERS = {
+    "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+                  "Chrome/131.0.0.0 Safari/537.36",
+    "sec-ch-ua": '"Chromium";v="131", "Not_A Brand";v="24", "Google Chrome";v="131"',
+    "sec-ch-ua-mobile": "?0", "sec-ch-ua-platform": '"Linux"',
+    "Accept-Language": "en-GB,en-US;q=0.9,en;q=0.8,de;q=0.7",
+    "Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty",
+}
+
+
+async def test_long_deep_link_and_big_cookies_still_work(hub, student):
+    assert len(DEEP_LINK_QUERY) > 3000
+    for i in range(3):  # cookies of the site's other applications
+        student.cookies.set(f"other-app-{i}", "c" * 1200, path="/")
+    referer = hub.user_url(STUDENT, "?" + DEEP_LINK_QUERY)
+    headers = {**BROWSER_HEADERS, "Referer": referer, "Origin": hub.url}
+    page = student.get(referer, headers={**BROWSER_HEADERS, "Sec-Fetch-Mode": "navigate"})
+    assert page.status_code == 200 and "<title>CARTA</title>" in page.text
+    script = re.search(r'src="(?:\./)?(static/js/[^"]+)"', page.text).group(1)
+    for path in (script, "config", "api/database/preferences"):
+        r = student.get(hub.user_url(STUDENT, path), headers=headers)
+        assert r.status_code == 200, (path, r.status_code)
+    r = student.put(hub.user_url(STUDENT, "api/database/preferences"), headers=headers,
+                    json={"colormap": "viridis"})
+    assert r.status_code == 200, r.text
+    url = hub.user_url(STUDENT, "?token=no_auth_configured").replace("http://", "ws://", 1)
+    ws_headers = {**BROWSER_HEADERS, "Origin": hub.url, "Cookie": cookie_header(student)}
+    async with websockets.connect(url, additional_headers=ws_headers) as ws:
+        event, _, _, ack = await register(ws)
+    assert event == EventType.REGISTER_VIEWER_ACK and ack.success

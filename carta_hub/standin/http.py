@@ -2,6 +2,9 @@
 the /api/database routes and /api/scripting/action, all under the URL prefix P.
 
 A websocket upgrade is accepted on any path (routed before everything else).
+
+Request heads over 4 KiB or with more than 48 header fields are refused with uWebSockets'
+431 (see :class:`HeadLimit`).
 """
 
 import json
@@ -11,6 +14,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from tornado import httputil
 from tornado.routing import Matcher, Rule
 from tornado.web import Application, RequestHandler
 
@@ -21,6 +25,14 @@ from .lifecycle import Lifecycle
 from .session import SessionHandler
 
 MAX_MESSAGE_SIZE = 256 * 2**20
+# carta_backend's uWebSockets (v20.46.0, third-party/install/uWebSockets.cmake) keeps at most
+# 4 KiB of a request head it has not seen whole (src/HttpParser.h: MAX_FALLBACK_SIZE in
+# consumePostPadded) and parses at most 48 header fields (HttpRequest::MAX_HEADERS = 50 in
+# getHeaders); beyond either it writes this and closes (src/HttpContext.h, HttpErrors.h).
+MAX_HEAD = 4096
+MAX_FIELDS = 48
+TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\n\r\n<h1>Request Header Fields "
+             b"Too Large</h1><hr><i>uWebSockets/20 Server</i>")
 mimetypes.add_type("application/wasm", ".wasm")
 
 
@@ -170,6 +182,43 @@ def frontend_found(folder):
     return os.access(os.path.join(folder, "index.html"), os.R_OK)
 
 
+class HeadLimit(httputil.HTTPMessageDelegate):
+    """Refuses a request whose head is over :data:`MAX_HEAD` bytes or :data:`MAX_FIELDS`
+    fields, as uWebSockets does. uWebSockets parses a larger head that arrives in one read
+    (often so on an idle loopback, rarely otherwise); the stand-in refuses it always."""
+
+    def __init__(self, delegate, connection):
+        self.delegate, self.connection = delegate, connection
+        self.refused = False
+
+    def headers_received(self, start_line, headers):
+        fields = list(headers.get_all())
+        size = len(" ".join(start_line)) + 2 + sum(len(k) + len(v) + 4 for k, v in fields) + 2
+        if size <= MAX_HEAD and len(fields) <= MAX_FIELDS:
+            return self.delegate.headers_received(start_line, headers)
+        log.debug(f"Refused a request head of {size} bytes and {len(fields)} fields")
+        self.refused = True
+        stream = self.connection.detach()
+        stream.write(TOO_LARGE).add_done_callback(lambda _: stream.close())
+        return None
+
+    def data_received(self, chunk):
+        return None if self.refused else self.delegate.data_received(chunk)
+
+    def finish(self):
+        if not self.refused:
+            self.delegate.finish()
+
+    def on_connection_close(self):
+        if not self.refused:
+            self.delegate.on_connection_close()
+
+
+class BackendApplication(Application):
+    def start_request(self, server_conn, request_conn):
+        return HeadLimit(super().start_request(server_conn, request_conn), request_conn)
+
+
 def make_app(ctx):
     """The tornado Application serving ``ctx``."""
     p = re.escape(ctx.url_prefix)
@@ -188,8 +237,8 @@ def make_app(ctx):
     if ctx.frontend_folder is not None:
         rules.append((rf"{p}/config", ConfigHandler, kw))
     rules.append((rf"{p}(?:/.*)?", StaticHandler, kw))
-    return Application(rules, websocket_max_message_size=MAX_MESSAGE_SIZE,
-                       log_function=_log_request)
+    return BackendApplication(rules, websocket_max_message_size=MAX_MESSAGE_SIZE,
+                              log_function=_log_request)
 
 
 def _log_request(handler):
