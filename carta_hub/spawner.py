@@ -1,6 +1,7 @@
 """What every carta-hub spawner shares: which single-user server to run, and the operator's
 ``c.CartaBackend`` settings passed on to it."""
 
+import asyncio
 import os
 import sysconfig
 
@@ -9,6 +10,7 @@ from tornado import web
 from traitlets import Enum, default, observe, validate
 from traitlets.config import Configurable
 
+from . import exitwatch
 from .backend import CartaBackend
 
 COMMANDS = {"carta": ["carta-hub-singleuser"], "lab": ["jupyterhub-singleuser"]}
@@ -59,6 +61,25 @@ class CartaSpawnerMixin(Configurable):
 
     def get_args(self):
         return super().get_args() + self.carta_args()
+
+    _exit_watch = None
+
+    def start_polling(self):
+        """The Hub's periodic poll and, for a local process, a poll as soon as it ends: the
+        Hub then removes its route at once, before another user can bind the freed port."""
+        super().start_polling()
+        if isinstance(self, LocalProcessSpawner) and self.pid:
+            self._exit_watch = exitwatch.when_ended(self.pid, self._process_ended)
+
+    def stop_polling(self):
+        super().stop_polling()
+        cancel, self._exit_watch = self._exit_watch, None
+        if cancel:
+            cancel()
+
+    def _process_ended(self):
+        if not self.pending:  # a spawn or stop in progress handles the end itself
+            asyncio.ensure_future(self.poll_and_notify())
 
 
 class CARTALocalSpawner(CartaSpawnerMixin, LocalProcessSpawner):
