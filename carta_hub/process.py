@@ -14,6 +14,7 @@ import sys
 from tornado.httpclient import AsyncHTTPClient
 
 from .backend import LOOPBACK, BackendNotFound
+from .sessionhome import carta_folder_problem
 
 # carta_backend logs this at error level (src/Session/SessionManager.cc, Listen), shown at
 # verbosity >= 2; its exit then follows with code 0 (src/Main/Main.cc, main).
@@ -138,18 +139,13 @@ def listening(pid: int, port: int) -> bool:
 
 def warn_unwritable_home(log):
     """CARTA runs from a full or read-only home (the wrapper keeps its log, the backend gets
-    --no_log), but it cannot save preferences, layouts or snippets there: say so."""
+    --no_log and a HOME of the session's own, :mod:`carta_hub.sessionhome`), but what the
+    student saves is lost when the server stops: say so."""
     home = os.environ.get("HOME") or os.path.expanduser("~")
-    carta = os.path.join(home, ".carta")
-    target = carta if os.path.isdir(carta) else home
-    if not os.access(target, os.W_OK):
-        problem = "not writable"
-    elif os.statvfs(target).f_bavail == 0:
-        problem = "full"
-    else:
-        return
-    log.warning("Home folder %s is %s: CARTA runs, but cannot save preferences, layouts or "
-                "snippets (%s)", home, problem, target)
+    problem = carta_folder_problem(home)
+    if problem:
+        log.warning("Home folder %s is %s: CARTA keeps preferences, layouts and snippets for "
+                    "this session only (in a private temporary folder)", home, problem)
 
 
 async def _serves_no_frontend(port):

@@ -14,6 +14,7 @@ refuses such names (:func:`carta_hub.handlers.check_object_name`).
 import json
 import os
 import shutil
+import sys
 
 from . import log
 
@@ -34,9 +35,39 @@ def _parse(body):
 
 
 def _write_json(path, obj):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=4, sort_keys=True, ensure_ascii=False)
+    """False when the folder cannot be created; True otherwise, even when the file could not be
+    opened or written: carta_backend's WritePreferencesFile and WriteObjectFile
+    (src/HttpServer/HttpServer.cc) catch the folder's filesystem_error, but std::ofstream
+    fails silently, so nothing is kept (on a full disk, an empty file)."""
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    except OSError as e:
+        log.warning(f"filesystem error: cannot create directories: {e.strerror} "
+                    f"[{os.path.dirname(path)}]")
+        return False
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=4, sort_keys=True, ensure_ascii=False)
+    except OSError:
+        pass
+    return True
+
+
+def _exists(path):
+    """std::filesystem::exists: False when ``path`` is not found; any other error escapes
+    carta_backend's GetExistingPreferences (HttpServer.cc catches json errors only) and ends
+    the process through std::terminate, as here."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as e:
+        print("terminate called after throwing an instance of "
+              "'std::filesystem::__cxx11::filesystem_error'\n"
+              f"  what():  filesystem error: status: {e.strerror} [{path}]",
+              file=sys.stderr, flush=True)
+        os.abort()
+    return True
 
 
 class ConfigStore:
@@ -49,11 +80,13 @@ class ConfigStore:
 
     def existing_preferences(self):
         """Stored preferences; ``{"version": 2}`` when none, ``{}`` when the file is malformed."""
+        if not _exists(self.preferences_path):
+            return {"version": 2}
         try:
             with open(self.preferences_path, encoding="utf-8") as f:
                 text = f.read()
-        except FileNotFoundError:
-            return {"version": 2}
+        except OSError:
+            text = "-"  # std::ifstream reads nothing: a JSON parse error
         if not text:
             return {"version": 2}
         try:
@@ -86,7 +119,8 @@ class ConfigStore:
             if malformed:
                 self._backup_preferences()
             existing.update(changed)
-            _write_json(self.preferences_path, existing)
+            if not _write_json(self.preferences_path, existing):
+                return 500, None
             log.debug(f"Updated {len(changed)} preferences")
         return 200, SUCCESS
 
@@ -107,7 +141,8 @@ class ConfigStore:
             for key in removed:
                 existing.pop(key, None)
             existing.update({"$schema": SCHEMAS["preferences"], "version": 2})
-            _write_json(self.preferences_path, existing)
+            if not _write_json(self.preferences_path, existing):
+                return 500, None
             log.debug(f"Cleared {len(removed)} preferences")
         return 200, SUCCESS
 
@@ -181,7 +216,8 @@ class ConfigStore:
         if not isinstance(name, str) or not name or not isinstance(obj, dict):
             return 400, None
         obj["$schema"] = SCHEMAS[kind]
-        _write_json(self._object_path(kind, name), obj)
+        if not _write_json(self._object_path(kind, name), obj):
+            return 400, None
         return 200, SUCCESS
 
     def clear_object(self, kind, body):
