@@ -17,10 +17,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
 fi
-# The Debian packages start their daemons; tests run their own on loopback.
-for svc in slapd slurmctld slurmd munge; do
-  $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || $sudo service "$svc" stop >/dev/null 2>&1 || true
-done
+# The Debian packages start their daemons; tests run their own on loopback. Only once: without
+# systemd, `service slurmctld stop` ends every slurmctld, the test suite's own too (tests run
+# `make demo`, which runs this script, while the suite's Slurm cluster is up).
+if [ ! -e "$prefix/.daemons-stopped" ]; then
+  for svc in slapd slurmctld slurmd munge; do
+    $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || $sudo service "$svc" stop >/dev/null 2>&1 || true
+  done
+  $sudo mkdir -p "$prefix" && $sudo touch "$prefix/.daemons-stopped"
+fi
 
 $sudo mkdir -p "$prefix/node"
 $sudo cp "$here/dev/node/package.json" "$prefix/node/package.json"

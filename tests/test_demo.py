@@ -41,7 +41,7 @@ def demo_account():
 
 
 @pytest.fixture(scope="module")
-def demo(hub_factory, demo_account):
+def demo(demo_account, hub_factory):  # the account goes after the Hub (its servers)
     return hub_factory(f'load_subconfig("{DEMO}")\n', user=None,
                        env={"CARTA_HUB_DEMO_DIR": "{workdir}/demo"})
 
