@@ -459,7 +459,8 @@ def test_unwritable_home_carta_starts_with_a_warning(fault_site, slurm, how):  #
     if site.hub.server(CAROL):
         site.hub.stop_server(CAROL)
     home = Path(pwd.getpwnam(CAROL).pw_dir)
-    with unwritable_home(CAROL, how):
+    since = time.time()
+    with unwritable_home(CAROL, how), removing_node_logs(since):
         session = site.hub.login(CAROL, STUDENTS[CAROL])
         messages, _ = spawn(site, CAROL, session)
         assert site.hub.server(CAROL).get("ready"), messages
@@ -472,7 +473,7 @@ def test_unwritable_home_carta_starts_with_a_warning(fault_site, slurm, how):  #
         assert session.get(prefs).json()["preferences"]["colormap"] == "magma"
         assert not (home / ".carta").exists()
         shared_log = home / f".carta-hub-slurm-{job}.log"
-        node_log = private_node_log(job, CAROL)
+        node_log = private_node_log(job, CAROL, since)
         text = node_log.read_text()
         assert f"cannot write the job log {shared_log}" in text, text
         assert f"this log stays on {os.uname().nodename} in {node_log}\n" in text, text
@@ -480,13 +481,27 @@ def test_unwritable_home_carta_starts_with_a_warning(fault_site, slurm, how):  #
             in text, text
         assert not shared_log.exists() or shared_log.stat().st_size == 0
         site.hub.stop_server(CAROL)
-    shutil.rmtree(node_log.parent)
 
 
-def private_node_log(job, name):
+def node_log_folders(since):
+    """Node-local log folders made since ``since`` (a test cluster reuses job ids)."""
+    return [f for f in Path("/tmp").glob("carta-hub-*.??????????")
+            if f.lstat().st_ctime >= since - 1]
+
+
+@contextlib.contextmanager
+def removing_node_logs(since):
+    try:
+        yield
+    finally:
+        for folder in node_log_folders(since):
+            shutil.rmtree(folder)
+
+
+def private_node_log(job, name, since):
     """The job's node-local log: in a folder of its own that mktemp made (0700, random
     name), readable by ``name`` alone."""
-    (folder,) = Path("/tmp").glob(f"carta-hub-{job}.??????????")
+    (folder,) = [f for f in node_log_folders(since) if f.name.startswith(f"carta-hub-{job}.")]
     log = folder / "job.log"
     uid = pwd.getpwnam(name).pw_uid
     assert (folder.lstat().st_uid, oct(folder.lstat().st_mode)) == (uid, oct(0o40700))
