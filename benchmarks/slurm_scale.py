@@ -48,7 +48,7 @@ from helpers.carta import register
 from helpers.client import connect, open_carta
 from test_slurm_scale import TINY
 
-from carta_hub.standin.icd import EventType
+from carta_standin.icd import EventType
 
 STUDENT = "cb-scale"
 CARTA = [f"carta{i:02d}" for i in range(50)]

@@ -52,7 +52,7 @@ from helpers.client import connect, open_carta
 from helpers.hub import FRONTEND
 
 from carta_hub.backend import CartaBackend
-from carta_hub.standin.icd import EventType
+from carta_standin.icd import EventType
 
 STUDENT = "cb-student"
 TARGET = 1.5  # seconds over the baseline

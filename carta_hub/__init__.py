@@ -5,9 +5,9 @@ __version__ = "0.1.0"
 # Spawners by short path (carta_hub.CARTASlurmSpawner), imported only when asked for, so that
 # `import carta_hub` needs neither batchspawner nor kubespawner.
 _SPAWNERS = {
-    "CARTALocalSpawner": "carta_hub.spawner",
-    "CARTASlurmSpawner": "carta_hub.slurm",
-    "CARTAKubeSpawner": "carta_hub.kube",
+    "CARTALocalSpawner": "carta_hub.hub.spawner",
+    "CARTASlurmSpawner": "carta_hub.hub.slurm.spawner",
+    "CARTAKubeSpawner": "carta_hub.hub.kube",
 }
 
 
@@ -20,4 +20,4 @@ def __getattr__(name):
 
 
 def _jupyter_server_extension_points():
-    return [{"module": "carta_hub.lab"}]
+    return [{"module": "carta_hub.server.jupyterlab"}]

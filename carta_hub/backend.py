@@ -16,8 +16,6 @@ from collections.abc import Mapping
 from traitlets import Bool, Dict, Int, List, Unicode
 from traitlets.config import Configurable
 
-from .sessionhome import add_notice, carta_folder_problem, make_session_home
-
 LOOPBACK = "127.0.0.1"
 
 
@@ -191,27 +189,6 @@ class CartaBackend(Configurable):
         real_home, real_top = os.path.realpath(home), os.path.realpath(top)
         inside = os.path.commonpath([real_home, real_top]) == real_top
         return home if inside else top
-
-    home_problem = None  # why ~/.carta cannot be written ("not writable", "full"), if so
-    _backend_home = None
-
-    def backend_home(self):
-        """The backend's HOME: the user's, or a private folder of this session's when the
-        backend could not keep its files in ~/.carta (:mod:`carta_hub.sessionhome`); chosen
-        at the first start. The folders CARTA shows do not depend on it (:meth:`start_in`)."""
-        if self._backend_home is None:
-            home = self.folder("{home}")
-            self.home_problem = carta_folder_problem(home)
-            self._backend_home = make_session_home(home) if self.home_problem else home
-        return self._backend_home
-
-    def environment(self, token):
-        """Environment additions for one backend start with its ``token``."""
-        return {"CARTA_AUTH_TOKEN": token, "HOME": self.backend_home()}
-
-    def page_notice(self, response, path):
-        """Tell the student on CARTA's page when changes are kept for this session only."""
-        add_notice(response, path, self.home_problem)
 
     def cli_args(self):
         """This configuration as ``--CartaBackend.x=...`` arguments for the user's server.

@@ -42,4 +42,6 @@ if ! "$prefix/venv/bin/python" -m pip --version >/dev/null 2>&1; then
 fi
 echo "== pip: carta-hub and its extras into $prefix/venv"
 $sudo "$prefix/venv/bin/python" -m pip install -q --upgrade "$here[kubernetes,slurm,ldap,oauth,culler,lab,test]"
+echo "== pip: carta-standin (the tests' and the demo's stand-in backend, not CARTA)"
+$sudo "$prefix/venv/bin/python" -m pip install -q --upgrade "$here/standin"
 $sudo chmod -R a+rX "$prefix"

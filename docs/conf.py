@@ -28,13 +28,13 @@ smartquotes = False  # keep options like --port and quotes as written
 # cannot be configured by their own name (ResourceFormMixin is no Configurable).
 REFERENCE = [
     ("carta_hub.backend", "CartaBackend"),
-    ("carta_hub.singleuser", "CartaSingleUserApp"),
-    ("carta_hub.spawner", "CartaSpawnerMixin"),
-    ("carta_hub.slurm", "CARTASlurmSpawner"),
-    ("carta_hub.kube", "CARTAKubeSpawner"),
-    ("carta_hub.identity", "IdentityResolver"),
-    ("carta_hub.storage", "CartaStorage"),
-    ("carta_hub.ldapauth", "CartaLDAPAuthenticator"),
+    ("carta_hub.server.app", "CartaSingleUserApp"),
+    ("carta_hub.hub.spawner", "CartaSpawnerMixin"),
+    ("carta_hub.hub.slurm.spawner", "CARTASlurmSpawner"),
+    ("carta_hub.hub.kube", "CARTAKubeSpawner"),
+    ("carta_hub.hub.identity", "IdentityResolver"),
+    ("carta_hub.hub.storage", "CartaStorage"),
+    ("carta_hub.hub.ldapauth", "CartaLDAPAuthenticator"),
 ]
 DOCUMENTED = {name for _, name in REFERENCE}
 # Pages other issues write (the student guide, issue 7; performance, issue 8): in the index's

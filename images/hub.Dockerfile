@@ -10,7 +10,7 @@ COPY carta_hub /tmp/carta-hub/carta_hub
 # culler; --no-deps keeps it that way (the single-user side's dependencies are not needed).
 RUN pip install --no-cache-dir --no-deps /tmp/carta-hub \
  && rm -rf /tmp/carta-hub \
- && python3 -c "from carta_hub.kube import CARTAKubeSpawner"
+ && python3 -c "from carta_hub.hub.kube import CARTAKubeSpawner"
 # the chart's jupyterhub_config.py loads this folder after hub.config
 COPY images/hub-config.d/carta-hub.py /usr/local/etc/jupyterhub/jupyterhub_config.d/00-carta-hub.py
 # the chart image's user (jovyan)

@@ -35,7 +35,7 @@ def dn_list(name, default):
 
 base_dn = os.environ.get("CARTA_LDAP_BASE_DN", "dc=example,dc=org")
 
-c.JupyterHub.authenticator_class = "carta_hub.ldapauth.CartaLDAPAuthenticator"
+c.JupyterHub.authenticator_class = "carta_hub.hub.ldapauth.CartaLDAPAuthenticator"
 c.LDAPAuthenticator.server_address = os.environ.get("CARTA_LDAP_SERVER", "ldap.example.org")
 c.LDAPAuthenticator.server_port = int(os.environ.get("CARTA_LDAP_PORT", "389"))
 c.LDAPAuthenticator.tls_strategy = "before_bind"  # StartTLS; never send passwords in clear

@@ -10,7 +10,7 @@ import secrets
 import shutil
 import subprocess
 
-from carta_hub.samplecube import sample_cube
+from carta_hub.hub.samplecube import sample_cube
 
 prefix = os.environ.get("CARTA_HUB_PREFIX", "/opt/carta-hub")
 state = os.environ.get("CARTA_HUB_DEMO_DIR", "/var/lib/carta-hub-demo")

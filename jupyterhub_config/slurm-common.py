@@ -27,7 +27,7 @@ c.CARTASlurmSpawner.runtimes = ["2:00:00", "4:00:00", "8:00:00"]
 # Also: accounts, qos (e.g. ["astro-teaching"]; empty: no --account/--qos), mode_choices.
 c.CARTASlurmSpawner.folder_roots = ["/ceph/home/{login}", "/ceph/data"]
 
-# The same trees as on Kubernetes (carta_hub.storage), bound into the container.
+# The same trees as on Kubernetes (carta_hub.hub.storage), bound into the container.
 c.CartaStorage.mounts = [
     {"host_path": "/ceph/home/{login}", "mount_path": "/ceph/home/{login}"},
     {"host_path": "/ceph/data", "mount_path": "/ceph/data", "read_only": True},

@@ -10,7 +10,7 @@ import pytest
 from kubernetes_asyncio.client import ApiClient
 from traitlets.config import Config
 
-from carta_hub.kube import CARTAKubeSpawner
+from carta_hub.hub.kube import CARTAKubeSpawner
 from k8s_simulator import start_simulator
 from helpers.fakes import FakeUser  # noqa: F401
 

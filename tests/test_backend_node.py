@@ -1,4 +1,4 @@
-"""The backend on a real node, started by the wrapper (carta_hub.process.BackendProcess) with
+"""The backend on a real node, started by the wrapper (carta_hub.server.backend_process.BackendProcess) with
 the stand-in ``carta-standin`` (NOT CARTA): the node's /etc/carta/backend.json, the CPUs the
 session was given, a home where ~/.carta cannot be written."""
 
@@ -13,7 +13,7 @@ import requests
 from helpers.standin import FRONTEND, STANDIN
 
 from carta_hub.backend import CartaBackend
-from carta_hub.process import BackendProcess
+from carta_hub.server.backend_process import BackendProcess
 
 # carta-standin with its own view of /etc: an overlay holding carta/backend.json, in a mount
 # namespace of its own (an unprivileged user namespace: no root needed, the host's /etc stays)

@@ -1,4 +1,4 @@
-"""The wrapper's supervision of one backend (carta_hub.process.BackendProcess) with the stand-in
+"""The wrapper's supervision of one backend (carta_hub.server.backend_process.BackendProcess) with the stand-in
 ``carta-standin`` (NOT CARTA): when it counts as started, busy ports, what it logs."""
 
 import asyncio
@@ -14,9 +14,9 @@ import pytest
 import requests
 from helpers.standin import STANDIN
 
-from carta_hub import process
+from carta_hub.server import backend_process as process
 from carta_hub.backend import CartaBackend
-from carta_hub.process import BackendProcess
+from carta_hub.server.backend_process import BackendProcess
 
 
 @pytest.fixture

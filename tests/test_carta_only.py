@@ -15,7 +15,7 @@ from helpers.carta import file_list, register
 from helpers.client import connect, open_carta
 from helpers.hub import SAME_USER_CARTA
 from helpers.ports import wait_for
-from carta_hub.standin.icd import EventType
+from carta_standin.icd import EventType
 
 USERNAMES = ["alice", "a.student", "jo@uni.edu"]
 
@@ -150,10 +150,10 @@ def test_server_defers_the_hubs_database_model_until_used():
     they work if anything uses them."""
     probe = """
 import sys
-from carta_hub import lean
-sys.meta_path.insert(0, lean.HubOnlyFinder())
-import carta_hub.singleuser
-lazy = {m: type(sys.modules[m]).__name__ for m in sorted(lean.HUB_ONLY)}
+from carta_hub.server import main as entry
+sys.meta_path.insert(0, entry.HubOnlyFinder())
+import carta_hub.server.app
+lazy = {m: type(sys.modules[m]).__name__ for m in sorted(entry.HUB_ONLY)}
 print(lazy, 'alembic' in sys.modules, sys.modules['jupyterhub.orm'].User.__tablename__)
 """
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,

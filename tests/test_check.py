@@ -20,7 +20,7 @@ from helpers.users import ensure_user, remove_user
 from k8s_simulator import write_kubeconfig
 from kube_support import site, use_kubeconfig  # noqa: F401  (site: the simulator)
 
-from carta_hub import check
+from carta_hub.hub import check
 
 ROOT = Path(__file__).parent.parent
 CONFIGS = ROOT / "jupyterhub_config"

@@ -13,8 +13,8 @@ import websockets
 from helpers.client import connect, open_carta
 from helpers.hub import SAME_USER_CARTA
 
-from carta_hub.standin import icd
-from carta_hub.standin.icd import EventType
+from carta_standin import icd
+from carta_standin.icd import EventType
 
 CONFIG = Path(__file__).parent.parent / "jupyterhub_config" / "culling.py"
 IDLE, CULL_EVERY, EXIT = 6, 4, 2

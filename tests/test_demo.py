@@ -22,8 +22,8 @@ from helpers.hub import NEWCOMER_PATH, PREFIX, SAME_USER_CARTA, Hub, _end, _read
 from helpers.ports import free_port, wait_for
 from test_carta_only import backend_sockets
 
-from carta_hub.samplecube import sample_cube
-from carta_hub.standin.icd import FileType
+from carta_hub.hub.samplecube import sample_cube
+from carta_standin.icd import FileType
 
 REPO = Path(__file__).parent.parent
 DEMO = REPO / "jupyterhub_config" / "demo.py"

@@ -1,4 +1,4 @@
-"""carta_hub.exitwatch: the local spawner learns of its server's end at once (pidfd), or
+"""carta_hub.hub.exitwatch: the local spawner learns of its server's end at once (pidfd), or
 checks every second where the kernel has no pidfd_open (Linux < 5.3)."""
 
 import asyncio
@@ -6,7 +6,7 @@ import errno
 import os
 import time
 
-from carta_hub import exitwatch
+from carta_hub.hub import exitwatch
 
 
 async def test_called_when_the_process_ends_not_before():

@@ -26,7 +26,7 @@ import pytest
 import requests
 import websockets
 
-from carta_hub.standin.icd import EventType
+from carta_standin.icd import EventType
 from helpers.carta import file_list, register
 from helpers.client import connect, open_carta
 from helpers.hub import SAME_USER_CARTA

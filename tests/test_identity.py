@@ -1,4 +1,4 @@
-"""carta_hub.identity: sources, ranges, errors."""
+"""carta_hub.hub.identity: sources, ranges, errors."""
 
 import grp
 import os
@@ -7,8 +7,8 @@ import pwd
 import pytest
 import yaml
 
-from carta_hub import identity
-from carta_hub.identity import IdentityError, IdentityResolver
+from carta_hub.hub import identity
+from carta_hub.hub.identity import IdentityError, IdentityResolver
 from helpers.fakes import FakeUser
 
 
@@ -77,7 +77,7 @@ async def test_no_source_knows_user():
 async def test_kubernetes_hub_never_uses_its_own_passwd(tmp_path, monkeypatch):
     """On Kubernetes the hub pod's /etc/passwd is not the site's: a user it happens to list
     (here 'nobody', UID 65534) gets no identity without auth_state or a mapping."""
-    from carta_hub.kube import CARTAKubeSpawner
+    from carta_hub.hub.kube import CARTAKubeSpawner
     from k8s_simulator import write_kubeconfig
     from kube_support import use_kubeconfig
 

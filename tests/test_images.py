@@ -14,8 +14,8 @@ from spython.main.parse.parsers import DockerParser, SingularityParser
 from traitlets.config import Config
 
 from carta_hub.backend import CartaBackend
-from carta_hub.kube import CARTAKubeSpawner
-from carta_hub.spawner import COMMANDS
+from carta_hub.hub.kube import CARTAKubeSpawner
+from carta_hub.hub.spawner import COMMANDS
 
 ROOT = Path(__file__).parent.parent
 IMAGES = ROOT / "images"
@@ -76,7 +76,7 @@ def test_hub_image_adds_carta_hub_to_the_chart_image():
     text = install_text(image)
     assert image.fromHeader == "quay.io/jupyterhub/k8s-hub:4.4.0"
     assert "pip install --no-cache-dir --no-deps /tmp/carta-hub" in text
-    assert "from carta_hub.kube import CARTAKubeSpawner" in text
+    assert "from carta_hub.hub.kube import CARTAKubeSpawner" in text
     # the chart loads the image's jupyterhub_config.d: it names our spawner
     (source, target), = [f for f in image.files if f[0].startswith("images/hub-config.d/")]
     assert target.startswith("/usr/local/etc/jupyterhub/jupyterhub_config.d/")
@@ -84,7 +84,7 @@ def test_hub_image_adds_carta_hub_to_the_chart_image():
     exec((ROOT / source).read_text(), {"c": c})
     assert c.Authenticator.enable_auth_state is True
     entry = PYPROJECT["project"]["entry-points"]["jupyterhub.spawners"][c.JupyterHub.spawner_class]
-    assert entry == "carta_hub.kube:CARTAKubeSpawner"
+    assert entry == "carta_hub.hub.kube:CARTAKubeSpawner"
     hub = BASE_VALUES["hub"]["image"]
     assert f"-t {hub['name']}:{hub['tag']} ." in text
 
@@ -98,7 +98,7 @@ def test_apptainer_recipe_is_the_singleuser_image():
     tests = install_text(sif)
     assert "test -x /usr/bin/carta_backend" in tests
     # what the Slurm spawner execs inside the image
-    from carta_hub.slurm import CARTASlurmSpawner
+    from carta_hub.hub.slurm.spawner import CARTASlurmSpawner
 
     wrapper = CARTASlurmSpawner.class_traits()["batchspawner_singleuser_cmd"].default_value
     for command in (wrapper, *(c[0] for c in COMMANDS.values())):

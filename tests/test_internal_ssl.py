@@ -22,7 +22,7 @@ from helpers.client import connect, open_carta
 from helpers.hub import SAME_USER_CARTA, VENV_BIN
 from helpers.ports import wait_for
 
-from carta_hub.standin.icd import EventType
+from carta_standin.icd import EventType
 
 PROXY_TOKEN = secrets.token_hex(16)
 NAME = "alice"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from carta_hub.standin.icd import EventType
+from carta_standin.icd import EventType
 from helpers.carta import file_list, register
 from helpers.client import connect, open_carta
 from helpers.ports import free_port

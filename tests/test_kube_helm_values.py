@@ -88,8 +88,8 @@ def hub_config(values):
 
 def configurable_classes(values):
     from carta_hub.backend import CartaBackend
-    from carta_hub.identity import IdentityResolver
-    from carta_hub.storage import CartaStorage
+    from carta_hub.hub.identity import IdentityResolver
+    from carta_hub.hub.storage import CartaStorage
     from jupyterhub.app import JupyterHub
     from jupyterhub.auth import Authenticator
 

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from carta_hub.identity import IdentityError
-from carta_hub.kube import CARTAKubeSpawner
+from carta_hub.hub.identity import IdentityError
+from carta_hub.hub.kube import CARTAKubeSpawner
 from helpers.ports import free_port, wait_for
 from kube_support import GID, UID, FakeUser, make_spawner, site, use_kubeconfig  # noqa: F401
 from k8s_simulator import write_kubeconfig

@@ -11,7 +11,7 @@ import requests
 import trustme
 import websockets
 
-from carta_hub.standin.icd import EventType
+from carta_standin.icd import EventType
 from helpers.carta import file_list, register
 from helpers.hub import FRONTEND, VENV_BIN
 from helpers.jupyter import start_jupyter

@@ -24,7 +24,7 @@ from helpers.jupyter import start_jupyter
 from helpers.ports import wait_for
 from helpers.standin import running_standin
 
-from carta_hub.standin.icd import EventType
+from carta_standin.icd import EventType
 
 STUDENT = "student"
 
@@ -141,13 +141,13 @@ def test_backend_http_goes_to_127_0_0_1_even_where_localhost_is_ipv6(ipv6_first_
 
 
 def test_tile_without_the_carta_extension_starts_and_proxies_nothing(open_tmp, hub_unix_user):
-    """With carta_hub.lab disabled, /carta/ is not served by jupyter-server-proxy's own
+    """With carta_hub.server.jupyterlab disabled, /carta/ is not served by jupyter-server-proxy's own
     handler (it would reach the backend at localhost); the tile stays, the log says why."""
     home = open_tmp / "no-extension"
     home.mkdir()
     subprocess.run(["chown", hub_unix_user.pw_name, str(home)], check=True)
     server = start_jupyter(home, "/user/no-extension/", user=hub_unix_user.pw_name, args=[
-        '--ServerApp.jpserver_extensions={"carta_hub.lab": False}',
+        '--ServerApp.jpserver_extensions={"carta_hub.server.jupyterlab": False}',
         f"--CartaBackend.executable={VENV_BIN / 'carta-standin'}",
         f"--CartaBackend.frontend_folder={FRONTEND}"])
     try:
@@ -156,7 +156,7 @@ def test_tile_without_the_carta_extension_starts_and_proxies_nothing(open_tmp, h
         page = server.get("carta/", timeout=60)
         assert page.status_code == 404 and "<title>CARTA</title>" not in page.text
         assert backend_pid(home) is None
-        assert "jupyter server extension enable carta_hub.lab" in server.log()
+        assert "jupyter server extension enable carta_hub.server.jupyterlab" in server.log()
     finally:
         server.stop()
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from carta_hub.standin import icd
+from carta_standin import icd
 from helpers.client import connect, open_carta
 from helpers.ports import wait_for
 from helpers.slurm import CountingSqueue, SlurmHub

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from jupyterhub.objects import Hub
 
-from carta_hub.slurm import CARTASlurmSpawner
+from carta_hub.hub.slurm.spawner import CARTASlurmSpawner
 from helpers.ports import free_port, wait_for
 from helpers.slurm import CountingSqueue
 from helpers.fakes import FakeUser

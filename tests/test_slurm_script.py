@@ -13,12 +13,12 @@ from jupyterhub import apihandlers
 from tornado import web
 from traitlets.config import Config, PyFileConfigLoader
 
-from carta_hub.identity import IdentityError
-from carta_hub.jobscript import bind_spec, container_argv
-from carta_hub.resources import FormError
-from carta_hub.slurm import CARTASlurmSpawner, PortOnlyHandler
-from carta_hub.squeue import parse
-from carta_hub.storage import CartaStorage
+from carta_hub.hub.identity import IdentityError
+from carta_hub.hub.slurm.jobscript import bind_spec, container_argv
+from carta_hub.hub.slurm.form import FormError
+from carta_hub.hub.slurm.spawner import CARTASlurmSpawner, PortOnlyHandler
+from carta_hub.hub.slurm.squeue import parse
+from carta_hub.hub.storage import CartaStorage
 from helpers.fakes import FakeUser
 
 

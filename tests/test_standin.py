@@ -13,8 +13,8 @@ import urllib.request
 import pytest
 import websockets
 
-from carta_hub.standin import icd
-from carta_hub.standin.icd import EventType, FileType
+from carta_standin import icd
+from carta_standin.icd import EventType, FileType
 from helpers.carta import file_list, register, request
 from helpers.standin import FRONTEND, STANDIN, running_standin, start_standin
 

@@ -1,9 +1,9 @@
-"""carta_hub.storage: templates, escaping, Kubernetes volumes and Apptainer binds."""
+"""carta_hub.hub.storage: templates, escaping, Kubernetes volumes and Apptainer binds."""
 
 import pytest
 
-from carta_hub.identity import Identity
-from carta_hub.storage import CartaStorage, binds, escape_component, kube_volumes
+from carta_hub.hub.identity import Identity
+from carta_hub.hub.storage import CartaStorage, binds, escape_component, kube_volumes
 
 IDENT = Identity(name="alice", uid=5001, gid=5000)
 MOUNTS = [

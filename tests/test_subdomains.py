@@ -23,7 +23,7 @@ from helpers.client import cookie_header
 from helpers.hub import SAME_USER_CARTA
 from traitlets.config import Config, PyFileConfigLoader
 
-from carta_hub.standin.icd import EventType
+from carta_standin.icd import EventType
 
 ROOT = Path(__file__).parent.parent
 DOMAIN = "hub.localtest"

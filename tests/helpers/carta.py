@@ -2,8 +2,8 @@
 
 import asyncio
 
-from carta_hub.standin import icd
-from carta_hub.standin.icd import EventType
+from carta_standin import icd
+from carta_standin.icd import EventType
 
 
 async def request(ws, event_type, message, request_id=1, icd_version=icd.ICD_VERSION):

@@ -64,7 +64,7 @@ c.CartaBackend.frontend_folder = "{frontend}"
 # CARTA-only servers run as the Hub's own (unprivileged) user, one home per Hub user, so
 # that any username (dots, @, unicode) can be tested without a unix account for it.
 SAME_USER_CARTA = """
-from carta_hub.spawner import CARTALocalSpawner
+from carta_hub.hub.spawner import CARTALocalSpawner
 from jupyterhub.spawner import SimpleLocalProcessSpawner
 
 class SameUserCartaSpawner(CARTALocalSpawner, SimpleLocalProcessSpawner):

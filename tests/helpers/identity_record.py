@@ -8,7 +8,7 @@ from .hub import SAME_USER_CARTA
 
 RECORD_IDENTITY = SAME_USER_CARTA + """
 import json
-from carta_hub.identity import IdentityResolver
+from carta_hub.hub.identity import IdentityResolver
 
 class IdentityRecordingSpawner(SameUserCartaSpawner):
     async def start(self):

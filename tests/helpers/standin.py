@@ -7,7 +7,7 @@
 
 ``start_standin`` returns once the process logged ``Listening on port`` (or exited, or logged
 ``Could not listen``); ``running_standin`` also kills it by PID when the block ends.
-Speak ICD 30 with :mod:`carta_hub.standin.icd`.
+Speak ICD 30 with :mod:`carta_standin.icd`.
 """
 
 import contextlib

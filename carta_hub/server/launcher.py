@@ -1,6 +1,6 @@
 """The ``carta`` jupyter-server-proxy entry point: the JupyterLab launcher tile only.
 
-Requests to ``/carta/`` are served by the :mod:`carta_hub.lab` server extension. The entry
+Requests to ``/carta/`` are served by the :mod:`carta_hub.server.jupyterlab` server extension. The entry
 defines no process: jupyter-server-proxy's own handler would reach the backend at
 ``localhost``, which resolves to ``::1`` first on most systems, where any local user may
 listen and receive the backend's token.
@@ -9,8 +9,8 @@ listen and receive the backend's token.
 import os
 import warnings
 
-ICON = os.path.join(os.path.dirname(__file__), "static", "carta.svg")
-EXTENSION = "carta_hub.lab"
+ICON = os.path.join(os.path.dirname(__file__), "carta.svg")
+EXTENSION = "carta_hub.server.jupyterlab"
 
 # An entry without command or port is what we mean (a tile, no route): not worth a warning.
 warnings.filterwarnings("ignore", "Server proxy carta does not have a command", UserWarning)

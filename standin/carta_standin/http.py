@@ -18,11 +18,11 @@ from tornado import httputil
 from tornado.routing import Matcher, Rule
 from tornado.web import Application, RequestHandler
 
-from . import log
-from .auth import authorised
-from .database import ConfigStore
-from .lifecycle import Lifecycle
-from .session import SessionHandler
+from carta_standin import log
+from carta_standin.auth import authorised
+from carta_standin.database import ConfigStore
+from carta_standin.lifecycle import Lifecycle
+from carta_standin.session import SessionHandler
 
 MAX_MESSAGE_SIZE = 256 * 2**20
 # carta_backend's uWebSockets (v20.46.0, third-party/install/uWebSockets.cmake) keeps at most

@@ -3,9 +3,9 @@
 
 from jupyter_server.utils import url_path_join
 
-from .backend import CartaBackend
-from .handlers import CartaProxyHandler
-from .process import BackendProcess
+from carta_hub.backend import CartaBackend
+from carta_hub.server.proxy import CartaProxyHandler
+from carta_hub.server.backend_process import BackendProcess
 
 
 def _load_jupyter_server_extension(serverapp):

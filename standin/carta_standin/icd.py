@@ -4,7 +4,7 @@
 The message descriptors are built at runtime from the compact tables below (no protoc).
 Field numbers and wire types match carta-protobuf as decoded by carta-frontend 6.0.0.
 
-    from carta_hub.standin import icd
+    from carta_standin import icd
     await ws.send(icd.encode_message(icd.EventType.REGISTER_VIEWER, 1,
                                      icd.messages.RegisterViewer(client_feature_flags=5)))
     event_type, icd_version, request_id, ack = icd.decode_message(await ws.recv())

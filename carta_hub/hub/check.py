@@ -6,7 +6,7 @@ Run it on the Hub's host, as the Hub's user, with the Hub's environment and conf
     carta-hub check -f /etc/carta-hub/slurm-pam.py alice
 
 It loads the configuration and, for each user, resolves the POSIX identity
-(:class:`carta_hub.identity.IdentityResolver`, with the auth_state stored in the Hub
+(:class:`carta_hub.hub.identity.IdentityResolver`, with the auth_state stored in the Hub
 database), then checks what the spawner will need: for Slurm the sudo rule (``sbatch``,
 ``scancel``, ``tail`` as the user), ``squeue``, the partitions, the image, home, log folder and
 bind sources; for Kubernetes the volume claims; the backend and folders for servers started
@@ -27,9 +27,9 @@ import yaml
 from packaging.version import Version
 from traitlets.config import PyFileConfigLoader
 
-from .backend import BackendNotFound, CartaBackend
-from .identity import IdentityError, IdentityResolver
-from .storage import CartaStorage, binds, escape_component
+from carta_hub.backend import BackendNotFound, CartaBackend
+from carta_hub.hub.identity import IdentityError, IdentityResolver
+from carta_hub.hub.storage import CartaStorage, binds, escape_component
 
 # (first fixed version, advisory) of jupyter-server-proxy
 PROXY_ADVISORIES = [
@@ -376,8 +376,8 @@ async def _claim_finding(spawner, claim):
 
 
 async def user_findings(hub, username):
-    from .slurm import CARTASlurmSpawner
-    from .spawner import CartaSpawnerMixin
+    from carta_hub.hub.slurm.spawner import CARTASlurmSpawner
+    from carta_hub.hub.spawner import CartaSpawnerMixin
 
     ident, found = await identity_findings(hub, username)
     if ident is None:

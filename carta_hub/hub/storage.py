@@ -16,7 +16,7 @@ directory on the node, which must exist: ``type: Directory``), optional ``sub_pa
 ``pvc``), ``read_only`` (default false), ``hpc_path`` (where the tree is on HPC nodes when it
 differs from ``host_path``/``mount_path``).
 
-Templates: ``{login}`` (the POSIX login name from :mod:`carta_hub.identity`), ``{username}``
+Templates: ``{login}`` (the POSIX login name from :mod:`carta_hub.hub.identity`), ``{username}``
 (the JupyterHub username, percent-escaped so it is one safe path component), ``{uid}``,
 ``{gid}``. They do not use KubeSpawner's slugs, so paths stay the same whatever
 ``slug_scheme`` is set. In-tree ``cephfs`` volumes (removed in Kubernetes 1.31) are never
@@ -68,7 +68,7 @@ class CartaStorage(LoggingConfigurable):
         existing PersistentVolumeClaim, e.g. a static ceph-csi CephFS volume; optional
         `sub_path`) or `host_path` (CephFS mounted on the nodes); optional `read_only`,
         `hpc_path`. Templates `{login}`, `{username}` (escaped), `{uid}`, `{gid}`.
-        See carta_hub.storage.""",
+        See carta_hub.hub.storage.""",
     ).tag(config=True)
 
     @validate("mounts")

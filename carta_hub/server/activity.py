@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 from tornado import ioloop
 
-from . import hubapi
+from carta_hub.server import hubapi
 
 
 def isoformat(moment):

@@ -17,13 +17,13 @@ import uuid
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from . import log
-from .database import ConfigStore
-from .files import folder_image_type
-from .http import Context, frontend_found, make_app
-from .icd import FileType
-from .lifecycle import Lifecycle
-from .session import platform_strings
+from carta_standin import log
+from carta_standin.database import ConfigStore
+from carta_standin.files import folder_image_type
+from carta_standin.http import Context, frontend_found, make_app
+from carta_standin.icd import FileType
+from carta_standin.lifecycle import Lifecycle
+from carta_standin.session import platform_strings
 
 VERSION = "5.1.0 (carta-standin)"
 DEFAULT_PORT, PORT_TRIALS = 3002, 100

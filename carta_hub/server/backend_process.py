@@ -13,8 +13,8 @@ import sys
 
 from tornado.httpclient import AsyncHTTPClient
 
-from .backend import LOOPBACK, BackendNotFound
-from .sessionhome import carta_folder_problem
+from carta_hub.backend import LOOPBACK, BackendNotFound
+from carta_hub.server.sessionhome import add_notice, carta_folder_problem, make_session_home
 
 # carta_backend logs this at error level (src/Session/SessionManager.cc, Listen), shown at
 # verbosity >= 2; its exit then follows with code 0 (src/Main/Main.cc, main).
@@ -139,7 +139,7 @@ def listening(pid: int, port: int) -> bool:
 
 def warn_unwritable_home(log):
     """CARTA runs from a full or read-only home (the wrapper keeps its log, the backend gets
-    --no_log and a HOME of the session's own, :mod:`carta_hub.sessionhome`), but what the
+    --no_log and a HOME of the session's own, :mod:`carta_hub.server.sessionhome`), but what the
     student saves is lost when the server stops: say so."""
     home = os.environ.get("HOME") or os.path.expanduser("~")
     problem = carta_folder_problem(home)
@@ -180,6 +180,8 @@ class BackendProcess:
         self._serving = None  # the process that listened (its exit ends the session)
         self._lock = asyncio.Lock()
         self._home_checked = False
+        self.home_problem = None  # why ~/.carta cannot be written ("not writable", "full")
+        self._home = None
 
     @property
     def running(self):
@@ -215,7 +217,7 @@ class BackendProcess:
         cmd = self.backend.command(port)
         # the token goes in CARTA_AUTH_TOKEN (read by src/Main/Main.cc, main), never on the
         # command line, which every user of the node can read
-        env = {**os.environ, **self.backend.environment(token)}
+        env = {**os.environ, "CARTA_AUTH_TOKEN": token, "HOME": self.backend_home()}
         self.log.info("Starting CARTA backend: %s", " ".join(cmd))
         self.tail.clear()
         self.proc = await asyncio.create_subprocess_exec(
@@ -261,6 +263,20 @@ class BackendProcess:
                      "CARTA backend exited with code %s", code)
         if self.on_exit and proc is self.proc and proc is self._serving:
             self.on_exit(code)
+
+    def backend_home(self) -> str:
+        """The backend's HOME: the user's, or a private folder of this session's when the
+        backend could not keep its files in ~/.carta (:mod:`carta_hub.server.sessionhome`);
+        chosen at the first start. The folders CARTA shows do not depend on it."""
+        if self._home is None:
+            home = self.backend.folder("{home}")
+            self.home_problem = carta_folder_problem(home)
+            self._home = make_session_home(home) if self.home_problem else home
+        return self._home
+
+    def page_notice(self, response, path: str) -> None:
+        """Tell the student on CARTA's page when changes are kept for this session only."""
+        add_notice(response, path, self.home_problem)
 
     def _frontend_message(self, launch):
         folder = launch.frontend_folder or self.backend.frontend_folder or DEFAULT_FRONTEND

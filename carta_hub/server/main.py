@@ -29,6 +29,6 @@ class HubOnlyFinder:
 def main():
     if not any(isinstance(f, HubOnlyFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, HubOnlyFinder())
-    from .singleuser import main as serve
+    from carta_hub.server.app import main as serve
 
     return serve()

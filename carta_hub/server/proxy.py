@@ -1,6 +1,6 @@
 """The proxy handler in front of one user's backend, shared by the JupyterLab tile and the
 CARTA-only server. Built on jupyter-server-proxy's handlers: HTTP goes through its proxy,
-websockets through :mod:`carta_hub.tunnel`."""
+websockets through :mod:`carta_hub.server.tunnel`."""
 
 import json
 import re
@@ -11,9 +11,9 @@ from tornado import web
 from tornado.escape import xhtml_escape
 from tornado.httputil import HTTPHeaders
 
-from .backend import LOOPBACK, BackendNotFound
-from .process import BackendFailed
-from .tunnel import request_target, tunnel
+from carta_hub.backend import LOOPBACK, BackendNotFound
+from carta_hub.server.backend_process import BackendFailed
+from carta_hub.server.tunnel import request_target, tunnel
 
 
 def rewrite_config(response, request, path):
@@ -111,7 +111,7 @@ def restrict_connections(response):
 class CartaProxyHandler(SuperviseAndProxyHandler):
     """Proxies ``<prefix>/...`` to the backend, starting it on demand.
 
-    ``state["backend"]`` is the server's :class:`~carta_hub.process.BackendProcess`.
+    ``state["backend"]`` is the server's :class:`~carta_hub.server.backend_process.BackendProcess`.
     """
 
     name = "carta"
@@ -122,7 +122,7 @@ class CartaProxyHandler(SuperviseAndProxyHandler):
         self.rewrite_response = [
             rewrite_config,
             lambda response, request, path: fill_preferences(response, request, path, defaults),
-            lambda response, path: self.backend.backend.page_notice(response, path),
+            lambda response, path: self.backend.page_notice(response, path),
         ]
         if self.backend.backend.offline:
             self.rewrite_response.append(restrict_connections)

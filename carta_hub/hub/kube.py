@@ -1,7 +1,7 @@
 """``CARTAKubeSpawner``: KubeSpawner running each user's CARTA as the user's own POSIX identity.
 
-Only wiring: :mod:`carta_hub.identity` gives UID/GID/groups, :mod:`carta_hub.storage` gives the
-CephFS/hostPath mounts, :class:`carta_hub.spawner.CartaSpawnerMixin` gives the command and the
+Only wiring: :mod:`carta_hub.hub.identity` gives UID/GID/groups, :mod:`carta_hub.hub.storage` gives the
+CephFS/hostPath mounts, :class:`carta_hub.hub.spawner.CartaSpawnerMixin` gives the command and the
 ``CartaBackend`` arguments, and ``profile_list`` chooses resources and CARTA-only
 (``carta_mode: carta``, the default) vs JupyterLab mode. Everything else is
 KubeSpawner's.
@@ -22,10 +22,10 @@ from kubespawner import KubeSpawner
 from kubespawner.utils import get_k8s_model
 from traitlets import Bool, Dict, List, Unicode, default, validate
 
-from . import __version__
-from .identity import IdentityResolver
-from .spawner import CartaSpawnerMixin
-from .storage import CartaStorage, kube_volumes
+from carta_hub import __version__
+from carta_hub.hub.identity import IdentityResolver
+from carta_hub.hub.spawner import CartaSpawnerMixin
+from carta_hub.hub.storage import CartaStorage, kube_volumes
 
 NSS_VOLUME = "carta-nss"
 TMP_VOLUME = "carta-tmp"
@@ -141,7 +141,7 @@ class CARTAKubeSpawner(CartaSpawnerMixin, KubeSpawner):
     async def get_pod_manifest(self):
         """KubeSpawner's pod, run as the user's identity with their storage.
 
-        Raises :class:`carta_hub.identity.IdentityError` (and so creates no pod) when the
+        Raises :class:`carta_hub.hub.identity.IdentityError` (and so creates no pod) when the
         user has no acceptable identity.
         """
         self.carta_identity = await IdentityResolver(parent=self).resolve(self.user)

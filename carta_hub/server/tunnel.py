@@ -14,7 +14,7 @@ import threading
 
 from tornado import iostream
 
-from .backend import LOOPBACK
+from carta_hub.backend import LOOPBACK
 
 CHUNK = 1 << 20  # bytes per recv: larger reads, fewer system calls per byte
 # The only headers forwarded with the upgrade: what the handshake needs and carta_backend

@@ -10,8 +10,8 @@ from tornado import web
 from traitlets import Enum, default, observe, validate
 from traitlets.config import Configurable
 
-from . import exitwatch
-from .backend import CartaBackend
+from carta_hub.hub import exitwatch
+from carta_hub.backend import CartaBackend
 
 COMMANDS = {"carta": ["carta-hub-singleuser"], "lab": ["jupyterhub-singleuser"]}
 

@@ -15,10 +15,11 @@ from google.protobuf.message import DecodeError
 from tornado.ioloop import IOLoop
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from . import icd, log
-from .auth import authorised
-from .files import fill_listing
-from .icd import EventType
+from carta_standin import icd
+from carta_standin import log
+from carta_standin.auth import authorised
+from carta_standin.files import fill_listing
+from carta_standin.icd import EventType
 
 NOT_CARTA = "carta-standin is a stand-in for testing, not CARTA: it cannot read images."
 READ_ONLY, SCRIPTING = 8, 64  # CARTA.ServerFeatureFlags

@@ -6,7 +6,7 @@ ldapauthenticator already stores ``auth_state_attributes`` (e.g. ``uidNumber``,
 from one search bound as the user:
 
 - ``gidNumbers``: the gidNumber of every group the user belongs to (supplementary GIDs for
-  :class:`carta_hub.identity.IdentityResolver`, ``groups_attribute = "gidNumbers"``);
+  :class:`carta_hub.hub.identity.IdentityResolver`, ``groups_attribute = "gidNumbers"``);
 - ``memberOf``: the DNs of those groups, which make the user a Hub admin when one is in
   ``admin_groups``.
 

@@ -8,7 +8,7 @@ Symbolic links are followed, as carta_backend does.
 
 import os
 
-from .icd import FileListFilterMode, FileType
+from carta_standin.icd import FileListFilterMode, FileType
 
 FITS_EXTENSIONS = (".fits", ".fit", ".fts")
 HDF5_EXTENSIONS = (".hdf5", ".h5")

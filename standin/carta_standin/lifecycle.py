@@ -6,7 +6,7 @@ disconnects the idle client; the process then exits through ``--exit_timeout`` i
 
 from tornado.ioloop import IOLoop
 
-from . import log
+from carta_standin import log
 
 
 class Lifecycle:

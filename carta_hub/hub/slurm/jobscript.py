@@ -21,7 +21,7 @@ def load_template(path=""):
     if path:
         text = Path(path).read_text()
     else:
-        text = files("carta_hub").joinpath("templates/slurm_job.sh.j2").read_text()
+        text = files(__package__).joinpath("job.sh.j2").read_text()
     env = Environment(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
                       undefined=StrictUndefined, autoescape=False)
     env.filters["quote"] = shlex.quote

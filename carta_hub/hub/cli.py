@@ -25,10 +25,10 @@ def main(argv=None):
     ceph.add_argument("--root", default="/", help="path mounted (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.command == "check":
-        from .check import report, run_checks
+        from carta_hub.hub.check import report, run_checks
 
         return 1 if report(asyncio.run(run_checks(args.config, args.users))) else 0
-    from .cephfs import manifests
+    from carta_hub.hub.cephfs import manifests
 
     try:
         print(manifests(args.cluster_id, args.namespace, args.fs_name, args.secret,

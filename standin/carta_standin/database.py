@@ -8,7 +8,7 @@ Object names are used as given, as carta_backend does (src/HttpServer/HttpServer
 GetExistingObject, WriteObjectFile, ClearObjectFromString build
 ``<config>/<kind>s/<name>.json`` from the URL's or the JSON body's name, unchecked): a name
 such as ``../../x`` reads, writes or deletes outside the config folder. carta-hub's proxy
-refuses such names (:func:`carta_hub.handlers.check_object_name`).
+refuses such names (:func:`carta_hub.server.proxy.check_object_name`).
 """
 
 import json
@@ -16,7 +16,7 @@ import os
 import shutil
 import sys
 
-from . import log
+from carta_standin import log
 
 SUCCESS = {"success": True}
 OBJECT_TYPES = ("layout", "snippet", "workspace")

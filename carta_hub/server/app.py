@@ -17,11 +17,12 @@ from tornado import httpserver, netutil, web
 from traitlets import Bool, Int, Unicode, default, validate
 from traitlets.config import Application
 
-from . import __version__, hubapi
-from .activity import ActivityReporter
-from .backend import BackendNotFound, CartaBackend
-from .handlers import CartaProxyHandler
-from .process import BackendFailed, BackendProcess
+from carta_hub import __version__
+from carta_hub.server import hubapi
+from carta_hub.server.activity import ActivityReporter
+from carta_hub.backend import BackendNotFound, CartaBackend
+from carta_hub.server.proxy import CartaProxyHandler
+from carta_hub.server.backend_process import BackendFailed, BackendProcess
 
 _Standalone, _ = make_standalone_proxy(CartaProxyHandler, {})
 

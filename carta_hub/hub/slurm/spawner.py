@@ -1,8 +1,8 @@
 """CARTASlurmSpawner: each user's CARTA server as a Slurm batch job under their own identity.
 
 Wiring only. batchspawner's SlurmSpawner submits and cancels (``sudo -E -u USER sbatch``);
-:mod:`carta_hub.resources` validates the student's choices; :mod:`carta_hub.jobscript`
-renders the job script (Apptainer/Singularity or bare); :mod:`carta_hub.squeue` answers every
+:mod:`carta_hub.hub.slurm.form` validates the student's choices; :mod:`carta_hub.hub.slurm.jobscript`
+renders the job script (Apptainer/Singularity or bare); :mod:`carta_hub.hub.slurm.squeue` answers every
 status question from one ``squeue`` per poll interval shared by all servers of the Hub.
 """
 
@@ -18,12 +18,12 @@ from jupyterhub.apihandlers import APIHandler
 from tornado import web
 from traitlets import Enum, Float, Int, List, Unicode, default, validate
 
-from .identity import IdentityError, IdentityResolver
-from .jobscript import container_argv, load_template, log_file, sbatch_value, shell_log_file
-from .resources import FormError, ResourceFormMixin
-from .spawner import CartaSpawnerMixin
-from .squeue import QueuePoller
-from .storage import CartaStorage, binds, escape_component
+from carta_hub.hub.identity import IdentityError, IdentityResolver
+from carta_hub.hub.slurm.jobscript import container_argv, load_template, log_file, sbatch_value, shell_log_file
+from carta_hub.hub.slurm.form import FormError, ResourceFormMixin
+from carta_hub.hub.spawner import CartaSpawnerMixin
+from carta_hub.hub.slurm.squeue import QueuePoller
+from carta_hub.hub.storage import CartaStorage, binds, escape_component
 
 
 class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
@@ -32,7 +32,7 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
     job_template = Unicode(
         "",
         help="""Jinja template file of the job script. Empty: the packaged
-        carta_hub/templates/slurm_job.sh.j2 (copy it to start your own).""",
+        carta_hub/hub/slurm/job.sh.j2 (copy it to start your own).""",
     ).tag(config=True)
 
     job_name = Unicode(
