@@ -14,6 +14,7 @@ import pytest
 import yaml
 from traitlets.config import Config
 
+import carta_hub
 from helpers.hub import VENV_BIN
 from kube_support import FakeUser, container, pod_manifest, use_kubeconfig
 from k8s_simulator import write_kubeconfig
@@ -136,7 +137,7 @@ async def test_pods_from_values(variant, options, tmp_path, monkeypatch):
     for version in ("1.30.0", kubernetes_validate.latest_version()):
         kubernetes_validate.validate(pod, version, strict=True)
     nb = container(pod)
-    assert nb["image"] == "registry.example.org/carta-hub/singleuser:0.1.0"
+    assert nb["image"] == f"registry.example.org/carta-hub/singleuser:{carta_hub.__version__}"
     assert nb["args"][0] == ("jupyterhub-singleuser" if options.get("profile") == "lab"
                              else "carta-hub-singleuser")
     assert "--CartaBackend.top_level_folder=/ceph" in nb["args"]
