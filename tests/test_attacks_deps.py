@@ -20,6 +20,8 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
+pytestmark = pytest.mark.fast
+
 ROOT = Path(__file__).parent.parent
 PIP = [sys.executable, "-m", "pip"]
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]  # requires-python >= 3.10

@@ -104,6 +104,7 @@ def test_misconfigurations_named_with_fixes(slurm, configs):  # noqa: F811
     assert "4 problem(s), 1 warning(s)" in out, out
 
 
+@pytest.mark.fast
 def test_proxy_versions():
     assert check.proxy_findings("4.6.0")[0].level == "ok"
     old = [f.text for f in check.proxy_findings("4.1.0")]
@@ -119,6 +120,7 @@ class Roles:
         self.load_roles = [{"name": "cull", "services": ["cull"], "scopes": scopes}]
 
 
+@pytest.mark.fast
 def test_culler_scopes():
     found = check.culler_findings(Roles(["list:users", "read:servers"]))
     assert found[0].level == "problem"
@@ -130,6 +132,7 @@ def test_culler_scopes():
     assert none[0].level == "warning" and "no idle culler" in none[0].text
 
 
+@pytest.mark.fast
 def test_identity_from_stored_auth_state(tmp_path, monkeypatch):
     """An LDAP site: the identity comes from the encrypted auth_state in the Hub database."""
     from jupyterhub import crypto, orm
@@ -182,6 +185,7 @@ c.CartaStorage.mounts = [
     assert texts["PersistentVolumeClaim scratch in namespace carta does not exist"] == "problem"
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("installed", [False, True])
 def test_default_frontend_beside_the_backend(tmp_path, installed):
     """Without c.CartaBackend.frontend_folder carta_backend serves the frontend from

@@ -14,6 +14,8 @@ from k8s_simulator import write_kubeconfig
 from kube_support import FakeUser, container, pod_manifest, use_kubeconfig
 from test_kube_helm_values import CHART, VARIANTS, hub_config, load, merge, spawner_class_for
 
+pytestmark = pytest.mark.fast
+
 ROOT = Path(__file__).parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import deploy_complexity  # noqa: E402

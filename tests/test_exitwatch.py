@@ -6,7 +6,11 @@ import errno
 import os
 import time
 
+import pytest
+
 from carta_hub.hub import exitwatch
+
+pytestmark = pytest.mark.fast
 
 
 async def test_called_when_the_process_ends_not_before():

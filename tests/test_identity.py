@@ -1,7 +1,6 @@
 """carta_hub.hub.identity: sources, ranges, errors."""
 
 import grp
-import os
 import pwd
 
 import pytest
@@ -10,6 +9,8 @@ import yaml
 from carta_hub.hub import identity
 from carta_hub.hub.identity import IdentityError, IdentityResolver
 from helpers.fakes import FakeUser
+
+pytestmark = pytest.mark.fast
 
 
 LDAP_STATE = {"user_attributes": {"uidNumber": [5001], "gidNumber": [5000], "uid": ["alice"],
@@ -42,10 +43,9 @@ async def test_mapping_file(tmp_path):
 
 
 async def test_nss():
-    me = pwd.getpwuid(os.getuid())
     resolver = IdentityResolver(sources=["nss"], allowed_uids=(0, 10), allowed_gids=(0, 10))
     with pytest.raises(IdentityError, match="UID 0"):  # root is never allowed
-        await resolver.resolve(FakeUser(me.pw_name))
+        await resolver.resolve(FakeUser(pwd.getpwuid(0).pw_name))
     nobody = pwd.getpwnam("nobody")
     ident = await IdentityResolver(sources=["nss"], allowed_uids=(1, 2**31 - 1),
                                    allowed_gids=(1, 2**31 - 1)).resolve(FakeUser("nobody"))

@@ -17,6 +17,8 @@ from carta_hub.backend import CartaBackend
 from carta_hub.hub.kube import CARTAKubeSpawner
 from carta_hub.hub.spawner import COMMANDS
 
+pytestmark = pytest.mark.fast
+
 ROOT = Path(__file__).parent.parent
 IMAGES = ROOT / "images"
 HADOLINT = Path(sys.executable).with_name("hadolint")

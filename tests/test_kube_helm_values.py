@@ -27,7 +27,8 @@ VARIANTS = {"oidc": {"oauth_user": {"preferred_username": "jo", "uidNumber": 235
             "ldap": {"user_attributes": {"uid": ["alice"], "uidNumber": [23501],
                                          "gidNumber": [23500], "homeDirectory": ["/ceph/home/alice"]}}}
 
-pytestmark = pytest.mark.skipif(not CHART.is_dir(), reason=f"{CHART} is missing")
+pytestmark = [pytest.mark.fast,
+              pytest.mark.skipif(not CHART.is_dir(), reason=f"{CHART} is missing")]
 
 
 def load(path):

@@ -56,8 +56,9 @@ def nss_user():
     remove_user("carta-nss-t")
 
 
-@pytest.mark.parametrize("storage, source, profile",
-                         list(itertools.product(STORAGE, IDENTITIES, PROFILES)))
+@pytest.mark.parametrize("storage, source, profile", [  # nss: makes an account (root)
+    pytest.param(*case, marks=() if case[1] == "nss" else pytest.mark.fast)
+    for case in itertools.product(STORAGE, IDENTITIES, PROFILES)])
 async def test_pod_manifest(storage, source, profile, tmp_path, request):
     state, resolver, uid, gid, groups, login = IDENTITIES[source]
     name = {"ldap": "alice", "oidc": "jo@uni.edu", "mapping": "a.student"}.get(source)
@@ -113,6 +114,7 @@ async def test_pod_manifest(storage, source, profile, tmp_path, request):
     assert volumes[mounts["/tmp"]["name"]] == {"name": "carta-tmp", "emptyDir": {}}
 
 
+@pytest.mark.fast
 async def test_fs_group_only_when_asked():
     spawner = make_spawner(FakeUser("alice", LDAP), {"CARTAKubeSpawner": {"fs_group": True},
                                                      "KubeSpawner": {"fs_gid": 100}})
@@ -125,6 +127,7 @@ async def test_fs_group_only_when_asked():
     assert container(pod)["securityContext"]["runAsUser"] == 23501
 
 
+@pytest.mark.fast
 async def test_home_without_storage_is_an_empty_dir():
     pod = await pod_manifest(make_spawner(FakeUser("alice", LDAP)))
     mounts = {m["mountPath"]: m["name"] for m in container(pod)["volumeMounts"]}
@@ -132,6 +135,7 @@ async def test_home_without_storage_is_an_empty_dir():
     kubernetes_validate.validate(pod, VERSIONS[0], strict=True)
 
 
+@pytest.mark.fast
 async def test_storage_paths_do_not_depend_on_the_slug_scheme():
     """`{username}` is the escaped raw name, so paths survive a slug_scheme change."""
     state = {"user_attributes": {**LDAP["user_attributes"], "uid": ["Jo.Smith@Uni"]}}

@@ -11,6 +11,10 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.fast
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "carta_hub"
 
@@ -52,6 +56,15 @@ def test_shared_settings_import_neither_program():
 def test_the_product_never_imports_the_standin():
     every = {f: names for part in ("hub", "server") for f, names in imports_of(part).items()}
     assert not {f: n for f, n in every.items() if any(x.startswith("carta_standin") for x in n)}
+
+
+def test_tests_import_this_checkout():
+    """pytest's pythonpath puts this checkout first: an edit is tested without reinstalling."""
+    import carta_hub
+    import carta_standin
+
+    assert Path(carta_hub.__file__).resolve() == PACKAGE / "__init__.py"
+    assert Path(carta_standin.__file__).resolve().parent == ROOT / "standin" / "carta_standin"
 
 
 def test_the_wheel_holds_no_standin_and_needs_no_protobuf(tmp_path):

@@ -21,6 +21,8 @@ from carta_hub.hub.slurm.squeue import parse
 from carta_hub.hub.storage import CartaStorage
 from helpers.fakes import FakeUser
 
+pytestmark = pytest.mark.fast
+
 
 @pytest.fixture
 def make_spawner(tmp_path):

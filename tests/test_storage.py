@@ -5,6 +5,8 @@ import pytest
 from carta_hub.hub.identity import Identity
 from carta_hub.hub.storage import CartaStorage, binds, escape_component, kube_volumes
 
+pytestmark = pytest.mark.fast
+
 IDENT = Identity(name="alice", uid=5001, gid=5000)
 MOUNTS = [
     {"pvc": "cephfs", "sub_path": "home/{login}", "mount_path": "/ceph/home/{login}"},
