@@ -3,6 +3,7 @@ against the Kubernetes OpenAPI schemas (strict, 1.30 and the newest kubernetes-v
 knows), runs as the user's identity and mounts the user's storage."""
 
 import itertools
+import re
 
 import kubernetes_validate
 import pytest
@@ -151,3 +152,108 @@ async def test_storage_paths_do_not_depend_on_the_slug_scheme():
     assert len(names) == 2  # the slug scheme changes the pod name, not the paths
     assert found[0] == found[1]
     assert ("/ceph/u/Jo.Smith@Uni", "users/jo.smith@uni") in found[0]
+
+
+SITE_VOLUME = {"name": "site-software", "hostPath": {"path": "/opt/site", "type": "Directory"}}
+SITE_MOUNT = {"name": "site-software", "mountPath": "/opt/site", "readOnly": True}
+SITE_INIT = {"name": "site-motd", "image": "busybox:1.36", "command": ["true"]}
+LOCALHOST_SECCOMP = {"type": "Localhost", "localhostProfile": "profiles/carta.json"}
+SITE_PSC = {"seccompProfile": LOCALHOST_SECCOMP,
+            "sysctls": [{"name": "net.ipv4.ping_group_range", "value": "0 2147483647"}]}
+SITE_CSC = {"readOnlyRootFilesystem": True, "seLinuxOptions": {"level": "s0:c123,c456"}}
+OPERATOR_FORMS = {  # the same settings in each form KubeSpawner accepts
+    "lists": {"volumes": [SITE_VOLUME], "volume_mounts": [SITE_MOUNT],
+              "init_containers": [SITE_INIT], "supplemental_gids": [4242],
+              "pod_security_context": SITE_PSC, "container_security_context": SITE_CSC},
+    "dicts-and-callables": {
+        "volumes": {"site": SITE_VOLUME}, "volume_mounts": {"site": SITE_MOUNT},
+        "init_containers": {"10-motd": SITE_INIT},
+        "supplemental_gids": lambda spawner: [4242],
+        "pod_security_context": lambda spawner: SITE_PSC,
+        "container_security_context": lambda spawner: SITE_CSC},
+}
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("form", OPERATOR_FORMS)
+async def test_operator_settings_combine_with_carta_hubs(form):
+    """An operator's extra volume, mount, init container, supplemental group and security
+    settings are all in the pod, with carta-hub's identity, storage and hardening."""
+    spawner = make_spawner(FakeUser("jo@uni.edu", OIDC), {
+        "KubeSpawner": OPERATOR_FORMS[form],
+        "CARTAKubeSpawner": {"read_only_root_filesystem": False},
+        "IdentityResolver": IDENTITIES["oidc"][1],
+        "CartaStorage": {"mounts": STORAGE["cephfs-pvc"]}})
+    pod = await pod_manifest(spawner)
+    for version in VERSIONS:
+        kubernetes_validate.validate(pod, version, strict=True)
+
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["site-software"] == SITE_VOLUME
+    assert {"carta-storage-0", "carta-tmp", "carta-nss"} <= set(volumes)
+    nb = container(pod)
+    mounts = {m["mountPath"]: m for m in nb["volumeMounts"]}
+    assert mounts["/opt/site"] == SITE_MOUNT
+    assert {"/ceph/home/jo", "/ceph/data", "/tmp", "/run/carta-hub"} <= set(mounts)
+    assert [c["name"] for c in pod["spec"]["initContainers"]] == ["carta-nss", "site-motd"]
+
+    psc = pod["spec"]["securityContext"]
+    assert psc["seccompProfile"] == LOCALHOST_SECCOMP and psc["sysctls"] == SITE_PSC["sysctls"]
+    assert (psc["runAsUser"], psc["runAsGroup"], psc["runAsNonRoot"]) == (23502, 23500, True)
+    assert psc["supplementalGroups"] == [23600, 23601, 4242]
+    for c in (nb, container(pod, "carta-nss")):
+        sc = c["securityContext"]
+        assert sc["readOnlyRootFilesystem"] is True and sc["seLinuxOptions"] == SITE_CSC[
+            "seLinuxOptions"]
+        assert sc["seccompProfile"] == LOCALHOST_SECCOMP  # the pod's, not RuntimeDefault
+        assert (sc["runAsUser"], sc["runAsGroup"], sc["runAsNonRoot"]) == (23502, 23500, True)
+        assert sc["allowPrivilegeEscalation"] is False and sc["privileged"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+
+    # the operator's settings are unchanged, so the next spawn makes the same pod
+    for name, value in OPERATOR_FORMS[form].items():
+        assert getattr(spawner, name) == value
+    assert await pod_manifest(spawner) == pod
+
+
+WEAKENING = {
+    # case -> (settings, what the refusal names)
+    "privileged": ({"KubeSpawner": {"privileged": True}}, "privileged=True"),
+    "escalation": ({"KubeSpawner": {"allow_privilege_escalation": True}},
+                   "allowPrivilegeEscalation=True"),
+    "capability": ({"KubeSpawner": {"container_security_context": {
+        "capabilities": {"add": ["SYS_ADMIN"]}}}}, "capabilities.add"),
+    "root-container": ({"KubeSpawner": {"container_security_context": {"runAsUser": 0}}},
+                       "runAsUser=0"),
+    "root-pod": ({"KubeSpawner": {"pod_security_context": {"runAsNonRoot": False}}},
+                 "runAsNonRoot=False"),
+    "unconfined": ({"KubeSpawner": {"pod_security_context": {
+        "seccompProfile": {"type": "Unconfined"}}}}, "seccompProfile"),
+    "writable-root": ({"KubeSpawner": {"container_security_context": {
+        "readOnlyRootFilesystem": False}}}, "read_only_root_filesystem = False"),
+    "profile": ({"KubeSpawner": {"profile_list": [{
+        "display_name": "Debug", "slug": "debug", "kubespawner_override": {
+            "container_security_context": {"privileged": True}}}]}}, "privileged=True"),
+    "pod-config": ({"KubeSpawner": {"extra_pod_config": {"securityContext": {}}}},
+                   "use c.KubeSpawner.pod_security_context"),
+    "container-config": ({"KubeSpawner": {"extra_container_config": {"volume_mounts": []}}},
+                         "use c.KubeSpawner.volume_mounts"),
+    "volume-name": ({"KubeSpawner": {"volumes": [{"name": "carta-tmp", "emptyDir": {}}]}},
+                    "name 'carta-tmp' appears twice"),
+    "mount-path": ({"KubeSpawner": {"volumes": [SITE_VOLUME], "volume_mounts": [
+        {**SITE_MOUNT, "mountPath": "/ceph/data"}]}}, "mountPath '/ceph/data' appears twice"),
+}
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("case", WEAKENING)
+async def test_operator_settings_that_weaken_the_pod_are_refused(case):
+    """A setting that would weaken carta-hub's hardening or drop its storage refuses the
+    spawn with a message naming it, instead of being silently replaced."""
+    from carta_hub.hub.kube import PodSettingError
+
+    settings, message = WEAKENING[case]
+    spawner = make_spawner(FakeUser("alice", LDAP),
+                           {**settings, "CartaStorage": {"mounts": STORAGE["hostpath"]}})
+    with pytest.raises(PodSettingError, match=re.escape(message)):
+        await pod_manifest(spawner)

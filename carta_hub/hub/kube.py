@@ -13,17 +13,25 @@ filesystem (``/tmp`` is an emptyDir), ``fsGroup`` only when :attr:`fs_group` is 
 names (getpwuid), an init container writes passwd/group files for the identity into a
 memory emptyDir and the notebook container loads them through ``nss_wrapper``
 (``LD_PRELOAD``): this needs no write access to ``/etc`` and no root.
+
+KubeSpawner builds the pod from its own settings (``uid``, ``gid``, ``fs_gid``,
+``supplemental_gids``, ``pod_security_context``, ``container_security_context``, ``volumes``,
+``volume_mounts``, ``init_containers``, ``working_dir``): for the build they hold the operator's
+values combined with carta-hub's (:meth:`CARTAKubeSpawner.pod_settings`), and the operator's
+again afterwards. Nothing edits the built pod. The rules (docs/kubernetes.md): the identity
+comes from the user, never from ``uid``/``gid``/``fs_gid``; an operator's extra volumes,
+mounts, init containers, supplemental groups and security-context keys are kept; a value that
+would weaken one carta-hub sets refuses the spawn with :class:`PodSettingError`.
 """
 
 import posixpath
+import re
 
-from kubernetes_asyncio.client.models import V1Container, V1Volume, V1VolumeMount
+from jupyterhub.utils import maybe_future
 from kubespawner import KubeSpawner
-from kubespawner.utils import get_k8s_model
 from traitlets import Bool, Dict, List, Unicode, default, validate
 
 from carta_hub import __version__
-from carta_hub.hub.identity import IdentityResolver
 from carta_hub.hub.spawner import CartaSpawnerMixin
 from carta_hub.hub.storage import CartaStorage, kube_volumes
 
@@ -68,6 +76,33 @@ DEFAULT_PROFILES = [
                                           "choices": RESOURCE_CHOICES}},
     },
 ]
+
+
+class PodSettingError(ValueError):
+    """An operator's pod setting would weaken or replace carta-hub's; no pod is made and the
+    message is shown on the spawn page."""
+
+
+# Security-context keys an operator may set to another value than carta-hub's: when it is at
+# least as strict. Any other key carta-hub sets must keep carta-hub's value.
+STRICTER = {
+    "seccompProfile": lambda theirs, ours: (theirs or {}).get("type") in ("RuntimeDefault",
+                                                                          "Localhost"),
+    "readOnlyRootFilesystem": lambda theirs, ours: theirs is True or not ours,
+    "fsGroupChangePolicy": lambda theirs, ours: True,
+}
+HINTS = {"runAsUser": ", the user's UID", "runAsGroup": ", the user's primary GID",
+         "readOnlyRootFilesystem": "; c.CARTAKubeSpawner.read_only_root_filesystem = False "
+                                   "turns it off",
+         "fsGroup": "; c.CARTAKubeSpawner.fs_group sets it"}
+# Keys of extra_pod_config / extra_container_config that would replace what carta-hub adds,
+# with the setting that is combined with carta-hub's instead.
+REPLACING = {
+    "extra_pod_config": {"securityContext": "pod_security_context", "volumes": "volumes",
+                         "initContainers": "init_containers"},
+    "extra_container_config": {"securityContext": "container_security_context",
+                               "volumeMounts": "volume_mounts"},
+}
 
 
 class CARTAKubeSpawner(CartaSpawnerMixin, KubeSpawner):
@@ -121,13 +156,16 @@ class CARTAKubeSpawner(CartaSpawnerMixin, KubeSpawner):
     def _no_root_iptables(self, proposal):
         # The chart's singleuser.cloudMetadata.blockWithIptables container runs as root, which
         # these runAsNonRoot pods refuse; the chart's NetworkPolicy blocks the metadata server.
-        return [c for c in proposal.value if _name(c) != CHART_IPTABLES]
+        values = proposal.value
+        if isinstance(values, dict):
+            return {k: c for k, c in values.items() if _field(c, "name") != CHART_IPTABLES}
+        return [c for c in values if _field(c, "name") != CHART_IPTABLES]
 
     @default("image")
     def _image_default(self):
         return f"carta-hub-singleuser:{__version__}"
 
-    def get_env(self):
+    def get_env(self) -> dict:
         env = super().get_env()
         ident = self.carta_identity
         if ident is not None:
@@ -139,45 +177,113 @@ class CARTAKubeSpawner(CartaSpawnerMixin, KubeSpawner):
         return env
 
     async def get_pod_manifest(self):
-        """KubeSpawner's pod, run as the user's identity with their storage.
+        """KubeSpawner's pod, built from :meth:`pod_settings`: run as the user's identity,
+        with their storage, hardened, and with the operator's own additions.
 
-        Raises :class:`carta_hub.hub.identity.IdentityError` (and so creates no pod) when the
-        user has no acceptable identity.
+        Raises :class:`carta_hub.hub.identity.IdentityError` when the user has no acceptable
+        identity and :class:`PodSettingError` when an operator's setting conflicts with
+        carta-hub's; then no pod is made.
         """
-        self.carta_identity = await IdentityResolver(parent=self).resolve(self.user)
-        pod = await super().get_pod_manifest()
-        mounts = CartaStorage(parent=self).render(self.carta_identity, self.user.name)
-        self._add_volumes(pod, *kube_volumes(mounts))
-        self._secure(pod)
-        return pod
+        self.carta_identity = await self.resolve_user()
+        settings = await self.pod_settings()
+        operators = {name: getattr(self, name) for name in settings}
+        try:
+            self._set_traits(settings)
+            return await super().get_pod_manifest()
+        finally:
+            self._set_traits(operators)  # the next spawn combines from the operator's again
 
-    def _notebook(self, pod):
-        return next(c for c in pod.spec.containers if c.name == "notebook")
+    async def pod_settings(self) -> dict:
+        """The KubeSpawner settings this user's pod is built from: the operator's combined
+        with carta-hub's identity, hardening, storage and nss init container."""
+        self._check_replacing()
+        self._note_unused_identity()
+        ident = self.carta_identity
+        psc = await self._pod_security()
+        csc = await self._container_security(psc)
+        volumes, mounts = self._volumes_and_mounts()
+        init = [*self._nss_init_containers(csc), *_values(self.init_containers)]
+        _check_unique(init, "name", "init_containers")
+        return {"uid": ident.uid, "gid": ident.gid,
+                "fs_gid": ident.gid if self.fs_group else None,
+                "supplemental_gids": psc["supplementalGroups"],
+                "pod_security_context": psc, "container_security_context": csc,
+                "volumes": volumes, "volume_mounts": mounts, "init_containers": init,
+                "working_dir": self.working_dir or ident.home}
 
-    def _add_volumes(self, pod, volumes, mounts):
-        for volume, mount in self._scratch_volumes(mounts) + self._nss_volumes():
+    def _set_traits(self, values):
+        for name, value in values.items():
+            setattr(self, name, value)
+
+    async def _operator(self, name):
+        """The operator's value of KubeSpawner setting ``name`` (a callable's result)."""
+        value = getattr(self, name)
+        return await maybe_future(value(self)) if callable(value) else value
+
+    def _check_replacing(self):
+        for setting, replaced in REPLACING.items():
+            for key in map(_camel, getattr(self, setting)):
+                if key in replaced:
+                    raise PodSettingError(
+                        f"c.KubeSpawner.{setting} sets {key}, which would replace carta-hub's: "
+                        f"use c.KubeSpawner.{replaced[key]} instead (combined with carta-hub's)")
+
+    def _note_unused_identity(self):
+        for name in ("uid", "gid", "fs_gid"):
+            if getattr(self, name) is not None:
+                self.log.info("c.KubeSpawner.%s is not used: %s's pod runs as their own "
+                              "identity%s", name, self.user.name,
+                              " (c.CARTAKubeSpawner.fs_group sets fsGroup)" * (name == "fs_gid"))
+
+    async def _pod_security(self):
+        ident = self.carta_identity
+        extra = [int(g) for g in await self._operator("supplemental_gids") or []]
+        ours = {"runAsUser": ident.uid, "runAsGroup": ident.gid, "runAsNonRoot": True,
+                "supplementalGroups": _union(list(ident.groups), extra),
+                "seccompProfile": {"type": "RuntimeDefault"}}
+        if self.fs_group:
+            ours.update(fsGroup=ident.gid, fsGroupChangePolicy="OnRootMismatch")
+        theirs = await self._operator("pod_security_context") or {}
+        return combine_security(theirs, ours, "pod_security_context")
+
+    async def _container_security(self, psc):
+        for setting, key in (("privileged", "privileged"),
+                             ("allow_privilege_escalation", "allowPrivilegeEscalation")):
+            if getattr(self, setting):
+                raise PodSettingError(_weaker(setting, key, True, False))
+        ident = self.carta_identity
+        ours = {"runAsUser": ident.uid, "runAsGroup": ident.gid, "runAsNonRoot": True,
+                "privileged": False, "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"]},
+                "seccompProfile": psc["seccompProfile"],  # the pod's, maybe the operator's
+                "readOnlyRootFilesystem": self.read_only_root_filesystem}
+        theirs = await self._operator("container_security_context") or {}
+        return combine_security(theirs, ours, "container_security_context")
+
+    def _volumes_and_mounts(self):
+        """The operator's volumes and mounts, then carta-hub's: storage, scratch, nss files."""
+        storage = CartaStorage(parent=self).render(self.carta_user)
+        volumes, mounts = kube_volumes(storage)
+        theirs = _values(self.volume_mounts)
+        for volume, mount in self._scratch_volumes([*theirs, *mounts]) + self._nss_volumes():
             volumes.append(volume)
             mounts.append(mount)
-        if self.nss_wrapper_library:
-            init = get_k8s_model(V1Container, self._nss_init_container())
-            pod.spec.init_containers = [init, *(pod.spec.init_containers or [])]
-        pod.spec.volumes = [*(pod.spec.volumes or []),
-                            *(get_k8s_model(V1Volume, v) for v in volumes)]
-        notebook = self._notebook(pod)
-        notebook.volume_mounts = [*(notebook.volume_mounts or []),
-                                  *(get_k8s_model(V1VolumeMount, m) for m in mounts)]
-        notebook.working_dir = notebook.working_dir or self.carta_identity.home
+        volumes, mounts = [*_values(self.volumes), *volumes], [*theirs, *mounts]
+        _check_unique(volumes, "name", "volumes")
+        _check_unique(mounts, "mountPath", "volume_mounts")
+        return volumes, mounts
 
     def _scratch_volumes(self, mounts):
-        """emptyDirs for /tmp, and for HOME when no storage mount holds it."""
+        """emptyDirs for /tmp, and for HOME when no mount holds it."""
         home = self.carta_identity.home
+        paths = [_field(m, "mountPath") for m in mounts]
         wanted = [(TMP_VOLUME, "/tmp")]
-        if not any(_under(home, m["mountPath"]) for m in mounts):
+        if not any(_under(home, path) for path in paths):
             self.log.warning("No storage mount holds %s's HOME %s: using an emptyDir",
                              self.user.name, home)
             wanted.append((HOME_VOLUME, home))
         return [({"name": name, "emptyDir": {}}, {"name": name, "mountPath": path})
-                for name, path in wanted if all(m["mountPath"] != path for m in mounts)]
+                for name, path in wanted if path not in paths]
 
     def _nss_volumes(self):
         if not self.nss_wrapper_library:
@@ -185,7 +291,11 @@ class CARTAKubeSpawner(CartaSpawnerMixin, KubeSpawner):
         volume = {"name": NSS_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}
         return [(volume, {"name": NSS_VOLUME, "mountPath": self.nss_dir, "readOnly": True})]
 
-    def _nss_init_container(self):
+    def _nss_init_containers(self, csc):
+        """The init container writing passwd/group for nss_wrapper, as hardened as the
+        notebook container."""
+        if not self.nss_wrapper_library:
+            return []
         ident = self.carta_identity
         container = {
             "name": INIT_CONTAINER,
@@ -197,45 +307,79 @@ class CARTAKubeSpawner(CartaSpawnerMixin, KubeSpawner):
             "volumeMounts": [{"name": NSS_VOLUME, "mountPath": self.nss_dir}],
             "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
                           "limits": {"cpu": "100m", "memory": "32Mi"}},
+            "securityContext": csc,
         }
         if self.image_pull_policy:
             container["imagePullPolicy"] = self.image_pull_policy
-        return container
-
-    def _secure(self, pod):
-        ident = self.carta_identity
-        psc = {k: v for k, v in (pod.spec.security_context or {}).items()
-               if k not in ("fsGroup", "fsGroupChangePolicy")}
-        psc.update(runAsUser=ident.uid, runAsGroup=ident.gid, runAsNonRoot=True,
-                   supplementalGroups=list(ident.groups),
-                   seccompProfile={"type": "RuntimeDefault"})
-        if self.fs_group:
-            psc.update(fsGroup=ident.gid, fsGroupChangePolicy="OnRootMismatch")
-        pod.spec.security_context = psc
-        for container in self._own_containers(pod):
-            container.security_context = {**(container.security_context or {}),
-                                          **self._container_security()}
-
-    def _container_security(self):
-        ident = self.carta_identity
-        return {"runAsUser": ident.uid, "runAsGroup": ident.gid, "runAsNonRoot": True,
-                "privileged": False, "allowPrivilegeEscalation": False,
-                "capabilities": {"drop": ["ALL"]},
-                "seccompProfile": {"type": "RuntimeDefault"},
-                "readOnlyRootFilesystem": self.read_only_root_filesystem}
-
-    def _own_containers(self, pod):
-        """The notebook container and our init container."""
-        yield self._notebook(pod)
-        for container in pod.spec.init_containers or []:
-            if container.name == INIT_CONTAINER:
-                yield container
+        return [container]
 
 
-def _name(container):
-    return container.get("name") if isinstance(container, dict) else container.name
+def combine_security(theirs: dict, ours: dict, setting: str) -> dict:
+    """An operator's security context ``theirs`` (``c.KubeSpawner.<setting>``) over
+    carta-hub's ``ours``: the operator's other keys and stricter values are kept,
+    supplementalGroups and dropped capabilities are united; a value that would weaken one of
+    carta-hub's raises :class:`PodSettingError`."""
+    combined = dict(ours)
+    for key, value in theirs.items():
+        if key == "supplementalGroups":
+            value = _union(ours.get(key, []), [int(g) for g in value or []])
+        elif key == "capabilities":
+            value = _capabilities(value or {}, ours.get(key, {}), setting)
+        elif key in ours and not _as_safe(key, value, ours[key]):
+            raise PodSettingError(_weaker(setting, key, value, ours[key]))
+        combined[key] = value
+    return combined
+
+
+def _as_safe(key, theirs, ours):
+    return theirs == ours or STRICTER.get(key, lambda *_: False)(theirs, ours)
+
+
+def _capabilities(theirs, ours, setting):
+    if theirs.get("add"):
+        raise PodSettingError(_weaker(setting, "capabilities.add", theirs["add"], []))
+    return {**theirs, "drop": _union(ours.get("drop", []), theirs.get("drop") or [])}
+
+
+def _weaker(setting, key, value, ours):
+    return (f"c.KubeSpawner.{setting} sets {key}={value!r}, which would weaken the CARTA pod's "
+            f"hardening (carta-hub sets {ours!r}{HINTS.get(key, '')}): remove it (also from "
+            "any profile's kubespawner_override)")
+
+
+def _check_unique(items, key, setting):
+    seen = set()
+    for item in items:
+        value = _field(item, key)
+        if value in seen:
+            raise PodSettingError(
+                f"{key} {value!r} appears twice in the pod (carta-hub adds its storage mounts, "
+                f"/tmp, HOME and nss_dir, and volumes and init containers named carta-*): "
+                f"change c.KubeSpawner.{setting}")
+        seen.add(value)
+
+
+def _values(setting):
+    """A KubeSpawner list-or-dict setting as a list (a dict's values in key order)."""
+    if isinstance(setting, dict):
+        return [setting[key] for key in sorted(setting)]
+    return list(setting or [])
+
+
+def _union(ours, theirs):
+    return [*ours, *(item for item in theirs if item not in ours)]
+
+
+def _camel(key):
+    return re.sub(r"_([a-z])", lambda m: m[1].upper(), key)
+
+
+def _field(obj, key):
+    """``key`` (camelCase) of a Kubernetes object given as a dict or as a model."""
+    if isinstance(obj, dict):
+        return obj.get(key)
+    return getattr(obj, re.sub(r"[A-Z]", lambda m: "_" + m[0].lower(), key), None)
 
 
 def _under(path, root):
     return posixpath.commonpath([path, root]) == root
-
