@@ -7,7 +7,7 @@ import os
 import pytest
 
 from carta_hub.hub.identity import IdentityError
-from carta_hub.hub.kube import CARTAKubeSpawner
+from carta_hub.hub.kube import CARTAKubeSpawner, PodSettingError
 from helpers.ports import free_port
 from k8s_simulator import write_kubeconfig
 from kube_support import FakeUser, make_spawner, site, use_kubeconfig  # noqa: F401
@@ -38,6 +38,35 @@ async def test_no_pod_for_a_bad_identity(site, tmp_path, monkeypatch, name, stat
     })
     try:
         with pytest.raises(IdentityError, match=message):
+            await spawner.start()
+        assert site["sim"].pods() == []
+    finally:
+        await CARTAKubeSpawner._stop_all_reflectors()
+
+
+WEAKENING = [  # an operator's (or a profile's) setting that would weaken the pod
+    ("privileged", {"privileged": True}, "privileged=True"),
+    ("capability", {"container_security_context": {"capabilities": {"add": ["SYS_ADMIN"]}}},
+     "capabilities.add"),
+    ("root", {"pod_security_context": {"runAsUser": 0}}, "runAsUser=0"),
+    ("pod-config", {"extra_pod_config": {"securityContext": {"runAsUser": 0}}},
+     "extra_pod_config sets securityContext"),
+]
+
+
+@pytest.mark.parametrize("name, kube, message", WEAKENING, ids=[c[0] for c in WEAKENING])
+async def test_no_pod_for_a_weakening_setting(site, tmp_path, monkeypatch, name, kube,  # noqa: F811
+                                              message):
+    """Such a setting refuses the spawn with a message naming it: before, carta-hub replaced
+    some silently and the pod ran; now none is made."""
+    from kube_support import LDAP
+
+    use_kubeconfig(monkeypatch, write_kubeconfig(tmp_path / "kubeconfig", site["sim"].url))
+    spawner = make_spawner(FakeUser("alice", LDAP), {
+        "KubeSpawner": {"k8s_api_host": site["sim"].url, "port": free_port(),
+                        "start_timeout": 10, "cmd": ["true"], **kube}})
+    try:
+        with pytest.raises(PodSettingError, match=message):
             await spawner.start()
         assert site["sim"].pods() == []
     finally:

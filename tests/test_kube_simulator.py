@@ -95,3 +95,56 @@ async def test_bad_identity_creates_no_pod(site, spawner_for, name, message):
         assert site["sim"].pods() == []
     finally:
         await _stop_reflectors()
+
+
+# What the "notebook" container runs when the operator adds a volume, an init container and a
+# group: report what it sees of them, then wait to be stopped.
+SITE_PROBE = """
+import json, os, time
+info = {"groups": sorted(os.getgroups()), "site": os.listdir("SITE"),
+        "flag": open("SCRATCH/flag").read()}
+try:
+    open("SITE/x", "w")
+except OSError as e:
+    info["site_write"] = e.strerror
+json.dump(info, open("site.json", "w"))
+time.sleep(600)
+"""
+
+
+def _read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+async def test_operator_volume_init_container_and_group(site, spawner_for):  # noqa: F811
+    """An operator's own volumes, init container and supplemental group reach the running
+    pod beside carta-hub's identity and storage."""
+    root, ceph = site["root"], site["root"] + "/ceph"
+    os.makedirs(f"{root}/site-software/bin")
+    site, scratch = ceph + "/site", root + "/scratch"
+    probe = SITE_PROBE.replace("SITE", site).replace("SCRATCH", scratch)
+    spawner = spawner_for(
+        "stu", cmd=["python3", "-c", probe], supplemental_gids=[GROUP - 1],
+        volumes=[{"name": "site-software",
+                  "hostPath": {"path": f"{root}/site-software", "type": "Directory"}},
+                 {"name": "site-scratch", "emptyDir": {}}],
+        volume_mounts=[{"name": "site-software", "mountPath": site, "readOnly": True},
+                       {"name": "site-scratch", "mountPath": scratch}],
+        init_containers=[{"name": "site-init", "image": "busybox",
+                          "command": ["/bin/sh", "-c", f"echo ready > {scratch}/flag"],
+                          "volumeMounts": [{"name": "site-scratch", "mountPath": scratch}]}])
+    try:
+        await spawner.start()
+        found = os.path.join(site["home"], "site.json")
+        wait_for(lambda: os.path.exists(found) and os.path.getsize(found), 20, "the probe")
+        seen = _read_json(found)
+        assert seen["groups"] == sorted([GID, GROUP, GROUP - 1])
+        assert seen["site"] == ["bin"] and seen["site_write"] == "Read-only file system"
+        assert seen["flag"] == "ready\n"  # written by the operator's init container
+        (pod,) = site["sim"].pods()
+        assert [c["name"] for c in pod["spec"]["initContainers"]] == ["carta-nss", "site-init"]
+        assert pod["spec"]["securityContext"]["runAsUser"] == UID
+        await spawner.stop()
+    finally:
+        await _stop_reflectors()
