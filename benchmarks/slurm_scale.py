@@ -46,7 +46,7 @@ from _slurm import (
 from _proc import cpu_seconds
 from helpers.carta import register
 from helpers.client import connect, open_carta
-from test_slurm_scale import TINY
+from helpers.tiny_server import TINY
 
 from carta_standin.icd import EventType
 

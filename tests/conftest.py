@@ -12,7 +12,8 @@ from helpers.hub import start_hub  # noqa: E402
 # The Slurm cluster and its accounts: session fixtures defined once here, so that exactly one
 # teardown stops the cluster, after every fixture that uses it.
 from helpers.slurm import hub_account, slurm, students  # noqa: E402, F401
-from helpers.users import ensure_user  # noqa: E402
+from helpers.users import ensure_user, remove_user  # noqa: E402
+from helpers.faults import FaultSite  # noqa: E402
 
 HUB_USER = "cartahub-test"
 
@@ -62,3 +63,68 @@ def hub_factory(hub_unix_user):
         hub.stop()
     for d in dirs if not os.environ.get("KEEP_HUB_DIRS") else []:
         shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def fault_site(slurm):  # noqa: F811
+    """The Slurm fault site (tests/helpers/faults.py) that test_faults_slurm and
+    test_attacks_slurm share: made once, removed before the cluster stops."""
+    site = FaultSite(slurm)
+    yield site
+    site.close()
+
+
+# Kubernetes: the API simulator (tests/k8s_simulator) and a Hub spawning pods on it
+
+@pytest.fixture(scope="module")
+def kube_site():
+    """The simulator with a 'cephfs' claim (kube_support.simulated_site)."""
+    from kube_support import simulated_site
+
+    with simulated_site() as site:
+        yield site
+
+
+@pytest.fixture(scope="module")
+def kube_student(kube_site):
+    """A unix user with a home on the simulated CephFS tree."""
+    from kube_support import KUBE_STUDENT, KUBE_STUDENT_UID
+
+    entry = ensure_user(KUBE_STUDENT, uid=KUBE_STUDENT_UID)
+    home = os.path.join(kube_site["root"], "pv", "cephfs", "home", KUBE_STUDENT)
+    os.makedirs(home, exist_ok=True)
+    os.chown(home, entry.pw_uid, entry.pw_gid)
+    yield entry
+    remove_user(KUBE_STUDENT)
+
+
+@pytest.fixture(scope="module")
+def kube_hub(kube_site, kube_student, hub_factory):
+    """A real Hub + CHP whose CARTAKubeSpawner makes pods on the simulator."""
+    from helpers.ports import free_port
+    from k8s_simulator import write_kubeconfig
+    from kube_support import KUBE_STUDENT
+
+    ceph = kube_site["root"] + "/ceph"
+    mapping = os.path.join(kube_site["root"], "ids.yaml")
+    with open(mapping, "w") as f:
+        f.write(f"{KUBE_STUDENT}: {{uid: {kube_student.pw_uid}, gid: {kube_student.pw_gid}, "
+                f"home: {ceph}/home/{KUBE_STUDENT}}}\n")
+    kubeconfig = write_kubeconfig(os.path.join(kube_site["root"], "kubeconfig"),
+                                  kube_site["sim"].url)
+    os.chmod(mapping, 0o644)
+    os.chmod(kubeconfig, 0o644)
+    return hub_factory(f"""
+c.JupyterHub.spawner_class = "carta-kube"
+c.KubeSpawner.namespace = "carta"
+c.KubeSpawner.ip = "127.0.0.1"
+c.KubeSpawner.port = {free_port()}
+c.KubeSpawner.delete_grace_period = 2
+c.IdentityResolver.sources = ["mapping"]
+c.IdentityResolver.mapping_file = "{mapping}"
+c.CartaStorage.mounts = [
+    {{"pvc": "cephfs", "sub_path": "home/{{login}}", "mount_path": "{ceph}/home/{{login}}"}},
+    {{"pvc": "cephfs", "sub_path": "data", "mount_path": "{ceph}/data", "read_only": True}},
+]
+c.CartaBackend.top_level_folder = "{ceph}"
+""", env={"KUBECONFIG": str(kubeconfig)})

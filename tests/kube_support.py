@@ -1,12 +1,12 @@
 """Shared pieces of the tests/test_kube_*.py tests: fake Hub users and spawner construction."""
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 
 import kubernetes_asyncio.config.kube_config
-import pytest
 from kubernetes_asyncio.client import ApiClient
 from traitlets.config import Config
 
@@ -15,6 +15,8 @@ from k8s_simulator import start_simulator
 from helpers.fakes import FakeUser  # noqa: F401
 
 UID, GID = 23999, 23998  # the simulated site's student
+# the unix user whose server the Hub tests on the simulator start (kube_student, conftest.py)
+KUBE_STUDENT, KUBE_STUDENT_UID = "carta-kube-stu", 23611
 
 LDAP = {"user_attributes": {"uidNumber": [23501], "gidNumber": [23500], "uid": ["alice"],
                             "homeDirectory": ["/ceph/home/alice"]}}
@@ -57,10 +59,10 @@ def env(pod, name="notebook"):
     return {e["name"]: e.get("value") for e in container(pod, name)["env"]}
 
 
-@pytest.fixture(scope="module")
-def site():
+@contextlib.contextmanager
+def simulated_site():
     """A simulator with a 'cephfs' PVC backed by a local tree with UID's home 'stu' and a
-    read-only data folder. Import it into a test module to use it."""
+    read-only data folder (the fixture ``kube_site`` in conftest.py)."""
     root = tempfile.mkdtemp(prefix="carta-k8s-sim-", dir="/var/tmp")
     os.chmod(root, 0o755)
     state, volumes = os.path.join(root, "state"), os.path.join(root, "pv")
@@ -74,6 +76,8 @@ def site():
         "metadata": {"name": "cephfs"},
         "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}},
                  "storageClassName": "", "volumeName": "cephfs-static"}})
-    yield {"sim": sim, "root": root, "home": home}
-    sim.stop()
-    shutil.rmtree(root, ignore_errors=True)
+    try:
+        yield {"sim": sim, "root": root, "home": home}
+    finally:
+        sim.stop()
+        shutil.rmtree(root, ignore_errors=True)

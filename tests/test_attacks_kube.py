@@ -10,7 +10,7 @@ from carta_hub.hub.identity import IdentityError
 from carta_hub.hub.kube import CARTAKubeSpawner, PodSettingError
 from helpers.ports import free_port
 from k8s_simulator import write_kubeconfig
-from kube_support import FakeUser, make_spawner, site, use_kubeconfig  # noqa: F401
+from kube_support import FakeUser, make_spawner, use_kubeconfig
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the simulator's kubelet needs root")
 
@@ -27,10 +27,11 @@ CASES = [
 
 
 @pytest.mark.parametrize("name, state, key, message", CASES, ids=[c[0] for c in CASES])
-async def test_no_pod_for_a_bad_identity(site, tmp_path, monkeypatch, name, state, key, message):  # noqa: F811
-    use_kubeconfig(monkeypatch, write_kubeconfig(tmp_path / "kubeconfig", site["sim"].url))
+async def test_no_pod_for_a_bad_identity(kube_site, tmp_path, monkeypatch, name, state, key,
+                                          message):
+    use_kubeconfig(monkeypatch, write_kubeconfig(tmp_path / "kubeconfig", kube_site["sim"].url))
     spawner = make_spawner(FakeUser(name, auth_state=state), {
-        "KubeSpawner": {"k8s_api_host": site["sim"].url, "port": free_port(),
+        "KubeSpawner": {"k8s_api_host": kube_site["sim"].url, "port": free_port(),
                         "start_timeout": 10, "cmd": ["true"]},
         "IdentityResolver": {"sources": ["auth_state"], "auth_state_key": key,
                              "uid_attribute": "uid_number" if key == "oauth_user" else "uidNumber",
@@ -39,7 +40,7 @@ async def test_no_pod_for_a_bad_identity(site, tmp_path, monkeypatch, name, stat
     try:
         with pytest.raises(IdentityError, match=message):
             await spawner.start()
-        assert site["sim"].pods() == []
+        assert kube_site["sim"].pods() == []
     finally:
         await CARTAKubeSpawner._stop_all_reflectors()
 
@@ -55,19 +56,19 @@ WEAKENING = [  # an operator's (or a profile's) setting that would weaken the po
 
 
 @pytest.mark.parametrize("name, kube, message", WEAKENING, ids=[c[0] for c in WEAKENING])
-async def test_no_pod_for_a_weakening_setting(site, tmp_path, monkeypatch, name, kube,  # noqa: F811
+async def test_no_pod_for_a_weakening_setting(kube_site, tmp_path, monkeypatch, name, kube,
                                               message):
     """Such a setting refuses the spawn with a message naming it: before, carta-hub replaced
     some silently and the pod ran; now none is made."""
     from kube_support import LDAP
 
-    use_kubeconfig(monkeypatch, write_kubeconfig(tmp_path / "kubeconfig", site["sim"].url))
+    use_kubeconfig(monkeypatch, write_kubeconfig(tmp_path / "kubeconfig", kube_site["sim"].url))
     spawner = make_spawner(FakeUser("alice", LDAP), {
-        "KubeSpawner": {"k8s_api_host": site["sim"].url, "port": free_port(),
+        "KubeSpawner": {"k8s_api_host": kube_site["sim"].url, "port": free_port(),
                         "start_timeout": 10, "cmd": ["true"], **kube}})
     try:
         with pytest.raises(PodSettingError, match=message):
             await spawner.start()
-        assert site["sim"].pods() == []
+        assert kube_site["sim"].pods() == []
     finally:
         await CARTAKubeSpawner._stop_all_reflectors()

@@ -16,7 +16,7 @@ stand-in backend ``carta-standin``, NOT CARTA). Each test fails if the attack wo
   loopback;
 - another student opens the student's CARTA through the proxy: refused.
 
-Shares the site of tests/test_faults_slurm.py.
+Shares the site of tests/test_faults_slurm.py (``fault_site``, conftest.py).
 """
 
 import asyncio
@@ -31,12 +31,12 @@ import pytest
 import websockets
 
 from helpers.client import connect
+from helpers.faults import ALICE, BOB, GROUP, STUDENTS, ensure_session, job_of, live_jobs
+from helpers.hubpages import post_form
 from helpers.ports import wait_for
+from helpers.probe import assert_refused, probe_as
+from helpers.procs import cmdline, environ, listening
 from helpers.users import ensure_user, remove_user
-from test_attacks_local import assert_refused, cmdline, environ, listening, probe_as
-from test_faults_slurm import (ALICE, BOB, GROUP, STUDENTS, ensure_session,  # noqa: F401
-                               fault_site, job_of, live_jobs)
-from test_slurm_hub import post_form
 
 PWNED = "/tmp/carta-hub-attack-pwned"
 FORGED = [

@@ -2,16 +2,15 @@
 6.0.0: log in, pick the "CARTA" profile on KubeSpawner's form, and CARTA opens connected,
 listing the student's CephFS home. The Hub, the Kubernetes API simulator (whose kubelet runs
 the pod's container as local processes with the student's UID) and the student are those of
-tests/test_kube_e2e.py. The backend is carta-standin, a stand-in for carta_backend (NOT CARTA:
-it lists folders, it cannot open images)."""
+tests/test_kube_e2e.py (fixtures in conftest.py). The backend is carta-standin, a stand-in
+for carta_backend (NOT CARTA: it lists folders, it cannot open images)."""
 
 import os
 
 import pytest
 
 from helpers.browser import Student, browser  # noqa: F401  (fixture)
-from kube_support import site  # noqa: F401  (fixture)
-from test_kube_e2e import STUDENT, kube_hub, student  # noqa: F401  (fixtures)
+from kube_support import KUBE_STUDENT as STUDENT
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the simulator's kubelet needs root")
 
@@ -20,17 +19,17 @@ DATA = "kube-student-cube.fits"
 
 
 @pytest.fixture(scope="module")
-def data(site, student):  # noqa: F811
-    path = os.path.join(site["root"], "pv", "cephfs", "home", STUDENT, DATA)
+def data(kube_site, kube_student):
+    path = os.path.join(kube_site["root"], "pv", "cephfs", "home", STUDENT, DATA)
     with open(path, "wb") as f:
         f.write(FITS)
-    os.chown(path, student.pw_uid, student.pw_gid)
+    os.chown(path, kube_student.pw_uid, kube_student.pw_gid)
     return path
 
 
-def test_profile_and_carta_on_kubernetes(browser, kube_hub, site, student, data,  # noqa: F811
+def test_profile_and_carta_on_kubernetes(browser, kube_hub, kube_site, kube_student, data,  # noqa: F811
                                          artifacts):
-    hub, sim = kube_hub, site["sim"]
+    hub, sim = kube_hub, kube_site["sim"]
     with Student(browser, artifacts, "kube", timeout=120) as you:
         page = you.page
         you.login(hub.url, STUDENT, hub.password)
@@ -48,6 +47,6 @@ def test_profile_and_carta_on_kubernetes(browser, kube_hub, site, student, data,
         you.screenshot("kube-carta")
 
     (pod,) = sim.pods()
-    assert pod["spec"]["securityContext"]["runAsUser"] == student.pw_uid
+    assert pod["spec"]["securityContext"]["runAsUser"] == kube_student.pw_uid
     hub.stop_server(STUDENT)
     assert sim.pods() == []

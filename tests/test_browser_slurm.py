@@ -4,10 +4,11 @@ job fills the node, then running), CARTA connected with the student's folder in 
 Browser, and logout ending the job.
 
 The Slurm cluster, the PAM students, the Hub's account with the sudo rule and the login-node
-Hub are tests/helpers/slurm.py's, configured as in tests/test_slurm_hub.py, with
-jupyterhub_config/culling.py loaded (logout stops the server) and the progress page shown at
-once (``slow_spawn_timeout = 0``). The backend in the job is carta-standin, a stand-in for
-carta_backend (NOT CARTA: it lists folders, it cannot open images).
+Hub are tests/helpers/slurm.py's, configured as in tests/test_slurm_hub.py
+(tests/helpers/login_node.py), with jupyterhub_config/culling.py loaded (logout stops the
+server) and the progress page shown at once (``slow_spawn_timeout = 0``). The backend in the
+job is carta-standin, a stand-in for carta_backend (NOT CARTA: it lists folders, it cannot
+open images).
 """
 
 import os
@@ -18,9 +19,10 @@ from pathlib import Path
 import pytest
 
 from helpers.browser import OFFLINE, ONLINE, Student, browser  # noqa: F401  (fixture)
+from helpers.login_node import ALICE, BOB, CONFIG, FITS, POLL, job_of
 from helpers.ports import wait_for
+from helpers.procs import carta_uids
 from helpers.slurm import CountingSqueue, SlurmHub
-from test_slurm_hub import ALICE, BOB, CONFIG, FITS, POLL, carta_uids, job_of
 
 CULLING = Path(__file__).parent.parent / "jupyterhub_config" / "culling.py"
 EXTRA = f"""

@@ -1,7 +1,6 @@
 """carta-hub-singleuser under a real Hub + configurable-http-proxy, with the stand-in
 backend (carta-standin, not CARTA) and the real carta-frontend 6.0.0 files."""
 
-import re
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from helpers.carta import file_list, register
 from helpers.client import connect, open_carta
 from helpers.hub import SAME_USER_CARTA
 from helpers.ports import wait_for
+from helpers.procs import backend_sockets
 from carta_standin.icd import EventType
 
 USERNAMES = ["alice", "a.student", "jo@uni.edu"]
@@ -92,17 +92,6 @@ async def test_other_users_websocket_is_refused(hub, sessions):
         async with connect(hub, sessions["alice"], "a.student"):
             pass
     assert refused.value.response.status_code in (302, 403)
-
-
-def backend_sockets():
-    """(address, port, pid) of every listening TCP socket of a carta-standin process."""
-    out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout
-    found = []
-    for line in out.splitlines():
-        if '"carta-standin"' in line:
-            address, port = line.split()[3].rsplit(":", 1)
-            found.append((address, int(port), int(re.search(r"pid=(\d+)", line).group(1))))
-    return found
 
 
 def test_backend_is_loopback_only_and_needs_the_token(hub, sessions):

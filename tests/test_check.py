@@ -18,7 +18,7 @@ from helpers.hub import VENV_BIN
 from helpers.slurm import HUB_USER
 from helpers.users import ensure_user, remove_user
 from k8s_simulator import write_kubeconfig
-from kube_support import site, use_kubeconfig  # noqa: F401  (site: the simulator)
+from kube_support import use_kubeconfig
 
 from carta_hub.hub import check
 
@@ -162,16 +162,16 @@ def test_identity_from_stored_auth_state(tmp_path, monkeypatch):
     crypto.CryptKeeper.clear_instance()
 
 
-async def test_kubernetes_claims(site, tmp_path, monkeypatch):  # noqa: F811
+async def test_kubernetes_claims(kube_site, tmp_path, monkeypatch):
     """On Kubernetes: the volume claims of c.CartaStorage.mounts, on the API simulator."""
-    use_kubeconfig(monkeypatch, write_kubeconfig(tmp_path / "kc", site["sim"].url))
+    use_kubeconfig(monkeypatch, write_kubeconfig(tmp_path / "kc", kube_site["sim"].url))
     mapping = tmp_path / "ids.yaml"
     mapping.write_text("stu: {uid: 23999, gid: 23998, home: /ceph/home/stu}\n")
     config = tmp_path / "hub.py"
     config.write_text(f"""
 c.JupyterHub.spawner_class = "carta-kube"
 c.KubeSpawner.namespace = "carta"
-c.KubeSpawner.k8s_api_host = "{site["sim"].url}"
+c.KubeSpawner.k8s_api_host = "{kube_site["sim"].url}"
 c.IdentityResolver.sources = ["mapping"]
 c.IdentityResolver.mapping_file = "{mapping}"
 c.CartaStorage.mounts = [

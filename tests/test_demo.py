@@ -20,7 +20,7 @@ from helpers.carta import file_list, register
 from helpers.client import connect, open_carta
 from helpers.hub import NEWCOMER_PATH, PREFIX, SAME_USER_CARTA, Hub, _end, _read_pid
 from helpers.ports import free_port, wait_for
-from test_carta_only import backend_sockets
+from helpers.procs import backend_sockets
 
 from carta_hub.hub.samplecube import sample_cube
 from carta_standin.icd import FileType

@@ -10,9 +10,9 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from helpers.helm import CHART, VARIANTS, hub_config, load, merge, spawner_class_for
 from k8s_simulator import write_kubeconfig
 from kube_support import FakeUser, container, pod_manifest, use_kubeconfig
-from test_kube_helm_values import CHART, VARIANTS, hub_config, load, merge, spawner_class_for
 
 pytestmark = pytest.mark.fast
 

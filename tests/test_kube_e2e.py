@@ -11,50 +11,9 @@ import pytest
 from carta_standin.icd import EventType
 from helpers.carta import file_list, register
 from helpers.client import connect, open_carta
-from helpers.ports import free_port
-from helpers.users import ensure_user, remove_user
-from kube_support import site  # noqa: F401
-from k8s_simulator import write_kubeconfig
+from kube_support import KUBE_STUDENT as STUDENT
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the simulator's kubelet needs root")
-
-STUDENT, STUDENT_UID = "carta-kube-stu", 23611
-
-
-@pytest.fixture(scope="module")
-def student(site):
-    entry = ensure_user(STUDENT, uid=STUDENT_UID)
-    home = os.path.join(site["root"], "pv", "cephfs", "home", STUDENT)
-    os.makedirs(home, exist_ok=True)
-    os.chown(home, entry.pw_uid, entry.pw_gid)
-    yield entry
-    remove_user(STUDENT)
-
-
-@pytest.fixture(scope="module")
-def kube_hub(site, student, hub_factory):
-    ceph = site["root"] + "/ceph"
-    mapping = os.path.join(site["root"], "ids.yaml")
-    with open(mapping, "w") as f:
-        f.write(f"{STUDENT}: {{uid: {student.pw_uid}, gid: {student.pw_gid}, "
-                f"home: {ceph}/home/{STUDENT}}}\n")
-    kubeconfig = write_kubeconfig(os.path.join(site["root"], "kubeconfig"), site["sim"].url)
-    os.chmod(mapping, 0o644)
-    os.chmod(kubeconfig, 0o644)
-    return hub_factory(f"""
-c.JupyterHub.spawner_class = "carta-kube"
-c.KubeSpawner.namespace = "carta"
-c.KubeSpawner.ip = "127.0.0.1"
-c.KubeSpawner.port = {free_port()}
-c.KubeSpawner.delete_grace_period = 2
-c.IdentityResolver.sources = ["mapping"]
-c.IdentityResolver.mapping_file = "{mapping}"
-c.CartaStorage.mounts = [
-    {{"pvc": "cephfs", "sub_path": "home/{{login}}", "mount_path": "{ceph}/home/{{login}}"}},
-    {{"pvc": "cephfs", "sub_path": "data", "mount_path": "{ceph}/data", "read_only": True}},
-]
-c.CartaBackend.top_level_folder = "{ceph}"
-""", env={"KUBECONFIG": str(kubeconfig)})
 
 
 def backend_argvs(uid):
@@ -71,12 +30,12 @@ def backend_argvs(uid):
     return found
 
 
-async def test_student_session_on_kubernetes(kube_hub, site, student):
-    hub, sim, ceph = kube_hub, site["sim"], site["root"] + "/ceph"
+async def test_student_session_on_kubernetes(kube_hub, kube_site, kube_student):
+    hub, sim, ceph = kube_hub, kube_site["sim"], kube_site["root"] + "/ceph"
     hub.start_server(STUDENT)
     (pod,) = sim.pods()
     psc = pod["spec"]["securityContext"]
-    assert (psc["runAsUser"], psc["runAsGroup"]) == (student.pw_uid, student.pw_gid)
+    assert (psc["runAsUser"], psc["runAsGroup"]) == (kube_student.pw_uid, kube_student.pw_gid)
     mounts = {m["mountPath"]: m for m in pod["spec"]["containers"][0]["volumeMounts"]}
     assert mounts[f"{ceph}/home/{STUDENT}"]["subPath"] == f"home/{STUDENT}"
     assert pod["spec"]["containers"][0]["args"][0] == "carta-hub-singleuser"
@@ -84,7 +43,7 @@ async def test_student_session_on_kubernetes(kube_hub, site, student):
     # runs that many OpenMP threads, not one per CPU of the node
     env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
     assert (env["CPU_LIMIT"], env["CPU_GUARANTEE"]) == ("2.0", "0.5")
-    (argv,) = backend_argvs(student.pw_uid)
+    (argv,) = backend_argvs(kube_student.pw_uid)
     assert argv[argv.index("--omp_threads") + 1] == str(min(2, len(os.sched_getaffinity(0))))
 
     session = hub.login(STUDENT)

@@ -2,7 +2,7 @@
 schema; their hub.config (and any hub.extraConfig) loads into the real classes with no unknown
 settings, and the pods CARTAKubeSpawner makes from them validate against Kubernetes."""
 
-import copy
+import json
 import shlex
 import subprocess
 from importlib.metadata import entry_points
@@ -12,80 +12,20 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from traitlets.config import Config
 
 import carta_hub
+from carta_hub.backend import SERVER_CONFIG_ENV
+from helpers.helm import (CHART, VARIANTS, hub_config, load, merge, spawner_class_for,
+                          values_for)
 from helpers.hub import VENV_BIN
-from kube_support import FakeUser, container, pod_manifest, use_kubeconfig
+from kube_support import FakeUser, container, env, pod_manifest, use_kubeconfig
 from k8s_simulator import write_kubeconfig
 
 ROOT = Path(__file__).parent.parent
 VALUES = ROOT / "helm-values"
-CHART = ROOT.parent / "shared" / "z2jh-4.4.0"
-VARIANTS = {"oidc": {"oauth_user": {"preferred_username": "jo", "uidNumber": 23502,
-                                    "gidNumber": 23500, "gidNumbers": [23600]}},
-            "ldap": {"user_attributes": {"uid": ["alice"], "uidNumber": [23501],
-                                         "gidNumber": [23500], "homeDirectory": ["/ceph/home/alice"]}}}
 
 pytestmark = [pytest.mark.fast,
               pytest.mark.skipif(not CHART.is_dir(), reason=f"{CHART} is missing")]
-
-
-def load(path):
-    with open(path) as f:
-        return yaml.safe_load(f)
-
-
-def merge(base, override):
-    """Helm's value merge: dicts merge, a null deletes the key, anything else replaces."""
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def values_for(variant):
-    return merge(merge(load(CHART / "values.yaml"), load(VALUES / "base.yaml")),
-                 load(VALUES / f"{variant}.yaml"))
-
-
-def hub_config(values):
-    """The Hub's traitlets config as the chart's jupyterhub_config.py builds it, for the
-    settings that reach a user pod: singleuser.*, then hub.config, then the hub image's
-    jupyterhub_config.d (images/hub-config.d), then hub.extraConfig."""
-    su, c = values["singleuser"], Config()
-    c.KubeSpawner.image = f"{su['image']['name']}:{su['image']['tag']}"
-    c.Spawner.cmd = su["cmd"]
-    c.KubeSpawner.profile_list = su["profileList"]
-    c.KubeSpawner.mem_guarantee = su["memory"]["guarantee"]
-    c.KubeSpawner.start_timeout = su["startTimeout"]
-    c.KubeSpawner.namespace = "carta"
-    for trait, key in (("uid", "uid"), ("fs_gid", "fsGid")):
-        if su.get(key) is not None:
-            setattr(c.KubeSpawner, trait, su[key])
-    if su["storage"]["type"] == "dynamic":
-        c.KubeSpawner.storage_pvc_ensure = True
-        c.KubeSpawner.volumes = [{"name": "home", "persistentVolumeClaim": {
-            "claimName": "claim-{username}"}}]
-        c.KubeSpawner.volume_mounts = [{"name": "home",
-                                        "mountPath": su["storage"]["homeMountPath"]}]
-    if su["cloudMetadata"]["blockWithIptables"]:
-        c.KubeSpawner.init_containers = [{
-            "name": "block-cloud-metadata", "image": "quay.io/jupyterhub/k8s-network-tools",
-            "command": ["iptables", "-A", "OUTPUT", "-d", su["cloudMetadata"]["ip"], "-j", "DROP"],
-            "securityContext": {"privileged": True, "runAsUser": 0,
-                                "capabilities": {"add": ["NET_ADMIN"]}}}]
-    c.merge(Config(values["hub"]["config"]))
-    for path in sorted((ROOT / "images" / "hub-config.d").glob("*.py")):
-        exec(path.read_text(), {"c": c})
-    for snippet in (values["hub"].get("extraConfig") or {}).values():
-        exec(snippet, {"c": c})
-    return c
 
 
 def configurable_classes(values):
@@ -102,11 +42,6 @@ def configurable_classes(values):
                IdentityResolver, CartaStorage, CartaBackend)
     # a section may name a class or any of its bases (LDAPAuthenticator for a subclass)
     return {base.__name__: cls for cls in classes for base in reversed(cls.__mro__)}
-
-
-def spawner_class_for(values):
-    name = hub_config(values).JupyterHub.spawner_class
-    return entry_points(group="jupyterhub.spawners")[name].load()
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -141,7 +76,8 @@ async def test_pods_from_values(variant, options, tmp_path, monkeypatch):
     assert nb["image"] == f"registry.example.org/carta-hub/singleuser:{carta_hub.__version__}"
     assert nb["args"][0] == ("jupyterhub-singleuser" if options.get("profile") == "lab"
                              else "carta-hub-singleuser")
-    assert "--CartaBackend.top_level_folder=/ceph" in nb["args"]
+    passed = json.loads(env(pod)[SERVER_CONFIG_ENV])["config"]
+    assert passed["CartaBackend"]["top_level_folder"] == "/ceph"
     # the identity's, not the chart's uid 1000 / fsGid 100
     assert nb["securityContext"]["runAsUser"] in (23501, 23502)
     assert pod["spec"]["securityContext"]["runAsUser"] in (23501, 23502)

@@ -10,7 +10,7 @@ import pytest
 from carta_hub.hub.identity import IdentityError
 from carta_hub.hub.kube import CARTAKubeSpawner
 from helpers.ports import free_port, wait_for
-from kube_support import GID, UID, FakeUser, make_spawner, site, use_kubeconfig  # noqa: F401
+from kube_support import GID, UID, FakeUser, make_spawner, use_kubeconfig
 from k8s_simulator import write_kubeconfig
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the simulator's kubelet needs root")
@@ -33,16 +33,16 @@ time.sleep(600)
 
 
 @pytest.fixture
-def spawner_for(site, tmp_path, monkeypatch):
-    use_kubeconfig(monkeypatch, write_kubeconfig(tmp_path / "kubeconfig", site["sim"].url))
+def spawner_for(kube_site, tmp_path, monkeypatch):
+    use_kubeconfig(monkeypatch, write_kubeconfig(tmp_path / "kubeconfig", kube_site["sim"].url))
     mapping = tmp_path / "ids.yaml"
     mapping.write_text(f"stu: {{uid: {UID}, gid: {GID}, groups: [{GROUP}], name: stu}}\n"
                        "root2: {uid: 0, gid: 0}\n")
-    ceph = site["root"] + "/ceph"
+    ceph = kube_site["root"] + "/ceph"
 
     def make(name, **kube):
         return make_spawner(FakeUser(name), {
-            "KubeSpawner": {"k8s_api_host": site["sim"].url, "port": free_port(),
+            "KubeSpawner": {"k8s_api_host": kube_site["sim"].url, "port": free_port(),
                             "start_timeout": 30, "delete_grace_period": 2, **kube},
             "IdentityResolver": {"sources": ["mapping"], "mapping_file": str(mapping),
                                  "home_template": ceph + "/home/{login}"},
@@ -61,14 +61,14 @@ async def _stop_reflectors():
 
 
 @pytest.mark.skipif(not os.path.exists(NSS_WRAPPER), reason="libnss-wrapper is not installed")
-async def test_start_poll_stop(site, spawner_for):
-    sim, ceph = site["sim"], site["root"] + "/ceph"
+async def test_start_poll_stop(kube_site, spawner_for):
+    sim, ceph = kube_site["sim"], kube_site["root"] + "/ceph"
     spawner = spawner_for("stu", cmd=["python3", "-c", PROBE.replace("DATA", ceph + "/data")])
     try:
         url = await spawner.start()
         assert url.startswith("http://127.0.0.1:")
         assert await spawner.poll() is None
-        who_file = os.path.join(site["home"], "who.json")
+        who_file = os.path.join(kube_site["home"], "who.json")
         wait_for(lambda: os.path.exists(who_file) and os.path.getsize(who_file), 20, "the probe")
         with open(who_file) as f:
             who = json.load(f)
@@ -87,12 +87,12 @@ async def test_start_poll_stop(site, spawner_for):
 
 
 @pytest.mark.parametrize("name, message", [("root2", "UID 0"), ("nobody-here", "No POSIX identity")])
-async def test_bad_identity_creates_no_pod(site, spawner_for, name, message):
+async def test_bad_identity_creates_no_pod(kube_site, spawner_for, name, message):
     spawner = spawner_for(name, cmd=["true"])
     try:
         with pytest.raises(IdentityError, match=message):
             await spawner.start()
-        assert site["sim"].pods() == []
+        assert kube_site["sim"].pods() == []
     finally:
         await _stop_reflectors()
 
@@ -117,10 +117,10 @@ def _read_json(path):
         return json.load(f)
 
 
-async def test_operator_volume_init_container_and_group(site, spawner_for):  # noqa: F811
+async def test_operator_volume_init_container_and_group(kube_site, spawner_for):
     """An operator's own volumes, init container and supplemental group reach the running
     pod beside carta-hub's identity and storage."""
-    root, ceph = site["root"], site["root"] + "/ceph"
+    root, ceph = kube_site["root"], kube_site["root"] + "/ceph"
     os.makedirs(f"{root}/site-software/bin")
     site, scratch = ceph + "/site", root + "/scratch"
     probe = SITE_PROBE.replace("SITE", site).replace("SCRATCH", scratch)
@@ -136,13 +136,13 @@ async def test_operator_volume_init_container_and_group(site, spawner_for):  # n
                           "volumeMounts": [{"name": "site-scratch", "mountPath": scratch}]}])
     try:
         await spawner.start()
-        found = os.path.join(site["home"], "site.json")
+        found = os.path.join(kube_site["home"], "site.json")
         wait_for(lambda: os.path.exists(found) and os.path.getsize(found), 20, "the probe")
         seen = _read_json(found)
         assert seen["groups"] == sorted([GID, GROUP, GROUP - 1])
         assert seen["site"] == ["bin"] and seen["site_write"] == "Read-only file system"
         assert seen["flag"] == "ready\n"  # written by the operator's init container
-        (pod,) = site["sim"].pods()
+        (pod,) = kube_site["sim"].pods()
         assert [c["name"] for c in pod["spec"]["initContainers"]] == ["carta-nss", "site-init"]
         assert pod["spec"]["securityContext"]["runAsUser"] == UID
         await spawner.stop()

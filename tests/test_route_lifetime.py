@@ -10,7 +10,7 @@ import time
 import requests
 from helpers.hub import SAME_USER_CARTA
 from helpers.ports import wait_for
-from test_faults_local import processes
+from helpers.procs import processes
 
 PROXY_TOKEN = secrets.token_hex(16)
 POLL = 30  # JupyterHub's default Spawner.poll_interval: far longer than the bound tested

@@ -7,7 +7,6 @@ The Hub runs as an unprivileged user in group ``shadow`` with the sudo rule of d
 """
 
 import asyncio
-import json
 import os
 import pwd
 import re
@@ -18,22 +17,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from carta_standin import icd
-from helpers.client import connect, open_carta
+from helpers.hubpages import listing, post_form, read_progress
+from helpers.login_node import ALICE, BOB, CONFIG, FITS, POLL, job_of
 from helpers.ports import wait_for
+from helpers.procs import carta_uids, user_processes
 from helpers.slurm import CountingSqueue, SlurmHub
 
-ALICE, BOB = "cs-alice", "cs-bob"
-FITS = b"SIMPLE  =                    T" + b" " * 2850
-POLL = 2.0
 PWNED = "/tmp/carta-hub-slurm-test-pwned"
-CONFIG = """
-c.CARTASlurmSpawner.partitions = ["debug", "short"]
-c.CARTASlurmSpawner.cores = [1, 2]
-c.CARTASlurmSpawner.memory_gb = {"min": 1, "max": 2}
-c.CARTASlurmSpawner.runtimes = ["0:30:00", "2:00:00"]
-c.CartaBackend.top_level_folder = "/home"
-"""
 
 
 @pytest.fixture(scope="module")
@@ -57,92 +47,12 @@ def site(slurm, students, hub_account, squeue_log):  # noqa: F811
     slurm.cancel_all()
 
 
-def post_form(hub, session, name, form):
-    """POST the spawn form as the browser does (with the Hub's XSRF cookie value)."""
-    data = {**form, "_xsrf": session.cookies.get("_xsrf", path="/hub/")}
-    return session.post(f"{hub.url}/hub/spawn/{name}", data=data, allow_redirects=False)
-
-
-def read_progress(hub, name, until=lambda message: False):
-    """The progress messages (server-sent events) of ``name``'s pending spawn until it ends
-    or ``until(message)``."""
-    url = f"{hub.url}/hub/api/users/{name}/server/progress"
-    headers = {"Authorization": f"token {hub.api_token}"}
-    messages = []
-    with requests.get(url, headers=headers, stream=True, timeout=120) as r:
-        assert r.status_code == 200, r.text
-        for line in r.iter_lines(decode_unicode=True):
-            if line and line.startswith("data:"):
-                event = json.loads(line[5:])
-                messages.append(event.get("message", ""))
-                if event.get("ready") or event.get("failed") or until(messages[-1]):
-                    return messages
-    return messages
-
-
 def spawn_with_form(hub, session, name, form, until=lambda message: False):
     """Post the spawn form (in a thread: it waits up to 10 s) and read the spawn's progress."""
     poster = threading.Thread(target=post_form, args=(hub, session, name, form))
     poster.start()
     wait_for(lambda: hub.server(name).get("pending") == "spawn", 30, f"{name}'s spawn")
     return poster, read_progress(hub, name, until)
-
-
-async def handshake(ws):
-    viewer = icd.messages.RegisterViewer(session_id=0, client_feature_flags=5)
-    await ws.send(icd.encode_message(icd.EventType.REGISTER_VIEWER, 1, viewer))
-    event, _, request_id, ack = icd.decode_message(await binary(ws))
-    assert event == icd.EventType.REGISTER_VIEWER_ACK and request_id == 1
-    assert ack.success, ack.message
-
-
-async def file_list(ws, directory, request_id=2):
-    request = icd.messages.FileListRequest(directory=directory)
-    await ws.send(icd.encode_message(icd.EventType.FILE_LIST_REQUEST, request_id, request))
-    while True:
-        event, _, _, message = icd.decode_message(await binary(ws))
-        if event == icd.EventType.FILE_LIST_RESPONSE:
-            return message
-
-
-async def binary(ws):
-    while True:
-        frame = await asyncio.wait_for(ws.recv(), 30)
-        if isinstance(frame, bytes):
-            return frame
-
-
-async def listing(hub, session, name, directory):
-    """Log in to ``name``'s CARTA as a browser does, then list ``directory`` over ICD 30."""
-    await asyncio.to_thread(open_carta, hub, session, name)
-    async with connect(hub, session, name) as ws:
-        await handshake(ws)
-        return await file_list(ws, directory)
-
-
-def processes(name, program="carta-standin"):
-    """``[(uid, environ)]`` of the ``program`` processes started for Hub user ``name``."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            environ = dict(v.split(b"=", 1) for v in
-                           Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in v)
-            uid = os.stat(f"/proc/{pid}").st_uid
-        except OSError:
-            continue
-        mine = environ.get(b"JUPYTERHUB_USER") == name.encode()
-        if mine and any(arg.endswith(f"/{program}".encode()) for arg in argv[:2]):
-            found.append((uid, environ))
-    return found
-
-
-def carta_uids(name):
-    return [uid for uid, _ in processes(name)]
-
-
-def job_of(slurm, name, state="RUNNING"):  # noqa: F811
-    return [i for i, (s, user) in slurm.jobs().items() if user == name and s == state]
 
 
 def test_pam_login_and_form(site, students):  # noqa: F811
@@ -229,10 +139,18 @@ def backend_argv(name):
     raise AssertionError(f"no backend of {name}")
 
 
+def running(site, name, cores):
+    """``name``'s server with ``cores`` CPUs: test_student_session's, or one started here when
+    a test runs alone."""
+    if not site.hub.server(name).get("ready"):
+        site.hub.start_server(name, timeout=120, cores=cores, memory_gb=1)
+
+
 def test_backend_threads_are_the_job_cpus(site):
     """carta_backend runs one OpenMP thread per CPU of the node unless told otherwise (the
     test node claims 64): it gets as many as the job has (``cores`` on the form)."""
     for name, cores in ((ALICE, 2), (BOB, 1)):
+        running(site, name, cores)
         argv = backend_argv(name)
         threads = argv[argv.index("--omp_threads") + 1] if "--omp_threads" in argv else None
         assert threads == str(min(cores, len(os.sched_getaffinity(0)))), argv
@@ -240,7 +158,8 @@ def test_backend_threads_are_the_job_cpus(site):
 
 def test_job_token_sets_only_the_port(site):
     """The server's token (readable in the job) cannot reconfigure the Hub's spawner."""
-    ((_, environ),) = processes(ALICE, "carta-hub-singleuser")
+    running(site, ALICE, 2)
+    ((_, environ),) = user_processes(ALICE, "carta-hub-singleuser")
     headers = {"Authorization": f"token {environ[b'JUPYTERHUB_API_TOKEN'].decode()}"}
     for body in ({"exec_prefix": f"touch {PWNED};"}, {"batch_cancel_cmd": f"touch {PWNED}"},
                  {"port": 1, "ip": "127.0.0.2"}, {"port": "8888"}, {"port": 0}):

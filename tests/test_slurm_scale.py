@@ -15,34 +15,11 @@ import pytest
 from helpers.hub import dumps
 from helpers.ports import wait_for
 from helpers.slurm import CountingSqueue, SlurmHub
+from helpers.tiny_server import TINY
 
 ALICE = "cs-alice"
 SERVERS = [f"s{i:02d}" for i in range(50)]
 POLL = 2.0
-TINY = """\
-import json, os, urllib.request
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
-
-class Answer(BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(b"tiny server")
-
-    def log_message(self, *args):
-        pass
-
-
-server = HTTPServer(("127.0.0.1", 0), Answer)
-request = urllib.request.Request(
-    os.environ["JUPYTERHUB_API_URL"] + "/batchspawner", method="POST",
-    data=json.dumps({"port": server.server_address[1]}).encode(),
-    headers={"Authorization": "token " + os.environ["JUPYTERHUB_API_TOKEN"],
-             "Content-Type": "application/json"})
-urllib.request.urlopen(request).close()
-server.serve_forever()
-"""
 
 
 @pytest.fixture(scope="module")
