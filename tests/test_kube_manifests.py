@@ -242,6 +242,12 @@ WEAKENING = {
                     "name 'carta-tmp' appears twice"),
     "mount-path": ({"KubeSpawner": {"volumes": [SITE_VOLUME], "volume_mounts": [
         {**SITE_MOUNT, "mountPath": "/ceph/data"}]}}, "mountPath '/ceph/data' appears twice"),
+    "root-init": ({"KubeSpawner": {"init_containers": [
+        {**SITE_INIT, "securityContext": {"runAsUser": 0, "runAsNonRoot": False}}]}},
+        "init_containers (site-motd) sets runAsUser=0"),
+    "init-capability": ({"KubeSpawner": {"init_containers": {"motd": {
+        **SITE_INIT, "securityContext": {"capabilities": {"add": ["NET_ADMIN"]}}}}}},
+        "capabilities.add=['NET_ADMIN']"),
 }
 
 

@@ -95,6 +95,10 @@ HINTS = {"runAsUser": ", the user's UID", "runAsGroup": ", the user's primary GI
          "readOnlyRootFilesystem": "; c.CARTAKubeSpawner.read_only_root_filesystem = False "
                                    "turns it off",
          "fsGroup": "; c.CARTAKubeSpawner.fs_group sets it"}
+# Values an operator's init container must not set in its own securityContext (else the pod's,
+# carta-hub's, applies): they would run it as root or with more privileges.
+UNSAFE_INIT = {"runAsUser": 0, "runAsNonRoot": False, "privileged": True,
+               "allowPrivilegeEscalation": True}
 # Keys of extra_pod_config / extra_container_config that would replace what carta-hub adds,
 # with the setting that is combined with carta-hub's instead.
 REPLACING = {
@@ -202,7 +206,10 @@ class CARTAKubeSpawner(CartaSpawnerMixin, KubeSpawner):
         psc = await self._pod_security()
         csc = await self._container_security(psc)
         volumes, mounts = self._volumes_and_mounts()
-        init = [*self._nss_init_containers(csc), *_values(self.init_containers)]
+        theirs = _values(self.init_containers)
+        for container in theirs:
+            _check_init_container(container)
+        init = [*self._nss_init_containers(csc), *theirs]
         _check_unique(init, "name", "init_containers")
         return {"uid": ident.uid, "gid": ident.gid,
                 "fs_gid": ident.gid if self.fs_group else None,
@@ -339,6 +346,21 @@ def _capabilities(theirs, ours, setting):
     if theirs.get("add"):
         raise PodSettingError(_weaker(setting, "capabilities.add", theirs["add"], []))
     return {**theirs, "drop": _union(ours.get("drop", []), theirs.get("drop") or [])}
+
+
+def _check_init_container(container):
+    """Refuse an operator's init container that asks for root or more privileges."""
+    context = _field(container, "securityContext") or {}
+    unsafe = [(key, value) for key, value in UNSAFE_INIT.items()
+              if _field(context, key) == value]
+    added = _field(_field(context, "capabilities") or {}, "add")
+    unsafe += [("capabilities.add", added)] if added else []
+    if unsafe:
+        key, value = unsafe[0]
+        raise PodSettingError(
+            f"c.KubeSpawner.init_containers ({_field(container, 'name')}) sets {key}={value!r} "
+            "in its securityContext, which would run it as root or with more privileges than "
+            "the CARTA pod allows: remove it (also from any profile's kubespawner_override)")
 
 
 def _weaker(setting, key, value, ours):
