@@ -320,3 +320,12 @@ def test_state_keeps_the_login(make_spawner):
     restarted = make_spawner()
     restarted.load_state(spawner.get_state())
     assert (restarted.job_id, restarted.req_username) == ("42", "alice-login")
+
+
+async def test_batch_script_is_the_job_template(make_spawner):
+    """batchspawner's batch_script holds the job script's template (it was ignored)."""
+    spawner = make_spawner(container_runtime="none", req_srun="", batch_script=(
+        "#!/bin/bash\n#SBATCH --cpus-per-task={{ res.cores }}\n{{ command }}\n"))
+    script = await render(spawner, {"cores": "8"})
+    assert script == ("#!/bin/bash\n#SBATCH --cpus-per-task=8\n"
+                      f"{shlex.join(spawner.server_argv())}\n")

@@ -6,7 +6,7 @@ import shlex
 from importlib.resources import files
 from pathlib import Path
 
-from jinja2 import Environment, StrictUndefined
+from jinja2 import Environment, StrictUndefined, Template, meta
 
 # Apptainer/Singularity bind specs are split on ',' and ':'
 BIND_PATH = re.compile(r"/[^:,\s]*")
@@ -16,16 +16,30 @@ SBATCH_VALUE = re.compile(r"[^\s'\"\\;&|<>`$]+")
 LOG_CODES = re.compile(r"%(.)")
 
 
-def load_template(path=""):
+def load_template(path: str = "") -> Template:
     """The job script template: the file at ``path``, else the packaged one."""
     if path:
         text = Path(path).read_text()
     else:
         text = files(__package__).joinpath("job.sh.j2").read_text()
+    return compile_template(text)
+
+
+def _environment() -> Environment:
     env = Environment(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
                       undefined=StrictUndefined, autoescape=False)
     env.filters["quote"] = shlex.quote
-    return env.from_string(text)
+    return env
+
+
+def compile_template(text: str) -> Template:
+    """A job script template from its Jinja text."""
+    return _environment().from_string(text)
+
+
+def template_variables(text: str) -> set[str]:
+    """The variables the Jinja ``text`` reads (TemplateSyntaxError if it is no template)."""
+    return meta.find_undeclared_variables(_environment().parse(text))
 
 
 def bind_spec(bind):

@@ -1,29 +1,102 @@
 """CARTASlurmSpawner: each user's CARTA server as a Slurm batch job under their own identity.
 
 Wiring only. batchspawner's SlurmSpawner submits and cancels (``sudo -E -u USER sbatch``);
-:mod:`carta_hub.hub.slurm.form` validates the student's choices; :mod:`carta_hub.hub.slurm.jobscript`
-renders the job script (Apptainer/Singularity or bare); :mod:`carta_hub.hub.slurm.squeue` answers every
+:mod:`carta_hub.hub.slurm.form` validates the student's choices;
+:mod:`carta_hub.hub.slurm.jobscript` renders the job script (Apptainer/Singularity or bare)
+from ``batch_script`` or ``job_template``; :mod:`carta_hub.hub.slurm.squeue` answers every
 status question from one ``squeue`` per poll interval shared by all servers of the Hub.
+batchspawner settings this spawner never reads (:data:`UNUSED_SETTINGS`) are refused when
+the Hub starts.
 """
 
 import asyncio
+import functools
 import json
 import os
+import re
 import shlex
 import time
 
 from batchspawner import JobStatus, SlurmSpawner, format_template
+from jinja2 import Template, TemplateSyntaxError
 from jupyterhub import apihandlers
 from jupyterhub.apihandlers import APIHandler
+from jupyterhub.utils import url_path_join
 from tornado import web
 from traitlets import Enum, Float, Int, List, Unicode, default, validate
+from traitlets.config import Config, Configurable
 
 from carta_hub.hub.identity import IdentityError, IdentityResolver
-from carta_hub.hub.slurm.jobscript import container_argv, load_template, log_file, sbatch_value, shell_log_file
 from carta_hub.hub.slurm.form import FormError, ResourceFormMixin
-from carta_hub.hub.spawner import CartaSpawnerMixin
+from carta_hub.hub.slurm.jobscript import (
+    compile_template,
+    container_argv,
+    load_template,
+    log_file,
+    sbatch_value,
+    shell_log_file,
+    template_variables,
+)
 from carta_hub.hub.slurm.squeue import QueuePoller
+from carta_hub.hub.spawner import CartaSpawnerMixin
 from carta_hub.hub.storage import CartaStorage, binds, escape_component
+
+# What a job script template may read (docs/slurm.md lists them)
+SCRIPT_VARIABLES = ("username", "login", "res", "job_name", "log_file", "workdir", "keepvars",
+                    "gres", "sbatch_options", "prologue", "epilogue", "srun", "container",
+                    "server", "command")
+_FORM = "use c.{cls}.%s (the choices on the spawn form) instead"
+_SQUEUE = ("carta-hub reads every job's state from one squeue call: set "
+           "c.{cls}.squeue_command to change that call")
+_CLUSTER = ("sbatch, scancel and squeue use the cluster of the Hub's slurm.conf: set "
+            "SLURM_CONF in the Hub's environment for another")
+# batchspawner's settings that CARTASlurmSpawner inherits but never reads, and what to do
+UNUSED_SETTINGS = {
+    "req_partition": _FORM % "partitions",
+    "req_queue": _FORM % "partitions",
+    "req_nprocs": _FORM % "cores",
+    "req_memory": _FORM % "memory_gb",
+    "req_ngpus": _FORM % "gpus",
+    "req_gres": _FORM % "gpus" + " (GPUs, named by gpu_gres), or c.{cls}.sbatch_options",
+    "req_runtime": _FORM % "runtimes",
+    "req_account": _FORM % "accounts",
+    "req_qos": _FORM % "qos",
+    "req_options": "use c.{cls}.sbatch_options instead (one #SBATCH option per item)",
+    "req_reservation": "use c.{cls}.sbatch_options = ['--reservation=NAME'] instead",
+    "req_host": _CLUSTER,
+    "req_cluster": _CLUSTER,
+    "batch_query_cmd": _SQUEUE,
+    "state_pending_re": _SQUEUE,
+    "state_running_re": _SQUEUE,
+    "state_unknown_re": _SQUEUE,
+    "state_exechost_re": _SQUEUE,
+    "state_exechost_exp": _SQUEUE,
+}
+
+
+def unused_settings(cls: type, config: Config) -> list[str]:
+    """A message for each batchspawner setting in ``config`` that ``cls`` never reads (set in
+    its own section or in one of its bases', e.g. c.SlurmSpawner.req_runtime)."""
+    sections = [k.__name__ for k in cls.__mro__ if issubclass(k, Configurable)]
+    return [f"c.{section}.{name} has no effect on {cls.__name__}: "
+            + hint.format(cls=cls.__name__)
+            for section in sections if section in config
+            for name, hint in UNUSED_SETTINGS.items() if name in config[section]]
+
+
+def check_script_template(text: str, setting: str) -> None:
+    """ValueError unless ``text`` is a job script template carta-hub can render."""
+    try:
+        used = template_variables(text)
+    except TemplateSyntaxError as e:
+        raise ValueError(f"{setting} is no Jinja template: {e} (line {e.lineno})") from None
+    unknown = sorted(used - set(SCRIPT_VARIABLES))
+    if unknown:
+        raise ValueError(f"{setting} reads {', '.join(unknown)}, which carta-hub's job script "
+                         f"does not have; it has {', '.join(SCRIPT_VARIABLES)}")
+    if not used & {"command", "server"}:
+        raise ValueError(f"{setting} starts no server: it needs {{{{ command }}}} (or "
+                         "{{ server }} in your own command line)")
 
 
 class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
@@ -31,8 +104,16 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
 
     job_template = Unicode(
         "",
-        help="""Jinja template file of the job script. Empty: the packaged
-        carta_hub/hub/slurm/job.sh.j2 (copy it to start your own).""",
+        help="""Jinja template file of the job script, read at each spawn. Empty: the
+        packaged carta_hub/hub/slurm/job.sh.j2 (copy it to start your own). Set this or
+        batch_script, not both.""",
+    ).tag(config=True)
+
+    batch_script = Unicode(
+        "",
+        help="""The job script as Jinja template text (batchspawner's setting; the variables
+        are carta-hub's, listed in docs/slurm.md, e.g. {{ command }}, not {{ cmd }}). Empty:
+        the file job_template names. Set this or job_template, not both.""",
     ).tag(config=True)
 
     job_name = Unicode(
@@ -94,9 +175,27 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
+        self._refuse_unused_settings()
         self._progress = []  # messages of the current start, in order
         self._progress_added = asyncio.Event()
         self._progress_done = False
+
+    def _refuse_unused_settings(self) -> None:
+        """Settings that would do nothing are errors (the Hub does not start with them)."""
+        problems = unused_settings(type(self), self.config)
+        if self.batch_script and self.job_template:
+            name = type(self).__name__
+            problems.append(f"c.{name}.batch_script and c.{name}.job_template are both set: "
+                            "keep one (batch_script holds the template, job_template names "
+                            "its file)")
+        if problems:
+            raise ValueError("\n".join(problems))
+
+    @validate("batch_script")
+    def _known_variables(self, proposal):
+        if proposal.value:
+            check_script_template(proposal.value, f"c.{type(self).__name__}.batch_script")
+        return proposal.value
 
     @validate("sbatch_options")
     def _one_line_each(self, proposal):
@@ -192,7 +291,15 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
     def cmd_formatted_for_batch(self):
         return shlex.join(self.server_argv())
 
+    def job_script_template(self) -> Template:
+        """batch_script if set, else the file job_template (empty: the packaged one)."""
+        if self.batch_script:
+            return compile_template(self.batch_script)
+        return load_template(self.job_template)
+
     async def _get_batch_script(self, **subvars):
+        """batchspawner's hook for the script it submits: carta-hub's variables, not
+        batchspawner's ``req_*`` (only ``keepvars`` is taken from them)."""
         res, names = self._job, self._job_names
         storage = CartaStorage(parent=self).render(self._identity, self.user.name)
         srun = shlex.split(self.req_srun)
@@ -200,7 +307,7 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
                                    binds(storage), res.gpus, self.container_args)
         server = self.server_argv()
         login, job_name = names["login"], self.job_name.format(**names)
-        return load_template(self.job_template).render(
+        return self.job_script_template().render(
             username=names["username"], login=login, res=res,
             job_name=sbatch_value("job_name", job_name),
             log_file=shell_log_file(self.log_path.format(**names), login, job_name),
@@ -307,12 +414,12 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
     async def poll(self):
         if self.job_id:
             info = await self._refresh(fresh=False)
-            if info is not None and info.status == JobStatus.PENDING and not self._spawn_pending:
+            if info is not None and info.status == JobStatus.PENDING and self.pending != "spawn":
                 # Slurm requeued the job of a started server (its node failed, an admin ran
                 # `scontrol requeue`): that server is gone, and the job would come back later
                 # on another port the Hub never routes. Cancel it: the student starts anew.
                 self.log.warning("Job %s of %s was requeued (%s): cancelling it", self.job_id,
-                                 self._log_name, info.reason)
+                                 self.user.name, info.reason)
                 await self.cancel_batch_job()
             elif info is not None and info.status != JobStatus.NOTFOUND:
                 return None
@@ -326,7 +433,7 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
             self._queue().notify_when_gone(self.job_id, self._job_gone)
 
     def _job_gone(self):
-        if not (self._spawn_pending or self._stop_pending):
+        if self.pending not in ("spawn", "stop"):
             asyncio.ensure_future(self.poll_and_notify())
 
     async def stop(self, now=False):
@@ -447,11 +554,53 @@ class PortOnlyHandler(APIHandler):
         raise web.HTTPError(404, "No server of yours uses this token.")
 
 
-def _replace_batchspawner_handler():
+def _replace_batchspawner_handler() -> None:
+    """Serve ``/hub/api/batchspawner`` with PortOnlyHandler instead of batchspawner's."""
     handlers = apihandlers.default_handlers
     for i, (pattern, *rest) in enumerate(handlers):
         if pattern == r"/api/batchspawner":
             handlers[i] = (pattern, PortOnlyHandler, *rest[1:])
 
 
+def _served_by(app, path: str):
+    """The handler class the Hub's tornado application would pick for ``path``."""
+    for pattern, handler, *_ in app.handlers:
+        if re.fullmatch(pattern, path):
+            return handler
+    return None
+
+
+def check_hub(app) -> None:
+    """At Hub start: its CARTASlurmSpawner settings (a spawner is made from them) and the
+    port-only handler in place of batchspawner's. An error stops the Hub."""
+    if not issubclass(app.spawner_class, CARTASlurmSpawner):
+        return
+    app.spawner_class(config=app.config)
+    path = url_path_join(app.hub_prefix, "api/batchspawner")
+    handler = _served_by(app, path)
+    if handler is not PortOnlyHandler:
+        raise RuntimeError(
+            f"{path} would be served by {getattr(handler, '__name__', handler)}, not by "
+            "carta-hub's PortOnlyHandler: batchspawner's handler lets a job's token set any "
+            "attribute of its spawner, e.g. the commands the Hub runs. Install batchspawner "
+            "1.3 (pip install 'batchspawner~=1.3.0') and register no other handler there")
+
+
+def _check_at_hub_start() -> None:
+    """JupyterHub makes a spawner only when someone spawns, and has no hook for checking a
+    spawner's settings at start: check them (and the API handler) once it has built its
+    handlers, so that a refused setting stops the Hub instead of failing every spawn."""
+    from jupyterhub.app import JupyterHub
+
+    init_handlers = JupyterHub.init_handlers
+
+    @functools.wraps(init_handlers)
+    def checked(app):
+        init_handlers(app)
+        check_hub(app)
+
+    JupyterHub.init_handlers = checked
+
+
 _replace_batchspawner_handler()
+_check_at_hub_start()
