@@ -28,6 +28,7 @@ import posixpath
 import re
 
 from jupyterhub.utils import maybe_future
+from kubernetes_asyncio.client.models import V1Pod
 from kubespawner import KubeSpawner
 from traitlets import Bool, Dict, List, Unicode, default, validate
 
@@ -180,7 +181,7 @@ class CARTAKubeSpawner(CartaSpawnerMixin, KubeSpawner):
                            NSS_WRAPPER_GROUP=f"{self.nss_dir}/group")
         return env
 
-    async def get_pod_manifest(self):
+    async def get_pod_manifest(self) -> V1Pod:
         """KubeSpawner's pod, built from :meth:`pod_settings`: run as the user's identity,
         with their storage, hardened, and with the operator's own additions.
 
