@@ -2,8 +2,9 @@
 
 Both spawners and both server modes (JupyterLab tile, CARTA-only) use :class:`CartaBackend`.
 It is configured like any traitlets class, e.g. ``c.CartaBackend.top_level_folder = "/ceph"``
-in ``jupyterhub_config.py`` (passed on to the user's server by the spawners) or on the
-command line of ``carta-hub-singleuser``.
+in ``jupyterhub_config.py`` (passed on to the user's server by the spawners, in
+``$CARTA_HUB_SERVER_CONFIG``: :func:`server_environment`) or on the command line of
+``carta-hub-singleuser``.
 """
 
 import json
@@ -13,10 +14,19 @@ import secrets
 import shutil
 from collections.abc import Mapping
 
-from traitlets import Bool, Dict, Int, List, Unicode
-from traitlets.config import Configurable
+from traitlets import Bool, Dict, Instance, Int, List, Unicode, default, validate
+from traitlets.config import Config, Configurable
+
+from carta_hub import usercontext
+from carta_hub.usercontext import UserContext
 
 LOOPBACK = "127.0.0.1"
+#: How the spawners pass the user's server its settings: JSON ``{"config": {section:
+#: {setting: value}}, "user": {UserContext}}`` (a traitlets command line of lists and dicts
+#: is deprecated, and it would show every setting in ``ps``). Nothing secret goes into it.
+SERVER_CONFIG_ENV = "CARTA_HUB_SERVER_CONFIG"
+#: The settings that are user templates (docs/identity-storage.md, Template fields)
+FOLDER_TEMPLATES = ("top_level_folder", "starting_folder")
 
 
 class JSONDict(Dict):
@@ -51,14 +61,14 @@ class CartaBackend(Configurable):
     top_level_folder = Unicode(
         "",
         help="""Highest folder the user may browse in CARTA. Empty: the backend's default (/).
-        `{username}` and `{home}` are replaced.""",
-    ).tag(config=True)
+        A template: the user fields ({home}, {login}, {username}...) are replaced.""",
+    ).tag(config=True, user_template=True)
 
     starting_folder = Unicode(
         "",
         help="""Folder the file browser opens in; must be inside top_level_folder.
-        Empty: the backend's default. `{username}` and `{home}` are replaced.""",
-    ).tag(config=True)
+        Empty: the backend's default. A template, as top_level_folder.""",
+    ).tag(config=True, user_template=True)
 
     idle_timeout = Int(
         -1,
@@ -131,6 +141,20 @@ class CartaBackend(Configurable):
         help="Seconds to wait for the backend to listen before giving up.",
     ).tag(config=True)
 
+    user_context = Instance(
+        UserContext,
+        help="""The user whose fields the folder templates are filled with: the one the
+        spawner passed in $CARTA_HUB_SERVER_CONFIG, else this process's own user.""",
+    )
+
+    @default("user_context")
+    def _user_context_default(self):
+        return server_user(os.environ) or UserContext.of_this_process()
+
+    @validate(*FOLDER_TEMPLATES)
+    def _known_fields(self, proposal):
+        return usercontext.check(proposal.value, f"c.CartaBackend.{proposal.trait.name}")
+
     def resolve_executable(self):
         """Absolute path of the backend executable, or :class:`BackendNotFound`."""
         path = shutil.which(self.executable)
@@ -142,11 +166,13 @@ class CartaBackend(Configurable):
             )
         return path
 
-    def folder(self, template, username=None, home=None):
-        """Fill `{username}` and `{home}` into a folder template."""
-        username = username or os.environ.get("JUPYTERHUB_USER") or _current_user()
-        home = home or os.path.expanduser("~")
-        return template.format(username=username, home=home)
+    def folder(self, template: str, setting: str = "a folder of c.CartaBackend") -> str:
+        """A folder template filled with the fields of :attr:`user_context`."""
+        return usercontext.fill(template, self.user_context.fields(), setting)
+
+    def setting(self, name: str) -> str:
+        """The folder setting ``name`` (one of :data:`FOLDER_TEMPLATES`), filled in."""
+        return self.folder(getattr(self, name), f"c.CartaBackend.{name}")
 
     def command(self, port):
         """The backend's argument list for ``port``, always bound to loopback."""
@@ -173,7 +199,7 @@ class CartaBackend(Configurable):
         if self.frontend_folder:
             cmd += ["--frontend_folder", self.frontend_folder]
         if self.top_level_folder:
-            cmd += ["--top_level_folder", self.folder(self.top_level_folder)]
+            cmd += ["--top_level_folder", self.setting("top_level_folder")]
         cmd += list(self.extra_args)
         cmd.append(self.start_in())
         return cmd
@@ -182,26 +208,18 @@ class CartaBackend(Configurable):
         """The starting folder: as configured, else home when it is under the top level
         (the backend exits when its working folder is outside), else the top level."""
         if self.starting_folder:
-            return self.folder(self.starting_folder)
-        home, top = self.folder("{home}"), self.folder(self.top_level_folder or "/")
+            return self.setting("starting_folder")
+        home, top = self.user_context.home, self.setting("top_level_folder") or "/"
         # compared resolved, as carta_backend does (src/Util/Casacore.cc, CheckFolderPaths):
         # a home under a symlinked top level is inside, a symlink out of it is not
         real_home, real_top = os.path.realpath(home), os.path.realpath(top)
         inside = os.path.commonpath([real_home, real_top]) == real_top
         return home if inside else top
 
-    def cli_args(self):
-        """This configuration as ``--CartaBackend.x=...`` arguments for the user's server.
-
-        Spawners append these to ``carta-hub-singleuser`` or ``jupyterhub-singleuser``; only
-        operator-set values are passed, never user input.
-        """
-        args = []
-        for name in sorted(self.trait_names(config=True)):
-            value = getattr(self, name)
-            if value != self.trait_defaults(name):
-                args.append(f"--CartaBackend.{name}={_cli_value(value)}")
-        return args
+    def settings(self) -> dict:
+        """The operator's settings (those not at their default), for the user's server."""
+        return {name: getattr(self, name) for name in sorted(self.trait_names(config=True))
+                if getattr(self, name) != self.trait_defaults(name)}
 
     @staticmethod
     def new_token():
@@ -234,11 +252,31 @@ def session_cpus(environ: Mapping[str, str]) -> int:
     return usable
 
 
-def _cli_value(value):
-    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+def server_environment(config: Mapping[str, Mapping], user: UserContext | None) -> dict:
+    """The environment that passes ``config`` (``{section: {setting: value}}``, e.g.
+    ``{"CartaBackend": CartaBackend.settings()}``) and ``user`` to the user's server."""
+    payload = {"config": {k: dict(v) for k, v in config.items() if v}}
+    if user is not None:
+        payload["user"] = user.as_dict()
+    return {SERVER_CONFIG_ENV: json.dumps(payload, sort_keys=True)}
 
 
-def _current_user():
-    import pwd
+def _payload(environ: Mapping[str, str]) -> dict:
+    text = environ.get(SERVER_CONFIG_ENV, "")
+    try:
+        payload = json.loads(text) if text else {}
+    except ValueError as e:
+        raise ValueError(f"${SERVER_CONFIG_ENV} is no JSON ({e}): it is written by the "
+                         "carta-hub spawners; unset it to start this server by hand") from None
+    return payload if isinstance(payload, dict) else {}
 
-    return pwd.getpwuid(os.getuid()).pw_name
+
+def server_config(environ: Mapping[str, str]) -> Config:
+    """The settings the spawner passed in ``$CARTA_HUB_SERVER_CONFIG`` (empty without)."""
+    return Config(_payload(environ).get("config", {}))
+
+
+def server_user(environ: Mapping[str, str]) -> UserContext | None:
+    """The user the spawner passed in ``$CARTA_HUB_SERVER_CONFIG``, if any."""
+    user = _payload(environ).get("user")
+    return UserContext.from_dict(user) if user else None

@@ -203,7 +203,7 @@ def test_default_frontend_beside_the_backend(tmp_path, installed):
         frontend.mkdir(parents=True)
         (frontend / "index.html").write_text("<html></html>")
     backend = check.CartaBackend(executable=str(tmp_path / "bin" / "carta_backend"))
-    found = check.backend_findings(backend, None, "alice")
+    found = check.backend_findings(backend)
     assert [f.level for f in found] == ["ok", "ok" if installed else "problem"]
     assert str(frontend) in found[1].text
     if not installed:

@@ -3,6 +3,7 @@ against the Kubernetes OpenAPI schemas (strict, 1.30 and the newest kubernetes-v
 knows), runs as the user's identity and mounts the user's storage."""
 
 import itertools
+import json
 import re
 
 import kubernetes_validate
@@ -11,6 +12,8 @@ import pytest
 from kube_support import (LDAP, OIDC, FakeUser, container, env, make_spawner, pod_manifest,
                           use_kubeconfig)
 from k8s_simulator import write_kubeconfig
+
+from carta_hub.backend import SERVER_CONFIG_ENV
 
 VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
 
@@ -91,8 +94,11 @@ async def test_pod_manifest(storage, source, profile, tmp_path, request):
         assert (sc["runAsUser"], sc["runAsGroup"]) == (uid, gid)
         assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
         assert sc["seccompProfile"] == {"type": "RuntimeDefault"} and sc["readOnlyRootFilesystem"]
-    assert nb["args"] == cmd + ["--CartaBackend.idle_timeout=3600",
-                                "--CartaBackend.top_level_folder=/ceph"]
+    assert nb["args"] == cmd  # the settings are in the environment, not on the command line
+    passed = json.loads(env(pod)[SERVER_CONFIG_ENV])
+    assert passed["config"]["CartaBackend"] == {"idle_timeout": 3600, "top_level_folder": "/ceph"}
+    assert passed["user"] == {"username": name, "login": login, "uid": uid, "gid": gid,
+                              "home": home}
     assert nb["resources"]["limits"]["memory"] == int(mem_limit)
     e = env(pod)
     assert e["HOME"] == nb["workingDir"] == home

@@ -2,6 +2,7 @@
 configuration renders (the exact container command), forged choices refused before anything
 runs, squeue failures."""
 
+import json
 import os
 import shlex
 from pathlib import Path
@@ -10,9 +11,11 @@ import pytest
 import yaml
 from batchspawner import JobStatus
 from jupyterhub import apihandlers
+from jupyterhub.objects import Hub
 from tornado import web
 from traitlets.config import Config, PyFileConfigLoader
 
+from carta_hub.backend import SERVER_CONFIG_ENV
 from carta_hub.hub.identity import IdentityError
 from carta_hub.hub.slurm.jobscript import bind_spec, container_argv
 from carta_hub.hub.slurm.form import FormError
@@ -70,6 +73,13 @@ async def render(spawner, options):
     return await spawner._get_batch_script(keepvars="JUPYTERHUB_API_TOKEN,PATH")
 
 
+def server_settings(spawner):
+    """The settings the job's server gets, in its environment."""
+    spawner.hub = Hub()  # what get_env reads of the Hub
+    spawner.user_env = lambda env: env  # batchspawner's looks alice up in this host's passwd
+    return json.loads(spawner.get_env()[SERVER_CONFIG_ENV])["config"]
+
+
 def command_line(script):
     lines = [line for line in script.splitlines() if line.startswith("srun ")]
     assert len(lines) == 1, script
@@ -86,8 +96,10 @@ async def test_apptainer_command_with_gpu(make_spawner):
     assert command_line(script) == (
         "srun apptainer exec --nv --bind /ceph/home/alice:/ceph/home/alice "
         "--bind /ceph/data:/ceph/data:ro /ceph/images/carta-hub.sif "
-        "carta-hub-singleuser --CartaBackend.top_level_folder=/ceph "
-        "--CartaSingleUserApp.report_port=True --CartaBackend.starting_folder=/ceph/home/alice/obs")
+        "carta-hub-singleuser")
+    assert server_settings(spawner) == {
+        "CartaBackend": {"top_level_folder": "/ceph", "starting_folder": "/ceph/home/alice/obs"},
+        "CartaSingleUserApp": {"report_port": True}}
     for line in ("#SBATCH --partition=gpu", "#SBATCH --cpus-per-task=4", "#SBATCH --mem=16G",
                  "#SBATCH --gres=gpu:1", "#SBATCH --time=8:00:00", "#SBATCH --account=astro",
                  "#SBATCH --qos=teaching", "#SBATCH --job-name=carta",
@@ -118,7 +130,8 @@ async def test_defaults_without_gpu_and_lab_mode(make_spawner):
     assert command_line(script) == (
         "srun singularity exec --bind /ceph/home/alice:/ceph/home/alice "
         "--bind /ceph/data:/ceph/data:ro --cleanenv /ceph/images/carta-hub.sif "
-        "batchspawner-singleuser jupyterhub-singleuser --CartaBackend.top_level_folder=/ceph")
+        "batchspawner-singleuser jupyterhub-singleuser")
+    assert server_settings(spawner) == {"CartaBackend": {"top_level_folder": "/ceph"}}
     lines = script.splitlines()
     assert "#SBATCH --partition=interactive" in lines and "#SBATCH --mem=8G" in lines
     assert "#SBATCH --constraint=carta" in lines and "#SBATCH --job-name=carta-alice" in lines
@@ -129,8 +142,9 @@ async def test_bare_runtime(make_spawner):
     spawner = make_spawner(container_runtime="none", req_srun="")
     script = await render(spawner, {})
     line = [ln for ln in script.splitlines() if "carta-hub-singleuser" in ln]
-    assert line == ["carta-hub-singleuser --CartaBackend.top_level_folder=/ceph "
-                    "--CartaSingleUserApp.report_port=True"]
+    assert line == ["carta-hub-singleuser"]
+    assert server_settings(spawner) == {"CartaBackend": {"top_level_folder": "/ceph"},
+                                        "CartaSingleUserApp": {"report_port": True}}
 
 
 async def test_missing_image_is_explained(make_spawner):

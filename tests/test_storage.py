@@ -3,7 +3,8 @@
 import pytest
 
 from carta_hub.hub.identity import Identity
-from carta_hub.hub.storage import CartaStorage, binds, escape_component, kube_volumes
+from carta_hub.hub.storage import CartaStorage, binds, kube_volumes
+from carta_hub.usercontext import escape_component
 
 pytestmark = pytest.mark.fast
 
@@ -17,7 +18,7 @@ MOUNTS = [
 
 
 def test_kube_volumes_share_one_pvc():
-    mounts = CartaStorage(mounts=MOUNTS).render(IDENT, "a.b@x")
+    mounts = CartaStorage(mounts=MOUNTS).render(IDENT.context("a.b@x"))
     volumes, vms = kube_volumes(mounts)
     assert volumes == [
         {"name": "carta-storage-0", "persistentVolumeClaim": {"claimName": "cephfs"}},
@@ -31,7 +32,7 @@ def test_kube_volumes_share_one_pvc():
 
 
 def test_binds_use_hpc_paths():
-    mounts = CartaStorage(mounts=MOUNTS).render(IDENT, "alice")
+    mounts = CartaStorage(mounts=MOUNTS).render(IDENT.context("alice"))
     assert binds(mounts) == [
         {"source": "/ceph/home/alice", "target": "/ceph/home/alice", "read_only": False},
         {"source": "/scratch/5001", "target": "/scratch/5001", "read_only": False},

@@ -29,7 +29,9 @@ from traitlets.config import PyFileConfigLoader
 
 from carta_hub.backend import BackendNotFound, CartaBackend
 from carta_hub.hub.identity import IdentityError, IdentityResolver
-from carta_hub.hub.storage import CartaStorage, binds, escape_component
+from carta_hub.hub.slurm.jobscript import log_file
+from carta_hub.hub.storage import CartaStorage, binds
+from carta_hub.usercontext import TemplateError, UserContext
 
 # (first fixed version, advisory) of jupyter-server-proxy
 PROXY_ADVISORIES = [
@@ -192,18 +194,29 @@ def _identity_fix(message):
             "c.IdentityResolver.mapping_file, or be known to this host (sssd)")
 
 
-def host_findings(hub, ident, username, container):
-    """Paths a server started with this identity needs; ``container``: inside an image."""
-    mounts = CartaStorage(config=hub.config).render(ident, username)
+def template_findings(hub):
+    """Every user template (docs/identity-storage.md) uses only the user fields."""
+    from carta_hub.hub.spawner import check_user_templates
+
+    try:
+        check_user_templates(hub.config)
+    except TemplateError as e:
+        return [problem(str(e), "correct the setting named")]
+    return [ok("user templates use only the user fields")]
+
+
+def host_findings(hub, user: UserContext, container):
+    """Paths a server started for ``user`` needs; ``container``: inside an image."""
+    mounts = CartaStorage(config=hub.config).render(user)
     found = [_path_finding(b["source"], f"bind source of {b['target']}",
                            "c.CartaStorage.mounts (host_path/hpc_path)", directory=True)
              for b in binds(mounts)]
     if not container:
-        found += backend_findings(CartaBackend(config=hub.config), ident, username)
+        found += backend_findings(CartaBackend(config=hub.config, user_context=user))
     return found
 
 
-def backend_findings(backend, ident, username):
+def backend_findings(backend):
     """carta_backend, its frontend and folders, when the server runs on a host like this."""
     try:
         executable = backend.resolve_executable()
@@ -217,8 +230,7 @@ def backend_findings(backend, ident, username):
     elif executable:
         found.append(_default_frontend_finding(executable))
     if backend.top_level_folder:
-        top = backend.folder(backend.top_level_folder, username, ident.home)
-        found.append(_path_finding(top, "CARTA top level folder",
+        found.append(_path_finding(backend.setting("top_level_folder"), "CARTA top level folder",
                                    "c.CartaBackend.top_level_folder", directory=True))
     return found
 
@@ -254,8 +266,11 @@ def slurm_findings(hub, username, ident):
     except Exception as e:  # operator values are validated here
         return [problem(f"the spawner refuses its settings: {e}",
                         "correct the c.CARTASlurmSpawner settings named")]
-    names = {"username": escape_component(username), "login": ident.name, "home": ident.home}
-    log_folder = posixpath.dirname(spawner.log_path.format(**names))
+    user = ident.context(username)
+    fields = user.fields()
+    job_name = spawner.fill_setting("job_name", fields)
+    log_folder = posixpath.dirname(log_file(spawner.log_pattern(fields), "JOBID", ident.name,
+                                            job_name))
     found = [_path_finding(ident.home, f"home of {username} (the job's working folder)",
                            "the user's home (c.IdentityResolver)", directory=True),
              _path_finding(log_folder, "folder of the job's log",
@@ -264,7 +279,7 @@ def slurm_findings(hub, username, ident):
     if container:
         found.append(_path_finding(spawner.container_image, "container image",
                                    "c.CARTASlurmSpawner.container_image"))
-    found += host_findings(hub, ident, username, container)
+    found += host_findings(hub, user, container)
     found += sudo_findings(spawner, ident.name)
     return found + queue_findings(spawner, ident.name)
 
@@ -339,7 +354,7 @@ async def kube_findings(hub, username, ident):
     """The claims of c.CartaStorage.mounts exist and are bound, in the spawner's namespace."""
     from kubernetes_asyncio.client.rest import ApiException
 
-    mounts = CartaStorage(config=hub.config).render(ident, username)
+    mounts = CartaStorage(config=hub.config).render(ident.context(username))
     claims = sorted({m.pvc for m in mounts if m.pvc})
     if not claims:
         return []
@@ -390,7 +405,7 @@ async def user_findings(hub, username):
                                 "set c.JupyterHub.spawner_class (carta-slurm, carta-kube)")]
     if _in_pods(hub.spawner_class):
         return found + await kube_findings(hub, username, ident)  # images: the nodes' business
-    return found + host_findings(hub, ident, username, container=False)
+    return found + host_findings(hub, ident.context(username), container=False)
 
 
 def _in_pods(cls):
@@ -406,8 +421,11 @@ async def run_checks(config_file, usernames):
         return {f"configuration {config_file}": [problem(f"it does not load: {e}",
                                                          "correct it, or set the environment "
                                                          "it reads")]}
+    templates = template_findings(hub)
     sections = {f"Hub ({config_file}, {hub_class.__name__})":
-                proxy_findings() + culler_findings(hub)}
+                proxy_findings() + culler_findings(hub) + templates}
+    if templates[0].level == "problem":  # every user's spawn would fail the same way
+        return sections
     for name in usernames:
         sections[f"user {name}"] = await user_findings(hub, name)
     return sections

@@ -28,6 +28,9 @@ import yaml
 from traitlets import Enum, Integer, List, Tuple, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
+from carta_hub import usercontext
+from carta_hub.usercontext import UserContext
+
 # A login (or group) name that is safe in passwd/group files, as a path component, after
 # `sudo -u` in batchspawner's shell commands and on #SBATCH lines. Always fullmatch: with
 # match() and "$", "alice\n" would pass.
@@ -55,6 +58,11 @@ class Identity:
     home: str = ""
     source: str = ""
     group_names: dict = field(default_factory=dict, compare=False)
+
+    def context(self, username: str) -> UserContext:
+        """The template fields of this identity for JupyterHub user ``username``."""
+        return UserContext(username=username, login=self.name, uid=self.uid, gid=self.gid,
+                           home=self.home)
 
     def passwd_lines(self):
         """/etc/passwd content naming this user (plus root) for NSS wrappers."""
@@ -129,9 +137,13 @@ class IdentityResolver(LoggingConfigurable):
 
     home_template = Unicode(
         "/home/{login}",
-        help="""HOME when the source gives none. `{login}`, `{username}`, `{uid}` are
-        replaced.""",
-    ).tag(config=True)
+        help="""HOME when the source gives none. A template of the user fields, all but
+        {home}: {login}, {username} (escaped), {uid}, {gid}.""",
+    ).tag(config=True, user_template=True)
+
+    @validate("home_template")
+    def _known_fields(self, proposal):
+        return usercontext.check(proposal.value, "c.IdentityResolver.home_template", ("home",))
 
     allowed_uids = Tuple(
         Integer(),
@@ -227,11 +239,13 @@ class IdentityResolver(LoggingConfigurable):
         except (TypeError, ValueError) as e:
             raise IdentityError(f"Malformed identity for {username!r} from {source}: {e}")
         name = str(entry.get("name") or username)
-        home = entry.get("home") or self.home_template.format(
-            login=name, username=username, uid=uid
-        )
+        home = entry.get("home") or self._home(UserContext(username, name, uid, gid))
         return Identity(name=name, uid=uid, gid=gid, groups=groups, home=str(home),
                         source=source, group_names=_group_names((gid, *groups)))
+
+    def _home(self, user):
+        fields = {k: v for k, v in user.fields().items() if k != "home"}
+        return usercontext.fill(self.home_template, fields, "c.IdentityResolver.home_template")
 
     def _checked(self, username, ident):
         _check_names(username, ident)

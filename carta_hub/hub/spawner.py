@@ -1,17 +1,23 @@
 """What every carta-hub spawner shares: which single-user server to run, and the operator's
-``c.CartaBackend`` settings passed on to it."""
+``c.CartaBackend`` settings passed on to it (in its environment: the server's command line
+holds no settings)."""
 
 import asyncio
+import functools
 import os
 import sysconfig
 
 from jupyterhub.spawner import LocalProcessSpawner
 from tornado import web
 from traitlets import Enum, default, observe, validate
-from traitlets.config import Configurable
+from traitlets.config import Config, Configurable
 
+from carta_hub import usercontext
+from carta_hub.backend import CartaBackend, server_environment
 from carta_hub.hub import exitwatch
-from carta_hub.backend import CartaBackend
+from carta_hub.hub.identity import Identity, IdentityResolver
+from carta_hub.hub.storage import CartaStorage
+from carta_hub.usercontext import UserContext
 
 COMMANDS = {"carta": ["carta-hub-singleuser"], "lab": ["jupyterhub-singleuser"]}
 
@@ -55,12 +61,30 @@ class CartaSpawnerMixin(Configurable):
         if self.cmd in (COMMANDS[change.old], self.carta_command(change.old)):
             self.cmd = self.carta_command(change.new)
 
-    def carta_args(self):
-        """``--CartaBackend.x=...`` for the operator's backend settings."""
-        return CartaBackend(parent=self).cli_args()
+    #: The user of the current spawn, set by spawners that resolve an identity (Kubernetes,
+    #: Slurm); None: the server takes its own process's user (the local spawner)
+    carta_user: UserContext | None = None
 
-    def get_args(self):
-        return super().get_args() + self.carta_args()
+    async def resolve_user(self) -> Identity:
+        """This spawn's user, resolved once: its POSIX identity, and :attr:`carta_user` for
+        every template (storage, backend folders, the job script)."""
+        ident = await IdentityResolver(parent=self).resolve(self.user)
+        self.carta_user = ident.context(self.user.name)
+        return ident
+
+    def carta_server_config(self) -> dict[str, dict]:
+        """Settings for the user's server, ``{section: {setting: value}}``: the operator's
+        ``c.CartaBackend``. Subclasses add their own."""
+        return {"CartaBackend": CartaBackend(parent=self).settings()}
+
+    def get_env(self):
+        env = super().get_env()
+        env.update(server_environment(self.carta_server_config(), self.carta_user))
+        return env
+
+    def fill_setting(self, name: str, fields: dict[str, str]) -> str:
+        """This spawner's template setting ``name`` filled with the user ``fields``."""
+        return usercontext.fill(getattr(self, name), fields, f"c.{type(self).__name__}.{name}")
 
     _exit_watch = None
 
@@ -117,3 +141,31 @@ class CommandError(web.HTTPError):
                    "read and execute.")
         super().__init__(500, message)
         self.jupyterhub_message = message
+
+
+def check_user_templates(config: Config) -> None:
+    """Build the settings holding user templates from ``config``: a template with a field
+    that does not exist raises a TemplateError naming the setting and the fields."""
+    CartaBackend(config=config)
+    CartaStorage(config=config)
+    IdentityResolver(config=config)
+
+
+def _check_templates_at_hub_start() -> None:
+    """JupyterHub makes a spawner only when someone spawns, and has no hook for checking
+    settings at start: check the user templates once it has built its handlers (its
+    configuration is loaded then), so that a wrong field stops the Hub, not every spawn."""
+    from jupyterhub.app import JupyterHub
+
+    init_handlers = JupyterHub.init_handlers
+
+    @functools.wraps(init_handlers)
+    def checked(app):
+        init_handlers(app)
+        if issubclass(app.spawner_class, CartaSpawnerMixin):
+            check_user_templates(app.config)
+
+    JupyterHub.init_handlers = checked
+
+
+_check_templates_at_hub_start()

@@ -16,22 +16,24 @@ directory on the node, which must exist: ``type: Directory``), optional ``sub_pa
 ``pvc``), ``read_only`` (default false), ``hpc_path`` (where the tree is on HPC nodes when it
 differs from ``host_path``/``mount_path``).
 
-Templates: ``{login}`` (the POSIX login name from :mod:`carta_hub.hub.identity`), ``{username}``
-(the JupyterHub username, percent-escaped so it is one safe path component), ``{uid}``,
-``{gid}``. They do not use KubeSpawner's slugs, so paths stay the same whatever
+The paths are templates of the user fields (:data:`carta_hub.usercontext.FIELDS`: ``{login}``,
+``{username}``, percent-escaped so it is one safe path component, ``{uid}``, ``{gid}``,
+``{home}``). They do not use KubeSpawner's slugs, so paths stay the same whatever
 ``slug_scheme`` is set. In-tree ``cephfs`` volumes (removed in Kubernetes 1.31) are never
 generated.
 """
 
 import posixpath
-import re
 from dataclasses import dataclass
 
 from traitlets import Dict, List, validate
 from traitlets.config import LoggingConfigurable
 
+from carta_hub import usercontext
+from carta_hub.usercontext import SAMPLE, UserContext
+
 KEYS = {"mount_path", "pvc", "host_path", "sub_path", "read_only", "hpc_path"}
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.@+-]")
+TEMPLATE_KEYS = ("mount_path", "host_path", "sub_path", "hpc_path")
 
 
 @dataclass(frozen=True)
@@ -51,14 +53,6 @@ class Mount:
         return {"source": source, "target": self.mount_path, "read_only": self.read_only}
 
 
-def escape_component(name):
-    """``name`` as one path component: unsafe characters become ``%XX``, never ``.``/``..``."""
-    escaped = _UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), name)
-    if escaped in ("", ".", ".."):
-        escaped = escaped.replace(".", "%2E") or "%00"
-    return escaped
-
-
 class CartaStorage(LoggingConfigurable):
     """Volumes and binds for a user's CARTA server."""
 
@@ -67,9 +61,9 @@ class CartaStorage(LoggingConfigurable):
         help="""File trees to mount, each a dict with `mount_path` and one of `pvc` (an
         existing PersistentVolumeClaim, e.g. a static ceph-csi CephFS volume; optional
         `sub_path`) or `host_path` (CephFS mounted on the nodes); optional `read_only`,
-        `hpc_path`. Templates `{login}`, `{username}` (escaped), `{uid}`, `{gid}`.
-        See carta_hub.hub.storage.""",
-    ).tag(config=True)
+        `hpc_path`. Paths are templates of the user fields ({login}, {username} (escaped),
+        {uid}, {gid}, {home}). See carta_hub.hub.storage.""",
+    ).tag(config=True, user_template=True)
 
     @validate("mounts")
     def _check_mounts(self, proposal):
@@ -77,11 +71,9 @@ class CartaStorage(LoggingConfigurable):
             _check_entry(entry)
         return proposal["value"]
 
-    def render(self, identity, username):
-        """The configured mounts for ``identity`` (of JupyterHub user ``username``)."""
-        fields = {"login": identity.name, "username": escape_component(username),
-                  "uid": identity.uid, "gid": identity.gid}
-        return [_render(entry, fields) for entry in self.mounts]
+    def render(self, user: UserContext) -> list[Mount]:
+        """The configured mounts for ``user``."""
+        return [_render(entry, user.fields()) for entry in self.mounts]
 
 
 def _check_entry(entry):
@@ -95,20 +87,20 @@ def _check_entry(entry):
         raise ValueError(f"CartaStorage.mounts: need exactly one of pvc, host_path in {entry}")
     if entry.get("sub_path") and not entry.get("pvc"):
         raise ValueError(f"CartaStorage.mounts: sub_path needs pvc in {entry}")
-    try:
-        _render(entry, {"login": "x", "username": "x", "uid": 1, "gid": 1})
-    except KeyError as e:
-        raise ValueError(f"CartaStorage.mounts: unknown template field {e} in {entry}")
+    _render(entry, SAMPLE.fields())
 
 
 def _render(entry, fields):
+    def filled(key):
+        return usercontext.fill(str(entry.get(key) or ""), fields, f"c.CartaStorage.mounts {key}")
+
     return Mount(
-        mount_path=_absolute(entry["mount_path"].format(**fields)),
+        mount_path=_absolute(filled("mount_path")),
         pvc=entry.get("pvc", ""),
-        host_path=_absolute(entry["host_path"].format(**fields)) if entry.get("host_path") else "",
-        sub_path=_relative(entry.get("sub_path", "").format(**fields)),
+        host_path=_absolute(filled("host_path")) if entry.get("host_path") else "",
+        sub_path=_relative(filled("sub_path")),
         read_only=bool(entry.get("read_only", False)),
-        hpc_path=_absolute(entry["hpc_path"].format(**fields)) if entry.get("hpc_path") else "",
+        hpc_path=_absolute(filled("hpc_path")) if entry.get("hpc_path") else "",
     )
 
 

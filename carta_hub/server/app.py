@@ -15,12 +15,12 @@ from jupyterhub.services.auth import HubOAuthCallbackHandler
 from jupyterhub.utils import url_path_join
 from tornado import httpserver, netutil, web
 from traitlets import Bool, Int, Unicode, default, validate
-from traitlets.config import Application
+from traitlets.config import Application, catch_config_error
 
 from carta_hub import __version__
 from carta_hub.server import hubapi
-from carta_hub.server.activity import ActivityReporter
-from carta_hub.backend import BackendNotFound, CartaBackend
+from carta_hub.server.activity import SETTING, ActivityReporter, LastUse
+from carta_hub.backend import BackendNotFound, CartaBackend, server_config
 from carta_hub.server.proxy import CartaProxyHandler
 from carta_hub.server.backend_process import BackendFailed, BackendProcess
 
@@ -91,9 +91,19 @@ class CartaSingleUserApp(Application):
     def _slashes(self, proposal):
         return "/" + proposal.value.strip("/") + "/" if proposal.value.strip("/") else "/"
 
+    @catch_config_error
+    def initialize(self, argv=None):
+        """The command line, over the settings the spawner passed in the environment
+        ($CARTA_HUB_SERVER_CONFIG)."""
+        super().initialize(argv)
+        config = server_config(os.environ)
+        config.merge(self.cli_config)
+        self.update_config(config)
+
     def make_app(self, backend):
         prefix = re.escape(self.base_url)
-        self.reporter = ActivityReporter(self.activity_interval, self.log)
+        last_use = LastUse()
+        self.reporter = ActivityReporter(last_use, self.activity_interval, self.log)
         handlers = [
             (f"^{prefix[:-1]}$", web.RedirectHandler, {"url": self.base_url}),
             (f"^{prefix}oauth_callback", HubOAuthCallbackHandler),
@@ -104,7 +114,7 @@ class CartaSingleUserApp(Application):
             base_url=self.base_url,
             hub_user=os.environ.get("JUPYTERHUB_USER", ""),
             cookie_secret=os.urandom(32),
-            carta_activity=self.reporter,
+            **{SETTING: last_use},
             log_function=self._log_request,
         )
 

@@ -14,7 +14,9 @@ import posixpath
 import re
 from dataclasses import asdict, dataclass
 
-from traitlets import Dict, Enum, HasTraits, Int, List, Union, Unicode, validate
+from traitlets import Dict, Enum, HasTraits, Int, List, Unicode, Union, validate
+
+from carta_hub import usercontext
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 TIME_RE = re.compile(r"(?:[0-9]{1,2}-)?[0-9]{1,3}:[0-5][0-9]:[0-5][0-9]")
@@ -201,8 +203,13 @@ class ResourceFormMixin(HasTraits):
         Unicode(),
         default_value=["{home}"],
         help="A student may give a starting folder for CARTA inside one of these "
-        "({username}, {login}, {home} are replaced). Empty: no folder field.",
-    ).tag(config=True)
+        "(templates of the user fields: {home}, {login}, {username}...). Empty: no folder field.",
+    ).tag(config=True, user_template=True)
+
+    @validate("folder_roots")
+    def _roots_known_fields(self, proposal):
+        setting = f"c.{type(self).__name__}.folder_roots"
+        return [usercontext.check(root, setting) for root in proposal.value]
 
     @validate("partitions", "accounts", "qos")
     def _check_names(self, proposal):
@@ -238,7 +245,8 @@ class ResourceFormMixin(HasTraits):
             Choice("account", "Account", tuple(self.accounts)),
             Choice("qos", "QoS", tuple(self.qos)),
         ]
-        roots = tuple(r.format(**names) for r in self.folder_roots)
+        setting = f"c.{type(self).__name__}.folder_roots"
+        roots = tuple(usercontext.fill(r, names, setting) for r in self.folder_roots)
         if roots:
             fields.append(Folder("folder", "Start CARTA in folder (optional)", roots))
         return fields

@@ -26,7 +26,8 @@ from tornado import web
 from traitlets import Enum, Float, Int, List, Unicode, default, validate
 from traitlets.config import Config, Configurable
 
-from carta_hub.hub.identity import IdentityError, IdentityResolver
+from carta_hub import usercontext
+from carta_hub.hub.identity import IdentityError
 from carta_hub.hub.slurm.form import FormError, ResourceFormMixin
 from carta_hub.hub.slurm.jobscript import (
     compile_template,
@@ -39,7 +40,7 @@ from carta_hub.hub.slurm.jobscript import (
 )
 from carta_hub.hub.slurm.squeue import QueuePoller
 from carta_hub.hub.spawner import CartaSpawnerMixin
-from carta_hub.hub.storage import CartaStorage, binds, escape_component
+from carta_hub.hub.storage import CartaStorage, binds
 
 # What a job script template may read (docs/slurm.md lists them)
 SCRIPT_VARIABLES = ("username", "login", "res", "job_name", "log_file", "workdir", "keepvars",
@@ -117,18 +118,18 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
     ).tag(config=True)
 
     job_name = Unicode(
-        "carta", help="Slurm job name. {login}, {username} are replaced."
-    ).tag(config=True)
+        "carta", help="Slurm job name. A template of the user fields ({login}, {username}...)."
+    ).tag(config=True, user_template=True)
 
     log_path = Unicode(
         "{home}/.carta-hub-slurm-%j.log",
         help="""The job's log, on a file system the Hub can read as the user: its tail is
-        shown when a job fails. {home}, {login}, {username} and Slurm's %j, %u, %x are
-        replaced; its folder must exist and be writable only by the user (as a home is). A
-        job that cannot write it (read-only or full home) still starts, and keeps its log on
-        the node in a new private folder, $TMPDIR or /tmp/carta-hub-<job id>.XXXXXXXXXX/job.log
-        (its first lines name it).""",
-    ).tag(config=True)
+        shown when a job fails. A template of the user fields ({home}, {login}, {uid}...);
+        Slurm's %j, %u, %x are replaced too. Its folder must exist and be writable only by
+        the user (as a home is). A job that cannot write it (read-only or full home) still
+        starts, and keeps its log on the node in a new private folder, $TMPDIR or
+        /tmp/carta-hub-<job id>.XXXXXXXXXX/job.log (its first lines name it).""",
+    ).tag(config=True, user_template=True)
 
     container_runtime = Enum(
         ["apptainer", "singularity", "none"],
@@ -207,7 +208,11 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
     @validate("log_path")
     def _known_codes(self, proposal):
         log_file(proposal.value, "1", "login", "name")
-        return proposal.value
+        return usercontext.check(proposal.value, f"c.{type(self).__name__}.log_path")
+
+    @validate("job_name")
+    def _job_name_known_fields(self, proposal):
+        return usercontext.check(proposal.value, f"c.{type(self).__name__}.job_name")
 
     @default("start_timeout")
     def _start_timeout(self):
@@ -248,11 +253,9 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
             raise web.HTTPError(400, str(e))
 
     async def _names(self):
-        """Template fields of this user: {username} {login} {home} {uid}."""
-        ident = await IdentityResolver(parent=self).resolve(self.user)
-        self._identity = ident
-        return {"username": escape_component(self.user.name), "login": ident.name,
-                "home": ident.home, "uid": ident.uid}
+        """The user fields of this user's templates (carta_hub.usercontext.FIELDS)."""
+        self._identity = await self.resolve_user()
+        return self.carta_user.fields()
 
     async def _resources(self, options):
         return self.validate_resources(options or {}, await self._names())
@@ -280,13 +283,20 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         """The single-user server's command line. The CARTA-only server reports its port to
         the Hub itself; JupyterLab's runs through batchspawner-singleuser."""
         argv = list(self.cmd) + self.get_args()
-        if self.carta_mode == "carta":
-            argv.append("--CartaSingleUserApp.report_port=True")
-        elif self.batchspawner_singleuser_cmd:
+        if self.carta_mode == "lab" and self.batchspawner_singleuser_cmd:
             argv.insert(0, self.batchspawner_singleuser_cmd)
-        if self._job.folder:
-            argv.append(f"--CartaBackend.starting_folder={self._job.folder}")
         return argv
+
+    def carta_server_config(self) -> dict[str, dict]:
+        """The CARTA-only server reports its port; the student's folder is where CARTA
+        starts (validated by the form: no template fields)."""
+        config = super().carta_server_config()
+        if self.carta_mode == "carta":
+            config["CartaSingleUserApp"] = {"report_port": True}
+        folder = getattr(self, "_job", None) and self._job.folder
+        if folder:
+            config["CartaBackend"]["starting_folder"] = folder
+        return config
 
     def cmd_formatted_for_batch(self):
         return shlex.join(self.server_argv())
@@ -301,16 +311,16 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         """batchspawner's hook for the script it submits: carta-hub's variables, not
         batchspawner's ``req_*`` (only ``keepvars`` is taken from them)."""
         res, names = self._job, self._job_names
-        storage = CartaStorage(parent=self).render(self._identity, self.user.name)
+        storage = CartaStorage(parent=self).render(self.carta_user)
         srun = shlex.split(self.req_srun)
         container = container_argv(self.container_runtime, self.container_image,
                                    binds(storage), res.gpus, self.container_args)
         server = self.server_argv()
-        login, job_name = names["login"], self.job_name.format(**names)
+        login, job_name = names["login"], self.fill_setting("job_name", names)
         return self.job_script_template().render(
             username=names["username"], login=login, res=res,
             job_name=sbatch_value("job_name", job_name),
-            log_file=shell_log_file(self.log_path.format(**names), login, job_name),
+            log_file=shell_log_file(self.log_pattern(names), login, job_name),
             workdir=sbatch_value("home directory", names["home"]),
             keepvars=sbatch_value("keepvars", subvars["keepvars"]),
             gres=f"{sbatch_value('gpu_gres', self.gpu_gres)}:{res.gpus}" if res.gpus else "",
@@ -509,8 +519,13 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
 
     def _log_file(self):
         names = self._job_names
-        return log_file(self.log_path.format(**names), self.job_id, names["login"],
-                        self.job_name.format(**names))
+        return log_file(self.log_pattern(names), self.job_id, names["login"],
+                        self.fill_setting("job_name", names))
+
+    def log_pattern(self, names: dict[str, str]) -> str:
+        """log_path with the user fields filled in, Slurm's %-codes not yet: a '%' of a
+        field (an escaped username) stays a '%'."""
+        return self.fill_setting("log_path", {k: v.replace("%", "%%") for k, v in names.items()})
 
     async def _log_tail(self, path):
         """The end of the job's log, read as the user (batchspawner's exec_prefix)."""
