@@ -9,15 +9,18 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV DEBIAN_FRONTEND=noninteractive
 
 # carta = carta_backend (/usr/bin/carta_backend) + frontend (/usr/share/carta/frontend).
-# Versions follow the PPA and Ubuntu's updates: rebuild to update CARTA.
+# Versions follow the PPA and Ubuntu's updates: rebuild to update CARTA. util-linux's setpriv
+# (--pdeathsig) starts the backend so that it ends with its server.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates gpg-agent software-properties-common \
  && add-apt-repository -y ppa:cartavis-team/carta \
  && apt-get install -y --no-install-recommends carta libnss-wrapper python3 python3-venv tini \
+    util-linux \
  && apt-get purge -y --auto-remove software-properties-common gpg-agent \
  && rm -rf /var/lib/apt/lists/* \
  && test -x /usr/bin/carta_backend \
+ && setpriv --pdeathsig TERM -- true \
  && test -f /usr/share/carta/frontend/index.html \
  && test -f /usr/lib/x86_64-linux-gnu/libnss_wrapper.so
 

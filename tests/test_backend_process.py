@@ -183,3 +183,87 @@ async def test_unwritable_log_file_fails_the_start(home, frontend):
         await backend.ensure_running()
     assert "exited with code 1" in str(failed.value)
     assert f"Failed opening file {home}/.carta/log/carta.log for writing" in str(failed.value)
+
+
+# A wrapper with threads (as a Jupyter Server has): four end a second after the backend
+# started, the loop's thread lives on. Prints the backend's PID, then waits to be killed.
+THREADED_WRAPPER = """
+import asyncio, sys, threading, time
+from carta_hub.backend import CartaBackend
+from carta_hub.server.backend_process import BackendProcess
+
+async def main():
+    threads = [threading.Thread(target=time.sleep, args=(1,)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    backend = BackendProcess(CartaBackend(executable=sys.argv[1], frontend_folder=sys.argv[2],
+                                          start_timeout=30))
+    await backend.ensure_running()
+    print(backend.proc.pid, flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+def test_backend_ends_with_a_killed_wrapper(home, frontend):
+    """No orphaned CARTA: SIGKILL of a wrapper with threads ends its backend; threads other
+    than the one that started it may end before."""
+    wrapper = subprocess.Popen([sys.executable, "-c", THREADED_WRAPPER, STANDIN, str(frontend)],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        backend = int(wrapper.stdout.readline())
+        time.sleep(2)  # the other threads have ended
+        assert not process._exited(backend), "the backend ended with a thread of the wrapper"
+        wrapper.kill()
+        wrapper.wait()
+        deadline = time.monotonic() + 10
+        while not process._exited(backend) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert process._exited(backend), "the backend outlived its killed wrapper"
+    finally:
+        wrapper.kill()
+        wrapper.wait()
+
+
+async def test_backend_starts_without_python_in_the_child(home, frontend, monkeypatch):
+    """The backend is started without a preexec_fn (Python code between fork and exec is not
+    safe in a server with threads): setpriv --pdeathsig execs it."""
+    calls = []
+    create = asyncio.create_subprocess_exec
+
+    async def recording(*args, **kwargs):
+        calls.append((args, kwargs))
+        return await create(*args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", recording)
+    backend = backend_process(frontend)
+    try:
+        await backend.ensure_running()
+    finally:
+        await backend.stop()
+    args, kwargs = calls[-1]
+    assert "preexec_fn" not in kwargs
+    assert Path(args[0]).name == "setpriv" and args[1:4] == ("--pdeathsig", "TERM", "--")
+    assert args[4] == STANDIN
+
+
+@pytest.mark.parametrize("setpriv", [None, "old"])
+async def test_missing_or_old_setpriv_is_named(home, frontend, tmp_path, monkeypatch, setpriv):
+    """Without setpriv --pdeathsig (util-linux < 2.33, e.g. RHEL 8) CARTA is not started
+    unguarded: the error says what to install."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if setpriv == "old":  # what util-linux 2.32's setpriv answers
+        (bin_dir / "setpriv").write_text(
+            "#!/bin/sh\necho \"setpriv: unrecognized option '--pdeathsig'\" >&2\nexit 1\n")
+        (bin_dir / "setpriv").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    backend = backend_process(frontend)
+    with pytest.raises(process.BackendNotFound) as refused:
+        await backend.ensure_running()
+    message = str(refused.value)
+    assert "util-linux 2.33 or later" in message and "install util-linux" in message
+    expected = "unrecognized option '--pdeathsig'" if setpriv else "setpriv is not on PATH"
+    assert expected in message
+    assert backend.proc is None

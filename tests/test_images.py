@@ -105,3 +105,13 @@ def test_apptainer_recipe_is_the_singleuser_image():
     wrapper = CARTASlurmSpawner.class_traits()["batchspawner_singleuser_cmd"].default_value
     for command in (wrapper, *(c[0] for c in COMMANDS.values())):
         assert command in tests, command
+
+
+def test_images_have_setpriv_for_the_backend():
+    """The wrapper starts carta_backend with setpriv --pdeathsig (util-linux 2.33+): the
+    single-user image installs util-linux and both images check the option works."""
+    text = install_text(recipe(DockerParser, "singleuser.Dockerfile"))
+    assert re.search(r"apt-get install [^&]*\butil-linux\b", text)
+    assert "setpriv --pdeathsig TERM -- true" in text
+    assert "setpriv --pdeathsig TERM -- true" in install_text(recipe(SingularityParser,
+                                                                      "carta-hub.def"))

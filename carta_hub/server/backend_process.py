@@ -3,11 +3,10 @@ restart after a crash, report how it ended."""
 
 import asyncio
 import collections
-import ctypes
 import logging
 import os
 import re
-import signal
+import shutil
 import socket
 import sys
 
@@ -28,6 +27,9 @@ REDACTED = "<redacted>"
 FRONTEND_FOLDER = re.compile(r"Could not find CARTA frontend files in directory (.+)\.$")
 DEFAULT_FRONTEND = "<the backend executable's folder>/../share/carta/frontend"  # Main.cc, main
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+NO_SETPRIV = ("CARTA cannot be started: {found}. carta-hub starts it with setpriv --pdeathsig "
+              "(util-linux 2.33 or later), so that it ends with this server: install util-linux "
+              "where the server runs (on the node, or in its image).")
 PORT_ATTEMPTS = 5
 POLL_SECONDS = 0.05
 LISTEN_STATE = "0A"  # TCP_LISTEN in /proc/net/tcp
@@ -51,9 +53,25 @@ def redact(line: str, token: str | None) -> str:
     return TOKEN_QUERY.sub(rf"\1{REDACTED}", line)
 
 
-def _die_with_parent():
-    """No orphaned backend: the kernel sends it SIGTERM when the wrapper dies (Linux)."""
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+async def die_with_parent() -> list[str]:
+    """The command prefix that makes the backend end with the wrapper: util-linux's setpriv
+    sets PR_SET_PDEATHSIG, then execs the backend (same PID), which the kernel sends SIGTERM
+    when the thread that started it ends. That thread is the event loop's, which lives as long
+    as the server, also when the wrapper is killed. (Not a ``preexec_fn``: it is not safe in a
+    process with threads, as a Jupyter Server is.) BackendNotFound when setpriv lacks
+    --pdeathsig (util-linux < 2.33) or is missing."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        raise BackendNotFound(NO_SETPRIV.format(found="setpriv is not on PATH"))
+    prefix = [setpriv, "--pdeathsig", "TERM", "--"]
+    probe = await asyncio.create_subprocess_exec(
+        *prefix, "true", stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _, err = await probe.communicate()
+    if probe.returncode:
+        found = f"{setpriv} says: {err.decode(errors='replace').strip()}"
+        raise BackendNotFound(NO_SETPRIV.format(found=found))
+    return prefix
 
 
 def free_port():
@@ -182,6 +200,7 @@ class BackendProcess:
         self._home_checked = False
         self.home_problem = None  # why ~/.carta cannot be written ("not writable", "full")
         self._home = None
+        self._prefix = None  # die_with_parent()'s, found at the first start
 
     @property
     def running(self):
@@ -199,6 +218,8 @@ class BackendProcess:
         if not self._home_checked:
             self._home_checked = True
             warn_unwritable_home(self.log)
+        if self._prefix is None:
+            self._prefix = await die_with_parent()
         for _ in range(PORT_ATTEMPTS):
             port, token = free_port(), self.backend.new_token()
             outcome, launch = await self._launch(port, token)
@@ -221,9 +242,8 @@ class BackendProcess:
         self.log.info("Starting CARTA backend: %s", " ".join(cmd))
         self.tail.clear()
         self.proc = await asyncio.create_subprocess_exec(
-            *cmd, env=env, stdin=asyncio.subprocess.DEVNULL,
+            *self._prefix, *cmd, env=env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
         )
         launch = _Launch(self.proc, port, token)
         asyncio.ensure_future(self._follow(launch))
