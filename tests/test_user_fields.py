@@ -6,23 +6,27 @@ exist is refused naming the setting and the fields, at Hub start and by ``carta-
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 import yaml
+from helpers.fakes import FakeUser
+from helpers.hub import SAME_USER_CARTA
 from k8s_simulator import write_kubeconfig
 from kube_support import container, env, make_spawner, pod_manifest, use_kubeconfig
 from traitlets.config import Config
 
-from carta_hub.backend import SERVER_CONFIG_ENV, CartaBackend, server_config, server_environment
+from carta_hub.backend import (
+    SERVER_CONFIG_ENV,
+    CartaBackend,
+    server_config,
+    server_environment,
+)
 from carta_hub.hub import check
 from carta_hub.hub.identity import IdentityResolver
 from carta_hub.hub.kube import CARTAKubeSpawner
 from carta_hub.hub.slurm.spawner import CARTASlurmSpawner
 from carta_hub.hub.storage import TEMPLATE_KEYS, CartaStorage
 from carta_hub.usercontext import FIELDS, TemplateError, UserContext
-from helpers.fakes import FakeUser
-from helpers.hub import SAME_USER_CARTA
 
 CLASSES = (CartaBackend, CartaStorage, IdentityResolver, CARTASlurmSpawner, CARTAKubeSpawner)
 SETTINGS = {"CartaBackend.top_level_folder", "CartaBackend.starting_folder",
@@ -218,8 +222,8 @@ async def test_check_reports_an_unknown_field(check_config):
     sections = await check.run_checks(str(check_config), [USER.username])
     (hub,) = [found for section, found in sections.items() if section.startswith("Hub")]
     problems = [f.text for f in hub if f.level == "problem"]
-    assert problems == ["c.CartaStorage.mounts host_path = '/d/{user}': {user} is an unknown "
-                        f"template field. The user fields are {LISTED} "
-                        "(docs/identity-storage.md, Template fields); write {{ or }} for a "
-                        "literal brace."]
+    assert problems == [("c.CartaStorage.mounts host_path = '/d/{user}': {user} is an unknown "
+                         f"template field. The user fields are {LISTED} "
+                         "(docs/identity-storage.md, Template fields); write {{ or }} for a "
+                         "literal brace.")]
     assert list(sections) == [next(iter(sections))]  # no user section: every spawn would fail
