@@ -19,7 +19,7 @@ from traitlets.config import Application, catch_config_error
 
 from carta_hub import __version__
 from carta_hub.server import hubapi
-from carta_hub.server.activity import ActivityReporter
+from carta_hub.server.activity import SETTING, ActivityReporter, LastUse
 from carta_hub.backend import BackendNotFound, CartaBackend, server_config
 from carta_hub.server.proxy import CartaProxyHandler
 from carta_hub.server.backend_process import BackendFailed, BackendProcess
@@ -102,7 +102,8 @@ class CartaSingleUserApp(Application):
 
     def make_app(self, backend):
         prefix = re.escape(self.base_url)
-        self.reporter = ActivityReporter(self.activity_interval, self.log)
+        last_use = LastUse()
+        self.reporter = ActivityReporter(last_use, self.activity_interval, self.log)
         handlers = [
             (f"^{prefix[:-1]}$", web.RedirectHandler, {"url": self.base_url}),
             (f"^{prefix}oauth_callback", HubOAuthCallbackHandler),
@@ -113,7 +114,7 @@ class CartaSingleUserApp(Application):
             base_url=self.base_url,
             hub_user=os.environ.get("JUPYTERHUB_USER", ""),
             cookie_secret=os.urandom(32),
-            carta_activity=self.reporter,
+            **{SETTING: last_use},
             log_function=self._log_request,
         )
 

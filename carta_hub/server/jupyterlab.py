@@ -1,21 +1,31 @@
-"""Jupyter Server extension: serves the CARTA tile's ``/carta/`` with the carta-hub handler
-(byte-level websockets, no frame size cap) ahead of jupyter-server-proxy's stock one."""
+"""Jupyter Server extension: serves the URL the CARTA tile opens (the ``path_info`` of
+:mod:`carta_hub.server.launcher`'s entry) with the carta-hub handler (byte-level
+websockets, no frame size cap). jupyter-server-proxy serves nothing there (the entry has no
+command or port), so the order the extensions load in does not matter."""
 
 import os
 
 from jupyter_server.utils import url_path_join
 
 from carta_hub.backend import CartaBackend, server_config
-from carta_hub.server.proxy import CartaProxyHandler
+from carta_hub.server.activity import SETTING, LastUse, publish
 from carta_hub.server.backend_process import BackendProcess
+from carta_hub.server.launcher import TILE_PATH
+from carta_hub.server.proxy import CartaProxyHandler
 
 
 def _load_jupyter_server_extension(serverapp):
     config = server_config(os.environ)  # what the spawner passed; the server's own wins
     config.merge(serverapp.config)
     backend = BackendProcess(CartaBackend(parent=serverapp, config=config), serverapp.log)
-    pattern = url_path_join(serverapp.base_url, "carta", "(.*)")
+    serverapp.web_app.settings[SETTING] = LastUse()
+    pattern = url_path_join(serverapp.base_url, TILE_PATH, "(.*)")
     serverapp.web_app.add_handlers(
         ".*", [(pattern, CartaProxyHandler, {"state": {"backend": backend}})]
     )
-    serverapp.log.info("carta-hub: CARTA at %s", url_path_join(serverapp.base_url, "carta/"))
+    serverapp.log.info("carta-hub: CARTA at %s", url_path_join(serverapp.base_url, TILE_PATH))
+
+
+async def _start_jupyter_server_extension(serverapp):
+    """With the event loop running: CARTA's use becomes the Jupyter Server's activity."""
+    publish(serverapp.web_app.settings)

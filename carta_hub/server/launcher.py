@@ -1,9 +1,9 @@
 """The ``carta`` jupyter-server-proxy entry point: the JupyterLab launcher tile only.
 
-Requests to ``/carta/`` are served by the :mod:`carta_hub.server.jupyterlab` server extension. The entry
-defines no process: jupyter-server-proxy's own handler would reach the backend at
-``localhost``, which resolves to ``::1`` first on most systems, where any local user may
-listen and receive the backend's token.
+The tile opens :data:`TILE_PATH`, which the :mod:`carta_hub.server.jupyterlab` server
+extension serves. The entry defines no process: jupyter-server-proxy's own handler would
+reach the backend at ``localhost``, which resolves to ``::1`` first on most systems, where
+any local user may listen and receive the backend's token.
 """
 
 import os
@@ -11,6 +11,8 @@ import warnings
 
 ICON = os.path.join(os.path.dirname(__file__), "carta.svg")
 EXTENSION = "carta_hub.server.jupyterlab"
+#: Where the tile points, under the server's base URL: the extension's handler.
+TILE_PATH = "carta/"
 
 # An entry without command or port is what we mean (a tile, no route): not worth a warning.
 warnings.filterwarnings("ignore", "Server proxy carta does not have a command", UserWarning)
@@ -29,5 +31,5 @@ def setup_carta() -> dict:
     _warn_if_extension_disabled()
     return {
         "new_browser_tab": True,
-        "launcher_entry": {"title": "CARTA", "icon_path": ICON},
+        "launcher_entry": {"title": "CARTA", "icon_path": ICON, "path_info": TILE_PATH},
     }

@@ -9,9 +9,10 @@ from urllib.parse import urlsplit
 from jupyter_server_proxy.handlers import SuperviseAndProxyHandler
 from tornado import web
 from tornado.escape import xhtml_escape
-from tornado.httputil import HTTPHeaders
+from tornado.httputil import HTTPHeaders, responses
 
 from carta_hub.backend import LOOPBACK, BackendNotFound
+from carta_hub.server.activity import SETTING, count_request
 from carta_hub.server.backend_process import BackendFailed
 from carta_hub.server.tunnel import request_target, tunnel
 
@@ -111,13 +112,14 @@ def restrict_connections(response):
 class CartaProxyHandler(SuperviseAndProxyHandler):
     """Proxies ``<prefix>/...`` to the backend, starting it on demand.
 
-    ``state["backend"]`` is the server's :class:`~carta_hub.server.backend_process.BackendProcess`.
+    ``state["backend"]`` is the server's :class:`~carta_hub.server.backend_process.BackendProcess`,
+    the application setting ``carta_last_use`` its :class:`~carta_hub.server.activity.LastUse`.
     """
 
     name = "carta"
 
     def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, update_last_activity=count_request, **kwargs)
         defaults = self.backend.backend.preference_defaults
         self.rewrite_response = [
             rewrite_config,
@@ -174,12 +176,6 @@ class CartaProxyHandler(SuperviseAndProxyHandler):
                 forwarded.add(name, value)
         return forwarded
 
-    def _record_activity(self):
-        super()._record_activity()
-        reporter = self.settings.get("carta_activity")
-        if reporter:
-            reporter.record()
-
     async def get(self, path):
         if self.request.headers.get("Upgrade", "").lower() != "websocket":
             return await self.http_get(path)
@@ -192,15 +188,18 @@ class CartaProxyHandler(SuperviseAndProxyHandler):
             raise web.HTTPError(400, "The websocket URL holds a space, a control character or "
                                 "a non-ASCII character: open CARTA from its usual link")
         await self.ensure_process()
-        self._record_activity()
-        await tunnel(self, self.backend.port, self.backend.token, target, self._record_activity)
+        last_use = self.settings[SETTING]
+        last_use.touch()
+        # the relay threads only stamp the time: no tornado or jupyter-server-proxy code there
+        await tunnel(self, self.backend.port, self.backend.token, target, last_use.touch)
 
     def _cross_site(self) -> str | None:
         """Why the request looks sent by another site's page (None: it does not).
 
-        tornado 6.6's cross-origin rule (``RequestHandler._check_cross_origin``):
-        ``Sec-Fetch-Site`` when the browser sends it, else ``Origin`` against ``Host``; an
-        origin that ``check_origin`` trusts passes. Neither header: not a browser.
+        tornado 6.6's cross-origin rule (tornado/web.py, its cross_origin_protection),
+        written with public hooks: ``Sec-Fetch-Site`` when the browser sends it, else
+        ``Origin`` against ``Host``; an origin that ``check_origin`` trusts passes. Neither
+        header: not a browser.
         """
         site = self.request.headers.get("Sec-Fetch-Site")
         origin = self.request.headers.get("Origin")
@@ -213,11 +212,14 @@ class CartaProxyHandler(SuperviseAndProxyHandler):
             return None
         return f"Origin {origin or 'none'} (Sec-Fetch-Site {site or 'none'})"
 
-    def write_error(self, status_code, **kwargs):
+    def write_error(self, status_code: int, **kwargs) -> None:
         exc = kwargs.get("exc_info", (None, None))[1]
-        message = getattr(exc, "log_message", None) or self._reason
+        # the reason tornado sends in the status line (RequestHandler.send_error)
+        reason = (getattr(exc, "reason", None) or kwargs.get("reason")
+                  or responses.get(status_code, "Unknown"))
+        message = getattr(exc, "log_message", None) or reason
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.finish(
-            f"<!doctype html><title>{status_code} {xhtml_escape(self._reason)}</title>"
-            f"<h1>{xhtml_escape(self._reason)}</h1><pre>{xhtml_escape(message)}</pre>"
+            f"<!doctype html><title>{status_code} {xhtml_escape(reason)}</title>"
+            f"<h1>{xhtml_escape(reason)}</h1><pre>{xhtml_escape(message)}</pre>"
         )

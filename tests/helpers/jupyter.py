@@ -29,9 +29,10 @@ class JupyterServer:
         _end(self.proc.pid, self.proc)
 
 
-def start_jupyter(workdir, base_url, args=(), user=None, tls=None):
+def start_jupyter(workdir, base_url, args=(), user=None, tls=None, env=None):
     """``jupyter server`` with carta-hub installed, serving ``base_url``, as ``user``;
-    ``tls``: (certificate and key file, CA file) to serve HTTPS itself."""
+    ``tls``: (certificate and key file, CA file) to serve HTTPS itself; ``env``: added to
+    its environment."""
     port, token = free_port(), secrets.token_hex(16)
     cmd = [str(VENV_BIN / "jupyter-server"), "--no-browser", f"--port={port}",
            "--ip=127.0.0.1", f"--ServerApp.base_url={base_url}",
@@ -41,7 +42,8 @@ def start_jupyter(workdir, base_url, args=(), user=None, tls=None):
     if user:
         cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--"] + cmd
     log_path = Path(workdir) / "jupyter.log"
-    env = {**os.environ, "HOME": str(workdir), "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
+    env = {**os.environ, "HOME": str(workdir), "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+           **(env or {})}
     proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=open(log_path, "wb"),
                             stderr=subprocess.STDOUT)
     server = JupyterServer(proc, port, base_url, token, log_path, tls and tls[1])
