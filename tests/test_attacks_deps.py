@@ -97,7 +97,7 @@ PACKAGES = {
 VULNERABLE = [("jupyter-server-proxy", v) for v in ("3.2.2", "4.0.0", "4.1.0", "4.1.1", "4.1.2")]
 VULNERABLE += [("jupyterhub", "5.4.3"), ("jupyterhub", "5.5.0"), ("jupyter-server", "2.20.0"),
                ("jupyterlab", "4.6.1"), ("jupyterlab", "4.5.9"), ("tornado", "6.5.10")]
-FIXED = [("jupyter-server-proxy", "4.5.0"), ("jupyterhub", "5.5.1"),
+FIXED = [("jupyter-server-proxy", "4.6.0"), ("jupyterhub", "5.5.1"),
          ("jupyter-server", "2.21.0"), ("jupyterlab", "4.6.2")]
 EXTRAS = {"jupyterlab": "[lab]"}
 
@@ -218,7 +218,17 @@ def test_pip_accepts_a_fixed_release(wheel, tmp_path, name, version):
     assert not vulnerable(name, version)
     r = resolve(wheel, tmp_path, name, version)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "Would install" in r.stdout and f"{name}-{version}" in r.stdout, r.stdout[-2000:]
+    chosen = (f"{name}-{version}" in r.stdout  # to be installed, or this venv's own:
+              or f"Requirement already satisfied: {name}=={version} in" in r.stdout)
+    assert "Would install" in r.stdout and chosen, r.stdout[-2000:]
+
+
+def test_pip_refuses_a_proxy_without_activity_hook(wheel, tmp_path):
+    """carta-hub counts real use through jupyter-server-proxy's update_last_activity
+    callable (4.6): 4.5, free of advisories, is refused all the same."""
+    r = resolve(wheel, tmp_path, "jupyter-server-proxy", "4.5.0")
+    assert r.returncode != 0 and "ResolutionImpossible" in r.stderr, r.stderr[-2000:]
+    assert "depends on jupyter-server-proxy>=4.6" in r.stdout + r.stderr
 
 
 @pytest.mark.parametrize("name", PACKAGES)

@@ -109,8 +109,11 @@ def test_proxy_versions():
     assert check.proxy_findings("4.6.0")[0].level == "ok"
     old = [f.text for f in check.proxy_findings("4.1.0")]
     assert any("CVE-2024-28179" in t for t in old) and any("CVE-2024-35225" in t for t in old)
+    needs = "which carta-hub needs (its standalone mode, a callable update_last_activity)"
     assert [f.text for f in check.proxy_findings("4.2.0")] == [
-        "jupyter-server-proxy 4.2.0 has no standalone mode, which carta-hub-singleuser needs"]
+        f"jupyter-server-proxy 4.2.0 is older than 4.6, {needs}"]
+    assert [f.text for f in check.proxy_findings("4.5.0")] == [
+        f"jupyter-server-proxy 4.5.0 is older than 4.6, {needs}"]
 
 
 class Roles:

@@ -38,7 +38,8 @@ PROXY_ADVISORIES = [
     (Version("4.1.1"), "CVE-2024-28179 (websockets proxied without authentication)"),
     (Version("4.2.0"), "CVE-2024-35225 (reflected XSS in /proxy)"),
 ]
-PROXY_MIN = Version("4.5")  # carta-hub-singleuser needs its standalone mode
+# its standalone mode (4.5; carta-hub-singleuser) and a callable update_last_activity (4.6)
+PROXY_MIN = Version("4.6")
 CULLER_SCOPES = {"list:users", "read:users:activity", "read:servers", "delete:servers"}
 CULLER_MODULES = ("jupyterhub_idle_culler", "jupyterhub-idle-culler", "cull_idle_servers")
 SLURM_COMMANDS = ("sbatch", "scancel", "tail")  # what the spawner runs as the user
@@ -122,8 +123,9 @@ def proxy_findings(installed=None):
     found = [problem(f"jupyter-server-proxy {installed} is affected by {advisory}", fix)
              for fixed, advisory in PROXY_ADVISORIES if Version(installed) < fixed]
     if Version(installed) < PROXY_MIN:
-        found.append(problem(f"jupyter-server-proxy {installed} has no standalone mode, "
-                             "which carta-hub-singleuser needs", fix))
+        found.append(problem(f"jupyter-server-proxy {installed} is older than {PROXY_MIN}, "
+                             "which carta-hub needs (its standalone mode, a callable "
+                             "update_last_activity)", fix))
     return found or [ok(f"jupyter-server-proxy {installed}")]
 
 
