@@ -10,7 +10,7 @@ def cpu_seconds(pid, children=False):
     """User + system CPU seconds of ``pid``, all its threads (``children``: of its waited-for
     children)."""
     stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     first = 13 if children else 11  # utime stime cutime cstime are fields 14-17
     return (int(fields[first]) + int(fields[first + 1])) / TICK
 

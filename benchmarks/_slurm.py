@@ -20,11 +20,11 @@ from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from helpers import slurm as slurm_helpers  # noqa: E402
-from helpers.hub import VENV_BIN, dumps, start_hub  # noqa: E402
-from helpers.ports import free_port, wait_for  # noqa: E402
-from helpers.slurm import CountingSqueue, SlurmCluster, login_node_config  # noqa: E402
-from helpers.users import ensure_user, remove_user  # noqa: E402
+from helpers import slurm as slurm_helpers
+from helpers.hub import VENV_BIN, dumps, start_hub
+from helpers.ports import free_port, wait_for
+from helpers.slurm import CountingSqueue, SlurmCluster, login_node_config
+from helpers.users import ensure_user, remove_user
 
 HUB_USER = "cartahub-bench"
 GROUP = "carta-bench-t"
@@ -32,8 +32,10 @@ SUDOERS = Path("/etc/sudoers.d/carta-hub-bench")
 RULE = """Cmnd_Alias CARTA_BENCH = /usr/bin/sbatch, /usr/bin/scancel, /usr/bin/tail{extra}
 {hub_user} ALL=(%{group}) NOPASSWD:SETENV: CARTA_BENCH
 """
-STANDIN_NOTE = ("backend: carta-standin, the test suite's stand-in for carta_backend "
-                "(NOT CARTA): figures measure what carta-hub and Slurm add, not CARTA")
+STANDIN_NOTE = (
+    "backend: carta-standin, the test suite's stand-in for carta_backend "
+    "(NOT CARTA): figures measure what carta-hub and Slurm add, not CARTA"
+)
 LIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING")
 
 
@@ -42,8 +44,9 @@ class TimedSqueue(CountingSqueue):
 
     def __init__(self):
         super().__init__()
-        self.path.write_text(f'#!/bin/sh\necho "$(date +%s.%N) $*" >> {self.log}\n'
-                             'exec squeue "$@"\n')
+        self.path.write_text(
+            f'#!/bin/sh\necho "$(date +%s.%N) $*" >> {self.log}\nexec squeue "$@"\n'
+        )
 
     def times(self):
         return [float(line.split(" ", 1)[0]) for line in self.lines()]
@@ -102,8 +105,9 @@ class Site:
         os.chown(workdir, entry.pw_uid, entry.pw_gid)
         base = login_node_config(self.squeue, poll, free_port())
         base = base.replace(dumps(slurm_helpers.GROUP), dumps(GROUP))
-        hub = start_hub(workdir, base + config, user=HUB_USER,
-                        env={"SLURM_CONF": str(self.cluster.conf)})
+        hub = start_hub(
+            workdir, base + config, user=HUB_USER, env={"SLURM_CONF": str(self.cluster.conf)}
+        )
         self.hubs.append(hub)
         return hub
 
@@ -158,14 +162,27 @@ def hub_log_times(hub, pattern, since=0.0):
 
 def spread(values, fmt="{:.2f}"):
     """``median [min-max]`` of ``values``."""
-    return (f"{fmt.format(statistics.median(values))} "
-            f"[{fmt.format(min(values))}-{fmt.format(max(values))}]")
+    return (
+        f"{fmt.format(statistics.median(values))} "
+        f"[{fmt.format(min(values))}-{fmt.format(max(values))}]"
+    )
 
 
 def now():
     return time.time()
 
 
-__all__ = ["Site", "TimedSqueue", "hub_log_times", "spread",
-           "now", "HUB_USER", "GROUP", "STANDIN_NOTE", "VENV_BIN", "dumps", "free_port",
-           "wait_for"]
+__all__ = [
+    "Site",
+    "TimedSqueue",
+    "hub_log_times",
+    "spread",
+    "now",
+    "HUB_USER",
+    "GROUP",
+    "STANDIN_NOTE",
+    "VENV_BIN",
+    "dumps",
+    "free_port",
+    "wait_for",
+]

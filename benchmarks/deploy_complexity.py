@@ -49,19 +49,37 @@ class Guide:
 
 
 GUIDES = [
-    Guide("CARTA on Zero-to-JupyterHub", "docs/kubernetes.md",
-          (Source("helm-values/base.yaml"), Source("helm-values/oidc.yaml"),
-           Source("docs/kubernetes.md", "carta-hub cephfs-volume")), max_steps=5, max_lines=40),
-    Guide("CARTA on a Slurm login node", "docs/slurm.md",
-          (Source("jupyterhub_config/slurm-common.py"), Source("jupyterhub_config/slurm-pam.py"),
-           Source("docs/slurm.md", "Cmnd_Alias")), max_steps=6, max_lines=30),
+    Guide(
+        "CARTA on Zero-to-JupyterHub",
+        "docs/kubernetes.md",
+        (
+            Source("helm-values/base.yaml"),
+            Source("helm-values/oidc.yaml"),
+            Source("docs/kubernetes.md", "carta-hub cephfs-volume"),
+        ),
+        max_steps=5,
+        max_lines=40,
+    ),
+    Guide(
+        "CARTA on a Slurm login node",
+        "docs/slurm.md",
+        (
+            Source("jupyterhub_config/slurm-common.py"),
+            Source("jupyterhub_config/slurm-pam.py"),
+            Source("docs/slurm.md", "Cmnd_Alias"),
+        ),
+        max_steps=6,
+        max_lines=30,
+    ),
 ]
 MAX_CHANGE = 8
 
 
 def written(text):
     """The lines an operator writes: neither blank nor comments."""
-    return [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [
+        line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 def code_block(text, marker):
@@ -71,7 +89,7 @@ def code_block(text, marker):
     if not lines[at].startswith("    "):
         start = max(i for i in range(at) if lines[i].startswith("```"))
         end = next(i for i in range(at, len(lines)) if lines[i].startswith("```"))
-        return "\n".join(lines[start + 1:end])
+        return "\n".join(lines[start + 1 : end])
     start, end = at, at + 1
     while start > 0 and lines[start - 1].startswith("    "):
         start -= 1
@@ -135,7 +153,7 @@ def blocks(source):
             if match:
                 stack.append((indent, match.group(1)))
             keys = [k for _, k in stack]
-            key = ".".join(keys[:3 if keys[:2] == ["hub", "config"] else 2]) or line.strip()
+            key = ".".join(keys[: 3 if keys[:2] == ["hub", "config"] else 2]) or line.strip()
         counts[key] = counts.get(key, 0) + 1
     return counts
 
@@ -146,16 +164,30 @@ def measure():
     for guide in GUIDES:
         per_source = {str(s): len(written(s.text())) for s in guide.sources}
         rows.append((f"{guide.title}: steps", steps(guide.doc), guide.max_steps, guide.doc))
-        rows.append((f"{guide.title}: lines written", sum(per_source.values()),
-                     guide.max_lines, " + ".join(f"{s} {n}" for s, n in per_source.items())))
-    rows.append(("Add a GPU profile (Kubernetes): lines", gpu_profile_change(), MAX_CHANGE,
-                 "diff of helm-values/base.yaml and base.yaml + tests/test_docs.py GPU_PROFILE"))
+        rows.append(
+            (
+                f"{guide.title}: lines written",
+                sum(per_source.values()),
+                guide.max_lines,
+                " + ".join(f"{s} {n}" for s, n in per_source.items()),
+            )
+        )
+    rows.append(
+        (
+            "Add a GPU profile (Kubernetes): lines",
+            gpu_profile_change(),
+            MAX_CHANGE,
+            "diff of helm-values/base.yaml and base.yaml + tests/test_docs.py GPU_PROFILE",
+        )
+    )
     return rows
 
 
 def markdown(rows):
-    lines = ["| figure | measured | target | met | what is counted |",
-             "| --- | ---: | ---: | --- | --- |"]
+    lines = [
+        "| figure | measured | target | met | what is counted |",
+        "| --- | ---: | ---: | --- | --- |",
+    ]
     for title, value, target, detail in rows:
         lines.append(f"| {title} | {value} | <= {target} | {_met(value, target)} | {detail} |")
     return "\n".join(lines) + "\n"

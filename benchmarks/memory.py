@@ -16,11 +16,11 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from _proc import wrapper_pid  # noqa: E402
-from helpers.carta import file_list, register  # noqa: E402
-from helpers.client import connect, open_carta  # noqa: E402
-from helpers.hub import SAME_USER_CARTA, VENV_BIN, start_hub  # noqa: E402
-from helpers.users import ensure_user  # noqa: E402
+from _proc import wrapper_pid
+from helpers.carta import file_list, register
+from helpers.client import connect, open_carta
+from helpers.hub import SAME_USER_CARTA, VENV_BIN, start_hub
+from helpers.users import ensure_user
 
 TARGET_MB = 60
 
@@ -45,11 +45,16 @@ def main():
     workdir = Path(tempfile.mkdtemp(prefix="carta-bench-", dir="/tmp"))
     os.chown(workdir, user.pw_uid, user.pw_gid)
     config = SAME_USER_CARTA.replace("{workdir}", str(workdir))
-    hub = start_hub(workdir, config + """
+    hub = start_hub(
+        workdir,
+        config
+        + """
 def mode(spawner):
     spawner.carta_mode = "lab" if spawner.user.name == "labuser" else "carta"
 c.Spawner.pre_spawn_hook = mode
-""", user=user.pw_name)
+""",
+        user=user.pw_name,
+    )
     baseline = subprocess.Popen([str(VENV_BIN / "python"), "-c", "import time; time.sleep(600)"])
     try:
         for name in ("cartauser", "labuser"):
@@ -57,8 +62,10 @@ c.Spawner.pre_spawn_hook = mode
         asyncio.run(use(hub, "cartauser"))
         asyncio.run(use(hub, "labuser", "carta/"))
         base = rss_mb(baseline.pid)
-        figures = {"CARTA-only": rss_mb(wrapper_pid("cartauser")),
-                   "JupyterLab": rss_mb(wrapper_pid("labuser"))}
+        figures = {
+            "CARTA-only": rss_mb(wrapper_pid("cartauser")),
+            "JupyterLab": rss_mb(wrapper_pid("labuser")),
+        }
     finally:
         baseline.kill()
         hub.stop()

@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
+from _proc import cpu_seconds
 from _slurm import (
     STANDIN_NOTE,
     Site,
@@ -43,12 +44,10 @@ from _slurm import (
     spread,
     wait_for,
 )
-from _proc import cpu_seconds
+from carta_standin.icd import EventType
 from helpers.carta import register
 from helpers.client import connect, open_carta
 from helpers.tiny_server import TINY
-
-from carta_standin.icd import EventType
 
 STUDENT = "cb-scale"
 CARTA = [f"carta{i:02d}" for i in range(50)]
@@ -95,8 +94,11 @@ def spawn_all(hub, names, timeout):
     """POST all ``names`` at once; wait until all are ready. Returns seconds to all ready."""
     started = time.time()
     with ThreadPoolExecutor(len(names)) as pool:
-        posted = list(pool.map(
-            lambda name: hub.api("POST", f"/users/{STUDENT}/servers/{name}", json={}), names))
+        posted = list(
+            pool.map(
+                lambda name: hub.api("POST", f"/users/{STUDENT}/servers/{name}", json={}), names
+            )
+        )
     refused = [r.text for r in posted if r.status_code not in (201, 202)]
     if refused:
         raise RuntimeError(f"{len(refused)} spawns refused: {refused[:3]}")
@@ -140,9 +142,11 @@ class Meter:
         self.pids = {"hub": hub.proc.pid, "proxy": hub.proxy_pid()}
 
     def read(self):
-        return {"hub": cpu_seconds(self.pids["hub"]),
-                "children": cpu_seconds(self.pids["hub"], children=True),
-                "proxy": cpu_seconds(self.pids["proxy"])}
+        return {
+            "hub": cpu_seconds(self.pids["hub"]),
+            "children": cpu_seconds(self.pids["hub"], children=True),
+            "proxy": cpu_seconds(self.pids["proxy"]),
+        }
 
 
 def steady_state(site, busy, idle, windows, window, poll):
@@ -159,16 +163,20 @@ def steady_state(site, busy, idle, windows, window, poll):
             for part in before[k]:
                 row[f"{k} {part}"] = 100 * (after[k][part] - before[k][part]) / elapsed
         rows.append(row)
-        print(f"  window: {row['calls']} squeue calls in {elapsed:.1f} s; Hub CPU "
-              f"{row['busy hub']:.2f} % (idle Hub {row['idle hub']:.2f} %)", flush=True)
+        print(
+            f"  window: {row['calls']} squeue calls in {elapsed:.1f} s; Hub CPU "
+            f"{row['busy hub']:.2f} % (idle Hub {row['idle hub']:.2f} %)",
+            flush=True,
+        )
     return rows
 
 
 def stock_baseline(site, tiny, count, window):
     """Stock SlurmSpawner: squeue calls per poll interval with ``count`` servers."""
     query = f"{site.squeue.path} -h -j {{job_id}} -o '%T %B'"
-    hub = site.hub(STOCK.format(poll=STOCK_POLL, tiny=dumps(str(tiny)), query=dumps(query)),
-                   poll=STOCK_POLL)
+    hub = site.hub(
+        STOCK.format(poll=STOCK_POLL, tiny=dumps(str(tiny)), query=dumps(query)), poll=STOCK_POLL
+    )
     names = [f"stock{i}" for i in range(count)]
     hub.api("POST", f"/users/{STUDENT}", json={})
     spawn_all(hub, names, 120)
@@ -185,17 +193,22 @@ def stock_baseline(site, tiny, count, window):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--poll", type=float, default=10.0,
-                        help="c.Spawner.poll_interval of the Hub under test (default 10 s; "
-                        "JupyterHub's default is 30 s)")
+    parser.add_argument(
+        "--poll",
+        type=float,
+        default=10.0,
+        help="c.Spawner.poll_interval of the Hub under test (default 10 s; "
+        "JupyterHub's default is 30 s)",
+    )
     parser.add_argument("--windows", type=int, default=6)
     parser.add_argument("--window", type=float, default=20.0, help="seconds per window")
     parser.add_argument("--stock-servers", type=int, default=5)
     parser.add_argument("--stock-window", type=float, default=20.0)
     args = parser.parse_args()
 
-    available = int(re.search(r"MemAvailable:\s+(\d+)",
-                              Path("/proc/meminfo").read_text()).group(1)) / 2**20
+    available = (
+        int(re.search(r"MemAvailable:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1)) / 2**20
+    )
     if available < 10:
         sys.exit(f"only {available:.1f} GB of memory available; this needs ~9 GB")
 
@@ -214,27 +227,35 @@ def main():
         print(f"50 simultaneous CARTA spawns: all ready after {carta_all:.1f} s", flush=True)
         acks = asyncio.run(handshakes(busy, session, CARTA))
         print(f"REGISTER_VIEWER_ACK through CHP + wrapper: {acks}/50", flush=True)
-        light_batches = [spawn_all(busy, LIGHT[i:i + 50], 300) for i in range(0, 150, 50)]
-        running = [j for j, (s, u) in site.cluster.jobs().items()
-                   if u == STUDENT and s == "RUNNING"]
+        light_batches = [spawn_all(busy, LIGHT[i : i + 50], 300) for i in range(0, 150, 50)]
+        running = [
+            j for j, (s, u) in site.cluster.jobs().items() if u == STUDENT and s == "RUNNING"
+        ]
         ready = sum(s.get("ready", False) for s in servers(busy).values())
         print(f"{ready} servers ready, {len(running)} RUNNING Slurm jobs", flush=True)
 
         time.sleep(2 * args.poll)  # the starts' fast squeue ticks are over
-        print(f"steady state: {args.windows} windows of {args.window:.0f} s, "
-              f"poll_interval {args.poll:.0f} s", flush=True)
+        print(
+            f"steady state: {args.windows} windows of {args.window:.0f} s, "
+            f"poll_interval {args.poll:.0f} s",
+            flush=True,
+        )
         rows = steady_state(site, busy, idle, args.windows, args.window, args.poll)
 
         stop_started = time.time()
         with ThreadPoolExecutor(50) as pool:
-            list(pool.map(lambda n: busy.api("DELETE", f"/users/{STUDENT}/servers/{n}"),
-                          CARTA + LIGHT))
+            list(
+                pool.map(
+                    lambda n: busy.api("DELETE", f"/users/{STUDENT}/servers/{n}"), CARTA + LIGHT
+                )
+            )
         wait_for(lambda: not servers(busy), 300, "200 servers stopped", interval=1)
         stopped = time.time() - stop_started
         site.wait_idle(120)
         left = len(site.live_jobs())
-        stop_times = [float(t) for t in re.findall(r"server took ([\d.]+) seconds to stop",
-                                                    busy.log())]
+        stop_times = [
+            float(t) for t in re.findall(r"server took ([\d.]+) seconds to stop", busy.log())
+        ]
         squeue_failures = len(hub_log_times(busy, r"squeue failed"))
         stock = stock_baseline(site, tiny, args.stock_servers, args.stock_window)
 
@@ -242,36 +263,59 @@ def main():
     intervals = sum(r["intervals"] for r in rows)
     print(f"\n{STANDIN_NOTE}")
     print("200 concurrent jobs of one Hub: 50 CARTA (wrapper + stand-in), 150 tiny servers\n")
-    print(f"50 simultaneous CARTA spawns: {len(carta_each)}/50 started, {acks}/50 answered "
-          f"REGISTER_VIEWER; all ready {carta_all:.1f} s after the requests; "
-          f"per server (Hub's own timing) {spread(carta_each, '{:.1f}')} s")
-    print("150 tiny servers in batches of 50: all ready after "
-          + ", ".join(f"{t:.1f}" for t in light_batches) + " s")
+    print(
+        f"50 simultaneous CARTA spawns: {len(carta_each)}/50 started, {acks}/50 answered "
+        f"REGISTER_VIEWER; all ready {carta_all:.1f} s after the requests; "
+        f"per server (Hub's own timing) {spread(carta_each, '{:.1f}')} s"
+    )
+    print(
+        "150 tiny servers in batches of 50: all ready after "
+        + ", ".join(f"{t:.1f}" for t in light_batches)
+        + " s"
+    )
     print(f"concurrent: {ready} servers ready, {len(running)} RUNNING jobs")
-    print(f"\nsteady state, poll_interval {args.poll:.0f} s, {len(rows)} windows of "
-          f"{args.window:.0f} s:")
-    print(f"  squeue calls: {calls} in {intervals:.1f} poll intervals = "
-          f"{calls / intervals:.2f} per interval (target 1; squeue failures logged: "
-          f"{squeue_failures})")
-    print(f"  stock batchspawner, measured: {stock:.2f} per interval with "
-          f"{args.stock_servers} servers -> extrapolated to 200 servers: "
-          f"{stock / args.stock_servers * 200:.0f} per interval")
+    print(
+        f"\nsteady state, poll_interval {args.poll:.0f} s, {len(rows)} windows of "
+        f"{args.window:.0f} s:"
+    )
+    print(
+        f"  squeue calls: {calls} in {intervals:.1f} poll intervals = "
+        f"{calls / intervals:.2f} per interval (target 1; squeue failures logged: "
+        f"{squeue_failures})"
+    )
+    print(
+        f"  stock batchspawner, measured: {stock:.2f} per interval with "
+        f"{args.stock_servers} servers -> extrapolated to 200 servers: "
+        f"{stock / args.stock_servers * 200:.0f} per interval"
+    )
     print("  CPU % of one core, median [min-max] over the windows:")
     print(f"  {'':<24}{'200 jobs':>20}{'idle Hub':>20}")
-    for part, label in (("hub", "Hub process"), ("children", "Hub's squeue/sudo"),
-                        ("proxy", "CHP")):
-        print(f"  {label:<24}{spread([r[f'busy {part}'] for r in rows]):>20}"
-              f"{spread([r[f'idle {part}'] for r in rows]):>20}")
-    extra = statistics.median(r["busy hub"] + r["busy children"] - r["idle hub"]
-                              - r["idle children"] for r in rows)
+    for part, label in (
+        ("hub", "Hub process"),
+        ("children", "Hub's squeue/sudo"),
+        ("proxy", "CHP"),
+    ):
+        print(
+            f"  {label:<24}{spread([r[f'busy {part}'] for r in rows]):>20}"
+            f"{spread([r[f'idle {part}'] for r in rows]):>20}"
+        )
+    extra = statistics.median(
+        r["busy hub"] + r["busy children"] - r["idle hub"] - r["idle children"] for r in rows
+    )
     print(f"  Hub + children over the idle Hub: {extra:.2f} % of one core")
-    print(f"\nstop all 200 at once: all gone after {stopped:.1f} s "
-          f"(per server {spread(stop_times, '{:.1f}')} s); live jobs left: {left}")
-    print(f"machine load average (1 min): {load:.1f} at the start, {os.getloadavg()[0]:.1f} at "
-          f"the end, on {os.cpu_count()} CPUs")
+    print(
+        f"\nstop all 200 at once: all gone after {stopped:.1f} s "
+        f"(per server {spread(stop_times, '{:.1f}')} s); live jobs left: {left}"
+    )
+    print(
+        f"machine load average (1 min): {load:.1f} at the start, {os.getloadavg()[0]:.1f} at "
+        f"the end, on {os.cpu_count()} CPUs"
+    )
     met = calls <= intervals + 1 and acks == 50 and len(running) >= 200
-    print(f"targets (one squeue per interval, 200 jobs, 50 simultaneous spawns all succeed): "
-          f"{'met' if met else 'MISSED'}")
+    print(
+        f"targets (one squeue per interval, 200 jobs, 50 simultaneous spawns all succeed): "
+        f"{'met' if met else 'MISSED'}"
+    )
 
 
 if __name__ == "__main__":

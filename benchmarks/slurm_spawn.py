@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 import requests
+from _proc import cpu_seconds
 from _slurm import (
     STANDIN_NOTE,
     VENV_BIN,
@@ -46,13 +47,12 @@ from _slurm import (
     spread,
     wait_for,
 )
-from _proc import cpu_seconds
+from carta_standin.icd import EventType
 from helpers.carta import register
 from helpers.client import connect, open_carta
 from helpers.hub import FRONTEND
 
 from carta_hub.backend import CartaBackend
-from carta_standin.icd import EventType
 
 STUDENT = "cb-student"
 TARGET = 1.5  # seconds over the baseline
@@ -115,46 +115,66 @@ def job_log_stamps(path):
     for line in Path(path).read_text(errors="replace").splitlines():
         if line.startswith("carta-bench-"):
             what, t = line.split()
-            stamps.setdefault(what[len("carta-bench-"):], float(t))
+            stamps.setdefault(what[len("carta-bench-") :], float(t))
             continue
         head, _, message = line.partition(" ")
         try:
             lines.append((float(head), message))
         except ValueError:
             pass
-    for key, pattern in (("backend-launch", "Starting CARTA backend"),
-                         ("backend-listening", "] Listening on port"),
-                         ("wrapper-listening", "CARTA for ")):
-        stamps[key] = next((t for t, message in lines if pattern in message
-                            and (key != "backend-listening" or "[carta_backend]" in message)),
-                           None)
+    for key, pattern in (
+        ("backend-launch", "Starting CARTA backend"),
+        ("backend-listening", "] Listening on port"),
+        ("wrapper-listening", "CARTA for "),
+    ):
+        stamps[key] = next(
+            (
+                t
+                for t, message in lines
+                if pattern in message
+                and (key != "backend-listening" or "[carta_backend]" in message)
+            ),
+            None,
+        )
     return stamps
 
 
 def baseline_round(site):
     home = site.home(STUDENT)
     port = free_port()
-    command = CartaBackend(executable=str(VENV_BIN / "carta-standin"),
-                           frontend_folder=str(FRONTEND),
-                           starting_folder=str(home)).command(port)
-    script = BASELINE.format(home=home, token=secrets.token_urlsafe(32),
-                             stamp=STAMP.format(what="job-start"),
-                             command=shlex.join(command))
+    command = CartaBackend(
+        executable=str(VENV_BIN / "carta-standin"),
+        frontend_folder=str(FRONTEND),
+        starting_folder=str(home),
+    ).command(port)
+    script = BASELINE.format(
+        home=home,
+        token=secrets.token_urlsafe(32),
+        stamp=STAMP.format(what="job-start"),
+        command=shlex.join(command),
+    )
     t0 = time.time()
     job = site.cluster.submit(script, STUDENT)
     submitted = time.time()
     while not listening(port):
         if time.time() - t0 > 60:
-            raise TimeoutError(f"baseline job {job} did not listen:\n"
-                               + (home / f".carta-bench-baseline-{job}.log").read_text())
+            raise TimeoutError(
+                f"baseline job {job} did not listen:\n"
+                + (home / f".carta-bench-baseline-{job}.log").read_text()
+            )
         time.sleep(0.01)
     up = time.time()
     cpu = cpu_used(STUDENT)
     site.cluster.run("scancel", job)
     site.wait_idle()
     stamps = job_log_stamps(home / f".carta-bench-baseline-{job}.log")
-    return {"total": up - t0, "cpu backend": cpu["backend"], "sbatch returned": submitted - t0,
-            "job started": stamps["job-start"] - t0, "listening": up - t0}
+    return {
+        "total": up - t0,
+        "cpu backend": cpu["backend"],
+        "sbatch returned": submitted - t0,
+        "job started": stamps["job-start"] - t0,
+        "listening": up - t0,
+    }
 
 
 class Progress(threading.Thread):
@@ -208,8 +228,12 @@ def hub_round(site, hub, session):
     t0 = time.time()
     poster = threading.Thread(target=post)
     poster.start()
-    wait_for(lambda: posted or server_model(hub).get("pending") == "spawn", 30,
-             "the spawn to be pending", interval=0.02)
+    wait_for(
+        lambda: posted or server_model(hub).get("pending") == "spawn",
+        30,
+        "the spawn to be pending",
+        interval=0.02,
+    )
     progress = Progress(hub, api)
     progress.start()
     poster.join(120)
@@ -248,45 +272,59 @@ def hub_round(site, hub, session):
         "websocket open": opened,
         "REGISTER_VIEWER_ACK": acked,
     }
-    return {"total": acked - t0, "cpu wrapper": cpu["wrapper"], "cpu backend": cpu["backend"],
-            **{k: (v - t0 if v else float("nan")) for k, v in marks.items()}}
+    return {
+        "total": acked - t0,
+        "cpu wrapper": cpu["wrapper"],
+        "cpu backend": cpu["backend"],
+        **{k: (v - t0 if v else float("nan")) for k, v in marks.items()},
+    }
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--config", default="", help="extra Hub config lines (e.g. to try "
-                        "c.CARTASlurmSpawner.startup_poll_interval = 0.5)")
+    parser.add_argument(
+        "--config",
+        default="",
+        help="extra Hub config lines (e.g. to try c.CARTASlurmSpawner.startup_poll_interval = 0.5)",
+    )
     args = parser.parse_args()
 
     load = os.getloadavg()[0]
     with Site(students=(STUDENT,)) as site:
         shim = site.script("stamp-carta-hub-singleuser", SHIM)
         prologue = f"export PATH={VENV_BIN}:$PATH\n{STAMP.format(what='job-start')}"
-        hub = site.hub(CONFIG.format(prologue=dumps(prologue), shim=dumps(str(shim)),
-                                     extra=args.config))
+        hub = site.hub(
+            CONFIG.format(prologue=dumps(prologue), shim=dumps(str(shim)), extra=args.config)
+        )
         session = hub.login(STUDENT, site.students[STUDENT])
-        arms = {"baseline": lambda: baseline_round(site),
-                "carta-hub": lambda: hub_round(site, hub, session)}
+        arms = {
+            "baseline": lambda: baseline_round(site),
+            "carta-hub": lambda: hub_round(site, hub, session),
+        }
         for arm in arms.values():  # warm-up (page cache, first imports), not counted
             arm()
         runs = {name: [] for name in arms}
         names = list(arms)
         for i in range(args.rounds):
-            for name in names[i % len(names):] + names[:i % len(names)]:
+            for name in names[i % len(names) :] + names[: i % len(names)]:
                 result = arms[name]()
                 runs[name].append(result)
                 print(f"round {i + 1} {name:<10} {result['total']:.2f} s", flush=True)
 
     report(runs, args.rounds)
-    print(f"machine load average (1 min): {load:.1f} at the start, {os.getloadavg()[0]:.1f} at "
-          f"the end, on {os.cpu_count()} CPUs")
+    print(
+        f"machine load average (1 min): {load:.1f} at the start, {os.getloadavg()[0]:.1f} at "
+        f"the end, on {os.cpu_count()} CPUs"
+    )
 
 
 # (name, from mark, to mark) of each step; "in both" steps also happen in the baseline
-BASE_STEPS = [("sudo sbatch", "t0", "sbatch returned"),
-              ("Slurm schedules the job [in both]", "sbatch returned", "job started"),
-              ("backend starts, to listening", "job started", "listening")]
+BASE_STEPS = [
+    ("sudo sbatch", "t0", "sbatch returned"),
+    ("Slurm schedules the job [in both]", "sbatch returned", "job started"),
+    ("backend starts, to listening", "job started", "listening"),
+]
 HUB_STEPS = [
     ("Hub: form checks + sudo sbatch", "t0", "sbatch returned"),
     ("Slurm schedules the job [in both]", "sbatch returned", "job started"),
@@ -327,8 +365,10 @@ def report(runs, rounds):
     print("baseline: sudo -u STUDENT sbatch of the backend -> its port listening")
     steps(base, BASE_STEPS)
     print(f"  {'total':<46}{spread([r['total'] for r in base])}")
-    print(f"  (CPU seconds of the backend until it listened: "
-          f"{spread([r['cpu backend'] for r in base])})")
+    print(
+        f"  (CPU seconds of the backend until it listened: "
+        f"{spread([r['cpu backend'] for r in base])})"
+    )
     for arm in runs:
         if arm == "baseline":
             continue
@@ -336,8 +376,10 @@ def report(runs, rounds):
         print(TITLES[arm])
         steps(ours, HUB_STEPS)
         print(f"  {'total':<46}{spread([r['total'] for r in ours])}")
-        print(f"  (CPU seconds until the ACK: wrapper {spread([r['cpu wrapper'] for r in ours])}, "
-              f"backend {spread([r['cpu backend'] for r in ours])})")
+        print(
+            f"  (CPU seconds until the ACK: wrapper {spread([r['cpu wrapper'] for r in ours])}, "
+            f"backend {spread([r['cpu backend'] for r in ours])})"
+        )
         seen = [r["Hub saw RUNNING"] - r["job started"] for r in ours]
         print(f"  (on the side: the Hub saw the job RUNNING {spread(seen)} s after it started)")
     # Slurm's scheduling wait (its batch scheduling cycle: 0.1-3 s here, the same
@@ -347,14 +389,18 @@ def report(runs, rounds):
         if arm == "baseline":
             continue
         ours = runs[arm]
-        raw = (statistics.median(r["total"] for r in ours)
-               - statistics.median(r["total"] for r in base))
+        raw = statistics.median(r["total"] for r in ours) - statistics.median(
+            r["total"] for r in base
+        )
         paired = [unqueued(o) - unqueued(b) for o, b in zip(ours, base)]
         extra = statistics.median(paired)
         verdict = "met" if extra <= TARGET else "MISSED"
-        print(f"{arm} - baseline: medians of the totals {raw:.2f} s; Slurm's scheduling wait "
-              f"left out, per round {spread(paired)} s")
+        print(
+            f"{arm} - baseline: medians of the totals {raw:.2f} s; Slurm's scheduling wait "
+            f"left out, per round {spread(paired)} s"
+        )
         print(f"  target at most {TARGET} s over the baseline: {verdict} ({extra:.2f} s)")
+
 
 if __name__ == "__main__":
     main()

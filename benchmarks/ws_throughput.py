@@ -38,12 +38,12 @@ import requests
 import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from _proc import cpu_seconds, wrapper_pid  # noqa: E402
-from helpers.frames import install_echo_backend  # noqa: E402
-from helpers.hub import CHP, SAME_USER_CARTA, _end, start_hub  # noqa: E402
-from helpers.jupyter import start_jupyter  # noqa: E402
-from helpers.ports import free_port, wait_for  # noqa: E402
-from helpers.users import ensure_user  # noqa: E402
+from _proc import cpu_seconds, wrapper_pid
+from helpers.frames import install_echo_backend
+from helpers.hub import CHP, SAME_USER_CARTA, _end, start_hub
+from helpers.jupyter import start_jupyter
+from helpers.ports import free_port, wait_for
+from helpers.users import ensure_user
 
 SIZES = {"64KiB": 64 * 2**10, "1MiB": 2**20, "32MiB": 32 * 2**20}
 VOLUME = 256 * 2**20  # bytes per measurement
@@ -83,8 +83,9 @@ METRICS = ["rtt_ms"] + [f"{d} {name}" for name in SIZES for d in ("down", "up")]
 
 async def measure(metric, url, headers):
     """One figure for one path; a transfer whose connection the path closes counts as 0."""
-    async with websockets.connect(url, additional_headers=headers, max_size=None,
-                                  compression=None) as ws:
+    async with websockets.connect(
+        url, additional_headers=headers, max_size=None, compression=None
+    ) as ws:
         if metric == "rtt_ms":
             return await round_trip(ws) * 1000
         direction, name = metric.split()
@@ -96,8 +97,12 @@ async def measure(metric, url, headers):
 
 
 def spawn(cmd, env=None, log=None):
-    return subprocess.Popen(cmd, env={**os.environ, **(env or {})},
-                            stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        cmd,
+        env={**os.environ, **(env or {})},
+        stdout=log or subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
 
 
 @contextmanager
@@ -106,8 +111,20 @@ def proxy_to(routes):
     through its API as the Hub adds user routes (so activity tracking is on, as for a Hub);
     yields its URL and a function reading its CPU-seconds."""
     port, api, secret = free_port(), free_port(), secrets.token_hex(8)
-    proc = spawn([str(CHP), "--ip", "127.0.0.1", "--port", str(port), "--api-ip", "127.0.0.1",
-                  "--api-port", str(api)], env={"CONFIGPROXY_AUTH_TOKEN": secret})
+    proc = spawn(
+        [
+            str(CHP),
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--api-ip",
+            "127.0.0.1",
+            "--api-port",
+            str(api),
+        ],
+        env={"CONFIGPROXY_AUTH_TOKEN": secret},
+    )
     wait_for(lambda: _listening(api), 30, "CHP")
     add_routes(f"http://127.0.0.1:{api}", secret, routes)
     try:
@@ -119,8 +136,11 @@ def proxy_to(routes):
 def add_routes(api, secret, routes):
     """Add ``routes`` ({prefix: target}) through the CHP API at ``api``."""
     for prefix, target in routes.items():
-        requests.post(f"{api}/api/routes{prefix}", json={"target": target},
-                      headers={"Authorization": f"token {secret}"}).raise_for_status()
+        requests.post(
+            f"{api}/api/routes{prefix}",
+            json={"target": target},
+            headers={"Authorization": f"token {secret}"},
+        ).raise_for_status()
 
 
 def cpu_now(hops):
@@ -139,8 +159,15 @@ def forked_cpu(pid):
 def socat(port):
     """socat relaying a free loopback port to ``port``, 1 MiB per read, as the wrapper reads."""
     relay = free_port()
-    proc = spawn(["socat", "-b", str(2**20), f"TCP-LISTEN:{relay},bind=127.0.0.1,fork,reuseaddr",
-                  f"TCP:127.0.0.1:{port},nodelay"])
+    proc = spawn(
+        [
+            "socat",
+            "-b",
+            str(2**20),
+            f"TCP-LISTEN:{relay},bind=127.0.0.1,fork,reuseaddr",
+            f"TCP:127.0.0.1:{port},nodelay",
+        ]
+    )
     wait_for(lambda: _listening(relay), 30, "socat")
     try:
         yield relay, proc.pid
@@ -158,8 +185,10 @@ def _listening(port):
 @contextmanager
 def echo_backend(workdir):
     port, token = free_port(), secrets.token_hex(16)
-    proc = spawn([install_echo_backend(workdir), "--host", "127.0.0.1", "--port", str(port)],
-                 env={"CARTA_AUTH_TOKEN": token})
+    proc = spawn(
+        [install_echo_backend(workdir), "--host", "127.0.0.1", "--port", str(port)],
+        env={"CARTA_AUTH_TOKEN": token},
+    )
     wait_for(lambda: _listening(port), 30, "echo backend")
     try:
         yield port, token
@@ -193,10 +222,18 @@ def carta_only(workdir, user, echo):
         cookies = "; ".join(f"{c.name}={c.value}" for c in session.cookies)
         url = hub.user_url("alice").replace("http://", "ws://")
         chp = partial(cpu_seconds, hub.proxy_pid())
-        yield {"hub-chp": (hub.url.replace("http://", "ws://") + "/echo-direct/",
-                           {"carta-auth-token": echo[1]}, {"CHP": chp}),
-               "carta-only": (url, {"Cookie": cookies, "Origin": hub.url},
-                              {"CHP": chp, "relay": partial(cpu_seconds, wrapper_pid("alice"))})}
+        yield {
+            "hub-chp": (
+                hub.url.replace("http://", "ws://") + "/echo-direct/",
+                {"carta-auth-token": echo[1]},
+                {"CHP": chp},
+            ),
+            "carta-only": (
+                url,
+                {"Cookie": cookies, "Origin": hub.url},
+                {"CHP": chp, "relay": partial(cpu_seconds, wrapper_pid("alice"))},
+            ),
+        }
     finally:
         hub.stop()
 
@@ -211,18 +248,25 @@ def lab(workdir, user, backend):
     os.chown(labdir, user.pw_uid, user.pw_gid)
     echo, token = install_echo_backend(workdir), secrets.token_hex(16)
     (labdir / "jupyter_server_config.py").write_text(STOCK.format(echo=echo, token=token))
-    server = start_jupyter(labdir, "/user/alice/", user=user.pw_name, args=[
-        f"--CartaBackend.executable={echo}", f"--config={labdir}/jupyter_server_config.py"])
+    server = start_jupyter(
+        labdir,
+        "/user/alice/",
+        user=user.pw_name,
+        args=[f"--CartaBackend.executable={echo}", f"--config={labdir}/jupyter_server_config.py"],
+    )
     try:
-        routes = {"/": f"http://127.0.0.1:{server.port}",
-                  "/echo-direct": f"http://127.0.0.1:{backend[0]}"}
+        routes = {
+            "/": f"http://127.0.0.1:{server.port}",
+            "/echo-direct": f"http://127.0.0.1:{backend[0]}",
+        }
         with proxy_to(routes) as (url, chp):
             auth = {"Authorization": f"token {server.token}"}
             hops = {"CHP": chp, "relay": partial(cpu_seconds, server.proc.pid)}
-            yield {"lab-chp": (url + "/echo-direct/", {"carta-auth-token": backend[1]},
-                               {"CHP": chp}),
-                   "lab-tile": (url + "/user/alice/carta/", auth, hops),
-                   "stock-proxy": (url + "/user/alice/stock/", auth, hops)}
+            yield {
+                "lab-chp": (url + "/echo-direct/", {"carta-auth-token": backend[1]}, {"CHP": chp}),
+                "lab-tile": (url + "/user/alice/carta/", auth, hops),
+                "stock-proxy": (url + "/user/alice/stock/", auth, hops),
+            }
     finally:
         server.stop()
 
@@ -244,11 +288,16 @@ def run(paths, rounds):
             relay, relay_pid = stack.enter_context(socat(port))
             routes["/socat"] = f"http://127.0.0.1:{relay}"
         chp_url, chp = stack.enter_context(proxy_to(routes))
-        targets = {"direct": (f"ws://127.0.0.1:{port}/", auth, {}),
-                   "chp": (chp_url + "/", auth, {"CHP": chp})}
+        targets = {
+            "direct": (f"ws://127.0.0.1:{port}/", auth, {}),
+            "chp": (chp_url + "/", auth, {"CHP": chp}),
+        }
         if "socat" in paths:
-            targets["socat"] = (chp_url + "/socat/", auth,
-                                {"CHP": chp, "relay": partial(forked_cpu, relay_pid)})
+            targets["socat"] = (
+                chp_url + "/socat/",
+                auth,
+                {"CHP": chp, "relay": partial(forked_cpu, relay_pid)},
+            )
         if "carta-only" in paths:
             targets.update(stack.enter_context(carta_only(workdir, user, (port, token))))
         if paths & {"lab-tile", "stock-proxy"}:
@@ -260,7 +309,7 @@ def run(paths, rounds):
         for r in range(rounds):
             # Each figure on every path back to back, in a rotating order: load changes and
             # the order hit every path alike, and each path is paired with its baseline.
-            order = list(targets)[r % len(targets):] + list(targets)[:r % len(targets)]
+            order = list(targets)[r % len(targets) :] + list(targets)[: r % len(targets)]
             for metric in METRICS:
                 for path in order:
                     url, headers, hops = targets[path]
@@ -269,8 +318,10 @@ def run(paths, rounds):
                     if metric != "rtt_ms" and samples[path][metric][-1]:
                         cpu[path].update(cpu_now(hops))
                         cpu[path].subtract(before)
-    gb = {path: VOLUME / 1e9 * sum(v > 0 for m in METRICS[1:] for v in samples[path][m])
-          for path in samples}
+    gb = {
+        path: VOLUME / 1e9 * sum(v > 0 for m in METRICS[1:] for v in samples[path][m])
+        for path in samples
+    }
     return samples, {path: {k: c / gb[path] for k, c in cpu[path].items()} for path in cpu}
 
 
@@ -285,13 +336,17 @@ def report(samples, cpu):
     print(f"{'path':<12} " + " ".join(f"{m:>12}" for m in METRICS) + "   (medians)")
     for path, values in samples.items():
         print(f"{path:<12} " + " ".join(f"{statistics.median(values[m]):>12.2f}" for m in METRICS))
-    print("\nagainst the path's own CHP alone (hub-chp, lab-chp; those and direct: chp),"
-          " paired per round (throughput: ratio, higher is better; rtt: extra ms)")
+    print(
+        "\nagainst the path's own CHP alone (hub-chp, lab-chp; those and direct: chp),"
+        " paired per round (throughput: ratio, higher is better; rtt: extra ms)"
+    )
     for path, values in samples.items():
         base = samples[BASELINES.get(path, "chp")]
         print(f"{path:<12} " + " ".join(paired(values[m], base[m], m) for m in METRICS))
-    print("\nCPU-seconds per GB moved (all transfers) of the path's CHP and of what relays"
-          " between CHP and the backend")
+    print(
+        "\nCPU-seconds per GB moved (all transfers) of the path's CHP and of what relays"
+        " between CHP and the backend"
+    )
     print(f"{'path':<12} {'CHP':>8} {'relay':>8}")
     for path, figures in cpu.items():
         if figures:

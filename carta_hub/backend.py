@@ -178,18 +178,25 @@ class CartaBackend(Configurable):
         """The backend's argument list for ``port``, always bound to loopback."""
         cmd = [
             self.resolve_executable(),
-            "--host", LOOPBACK,
-            "--port", str(port),
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(port),
             "--no_browser",
-            "--idle_timeout", str(self.idle_timeout),
-            "--exit_timeout", str(self.exit_timeout),
-            "--initial_timeout", str(self.initial_timeout),
-            "--verbosity", str(self.verbosity),
+            "--idle_timeout",
+            str(self.idle_timeout),
+            "--exit_timeout",
+            str(self.exit_timeout),
+            "--initial_timeout",
+            str(self.initial_timeout),
+            "--verbosity",
+            str(self.verbosity),
             # /etc/carta/backend.json and ~/.carta/backend.json override every setting not
             # on this command line (src/Main/ProgramSettings.cc, ApplyJSONSettings), e.g.
             # http_url_prefix or no_frontend (CARTA then answers 404), or starting_folder
             # (even over the positional folder below); both flags exist since CARTA 3.0
-            "--no_user_config", "--no_system_config",
+            "--no_user_config",
+            "--no_system_config",
         ]
         if not self.write_log_file:
             cmd.append("--no_log")
@@ -218,8 +225,11 @@ class CartaBackend(Configurable):
 
     def settings(self) -> dict:
         """The operator's settings (those not at their default), for the user's server."""
-        return {name: getattr(self, name) for name in sorted(self.trait_names(config=True))
-                if getattr(self, name) != self.trait_defaults(name)}
+        return {
+            name: getattr(self, name)
+            for name in sorted(self.trait_names(config=True))
+            if getattr(self, name) != self.trait_defaults(name)
+        }
 
     @staticmethod
     def new_token():
@@ -266,8 +276,10 @@ def _payload(environ: Mapping[str, str]) -> dict:
     try:
         payload = json.loads(text) if text else {}
     except ValueError as e:
-        raise ValueError(f"${SERVER_CONFIG_ENV} is no JSON ({e}): it is written by the "
-                         "carta-hub spawners; unset it to start this server by hand") from None
+        raise ValueError(
+            f"${SERVER_CONFIG_ENV} is no JSON ({e}): it is written by the "
+            "carta-hub spawners; unset it to start this server by hand"
+        ) from None
     return payload if isinstance(payload, dict) else {}
 
 

@@ -20,7 +20,7 @@ from traitlets import TraitError
 #: Every field a template may use, and what it holds.
 FIELDS = {
     "username": "the JupyterHub username, escaped as one path component: characters other "
-                "than letters, digits and _ . @ + - become %XX, and . or .. are escaped",
+    "than letters, digits and _ . @ + - become %XX, and . or .. are escaped",
     "login": "the POSIX login name the server runs as (as it is: the identity checks it)",
     "uid": "the numeric UID",
     "gid": "the numeric primary GID",
@@ -56,8 +56,13 @@ class UserContext:
 
     def fields(self) -> dict[str, str]:
         """The template fields (:data:`FIELDS`) of this user."""
-        return {"username": escape_component(self.username), "login": self.login,
-                "uid": str(self.uid), "gid": str(self.gid), "home": self.home}
+        return {
+            "username": escape_component(self.username),
+            "login": self.login,
+            "uid": str(self.uid),
+            "gid": str(self.gid),
+            "home": self.home,
+        }
 
     def as_dict(self) -> dict:
         """As JSON-able data (:meth:`from_dict` reads it back)."""
@@ -65,16 +70,26 @@ class UserContext:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "UserContext":
-        return cls(username=str(data["username"]), login=str(data["login"]),
-                   uid=int(data["uid"]), gid=int(data["gid"]), home=str(data.get("home", "")))
+        return cls(
+            username=str(data["username"]),
+            login=str(data["login"]),
+            uid=int(data["uid"]),
+            gid=int(data["gid"]),
+            home=str(data.get("home", "")),
+        )
 
     @classmethod
     def of_this_process(cls, environ: Mapping[str, str] = os.environ) -> "UserContext":
         """The context of a server started without one (by hand, or by the local
         spawner): its own user, named ``$JUPYTERHUB_USER`` when set, with its own home."""
         pw = pwd.getpwuid(os.getuid())
-        return cls(username=environ.get("JUPYTERHUB_USER") or pw.pw_name, login=pw.pw_name,
-                   uid=pw.pw_uid, gid=pw.pw_gid, home=os.path.expanduser("~"))
+        return cls(
+            username=environ.get("JUPYTERHUB_USER") or pw.pw_name,
+            login=pw.pw_name,
+            uid=pw.pw_uid,
+            gid=pw.pw_gid,
+            home=os.path.expanduser("~"),
+        )
 
 
 #: A context only to check templates with (at Hub start, in ``carta-hub check``).
@@ -89,7 +104,8 @@ def fill(template: str, fields: Mapping[str, str], setting: str) -> str:
             raise TemplateError(
                 f"{setting} = {template!r}: {{{name}}} is an unknown template field. The user "
                 f"fields are {', '.join('{' + f + '}' for f in fields)} (docs/identity-storage.md,"
-                " Template fields); write {{ or }} for a literal brace.")
+                " Template fields); write {{ or }} for a literal brace."
+            )
     return template.format_map(fields)
 
 
@@ -98,15 +114,18 @@ def used_fields(template: str, setting: str) -> list[str]:
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as e:
-        raise TemplateError(f"{setting} = {template!r} is no template: {e} "
-                            "(write {{ and }} for literal braces)") from None
+        raise TemplateError(
+            f"{setting} = {template!r} is no template: {e} (write {{{{ and }}}} for literal braces)"
+        ) from None
     names = []
     for _, name, spec, conversion in parsed:
         if name is None:
             continue
         if not name.isidentifier() or spec or conversion:
-            raise TemplateError(f"{setting} = {template!r}: write a field as {{name}}, "
-                                f"without index, attribute, format or conversion")
+            raise TemplateError(
+                f"{setting} = {template!r}: write a field as {{name}}, "
+                f"without index, attribute, format or conversion"
+            )
         names.append(name)
     return names
 

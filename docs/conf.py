@@ -61,8 +61,7 @@ def markdown_text(text):
 def without_missing(index, srcdir):
     """The index without toctree lines of OPTIONAL pages that do not exist yet."""
     missing = {name for name in OPTIONAL if not (srcdir / f"{name}.md").exists()}
-    return "".join(line for line in index.splitlines(keepends=True)
-                   if line.strip() not in missing)
+    return "".join(line for line in index.splitlines(keepends=True) if line.strip() not in missing)
 
 
 def class_reference(module, name):
@@ -72,8 +71,11 @@ def class_reference(module, name):
     lines = [f"## {name}", "", f"`{module}.{name}`: {markdown_text(summary)}", ""]
     for trait_name, trait in sorted(own_traits(cls).items()):
         default = trait.default_value_repr().replace("`", "'")
-        lines += [f"`c.{name}.{trait_name}` ({type(trait).__name__}, default `{default}`)",
-                  f": {markdown_text(trait.help) or 'Undocumented.'}", ""]
+        lines += [
+            f"`c.{name}.{trait_name}` ({type(trait).__name__}, default `{default}`)",
+            f": {markdown_text(trait.help) or 'Undocumented.'}",
+            "",
+        ]
     return "\n".join(lines)
 
 

@@ -25,8 +25,10 @@ import os
 import ssl
 
 if not os.environ.get("JUPYTERHUB_CRYPT_KEY"):
-    raise SystemExit("auth-ldap.py: set JUPYTERHUB_CRYPT_KEY (openssl rand -hex 32): "
-                     "the users' UID/GID are kept in encrypted auth_state")
+    raise SystemExit(
+        "auth-ldap.py: set JUPYTERHUB_CRYPT_KEY (openssl rand -hex 32): "
+        "the users' UID/GID are kept in encrypted auth_state"
+    )
 
 
 def dn_list(name, default):
@@ -39,18 +41,22 @@ c.JupyterHub.authenticator_class = "carta_hub.hub.ldapauth.CartaLDAPAuthenticato
 c.LDAPAuthenticator.server_address = os.environ.get("CARTA_LDAP_SERVER", "ldap.example.org")
 c.LDAPAuthenticator.server_port = int(os.environ.get("CARTA_LDAP_PORT", "389"))
 c.LDAPAuthenticator.tls_strategy = "before_bind"  # StartTLS; never send passwords in clear
-c.LDAPAuthenticator.tls_kwargs = {"validate": ssl.CERT_REQUIRED,  # ldap3 checks nothing by default
-                                  "ca_certs_file": os.environ.get("CARTA_LDAP_CA_FILE")}
+c.LDAPAuthenticator.tls_kwargs = {
+    "validate": ssl.CERT_REQUIRED,  # ldap3 checks nothing by default
+    "ca_certs_file": os.environ.get("CARTA_LDAP_CA_FILE"),
+}
 c.LDAPAuthenticator.bind_dn_template = [f"uid={{username}},ou=people,{base_dn}"]
 
 # Access: LDAP groups only, checked at every login (leaving the group locks a user out).
 # admin_groups DNs must lie under group_search_base.
 c.Authenticator.allow_all = False
 c.Authenticator.allow_existing_users = False
-c.LDAPAuthenticator.allowed_groups = dn_list("CARTA_LDAP_ALLOWED_GROUPS",
-                                             f"cn=carta-users,ou=groups,{base_dn}")
-c.CartaLDAPAuthenticator.admin_groups = dn_list("CARTA_LDAP_ADMIN_GROUPS",
-                                                f"cn=carta-admins,ou=groups,{base_dn}")
+c.LDAPAuthenticator.allowed_groups = dn_list(
+    "CARTA_LDAP_ALLOWED_GROUPS", f"cn=carta-users,ou=groups,{base_dn}"
+)
+c.CartaLDAPAuthenticator.admin_groups = dn_list(
+    "CARTA_LDAP_ADMIN_GROUPS", f"cn=carta-admins,ou=groups,{base_dn}"
+)
 c.CartaLDAPAuthenticator.group_search_base = f"ou=groups,{base_dn}"
 
 # Identity: what the spawners need, in encrypted auth_state.

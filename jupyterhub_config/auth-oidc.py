@@ -24,14 +24,17 @@
 #   OAUTH2_AUTHORIZE_URL, OAUTH2_TOKEN_URL, OAUTH2_USERDATA_URL   from the provider's
 #       /.well-known/openid-configuration (authorization_, token_, userinfo_endpoint)
 #   OAUTH_CALLBACK_URL        https://HUB/hub/oauth_callback (register it at the provider)
-#   CARTA_OIDC_SCOPES         scopes releasing the claims above (default "openid profile groups posix")
+#   CARTA_OIDC_SCOPES         scopes releasing the claims above
+#                             (default "openid profile groups posix")
 #   CARTA_OIDC_ALLOWED_GROUPS group names separated by "," (default carta-users)
 #   CARTA_OIDC_ADMIN_GROUPS   group names separated by "," (default carta-admins)
 import os
 
 if not os.environ.get("JUPYTERHUB_CRYPT_KEY"):
-    raise SystemExit("auth-oidc.py: set JUPYTERHUB_CRYPT_KEY (openssl rand -hex 32): "
-                     "the users' UID/GID are kept in encrypted auth_state")
+    raise SystemExit(
+        "auth-oidc.py: set JUPYTERHUB_CRYPT_KEY (openssl rand -hex 32): "
+        "the users' UID/GID are kept in encrypted auth_state"
+    )
 
 
 def names(variable, default):
@@ -40,8 +43,9 @@ def names(variable, default):
 
 c.JupyterHub.authenticator_class = "generic-oauth"
 c.GenericOAuthenticator.login_service = "OIDC"
-c.GenericOAuthenticator.scope = os.environ.get("CARTA_OIDC_SCOPES",
-                                               "openid profile groups posix").split()
+c.GenericOAuthenticator.scope = os.environ.get(
+    "CARTA_OIDC_SCOPES", "openid profile groups posix"
+).split()
 c.GenericOAuthenticator.username_claim = "preferred_username"
 c.GenericOAuthenticator.basic_auth = True
 c.GenericOAuthenticator.enable_pkce = True

@@ -29,17 +29,26 @@ exit_timeout = int(os.environ.get("CARTA_EXIT_TIMEOUT", cull_every // 2))
 c.CartaBackend.idle_timeout = idle_timeout
 c.CartaBackend.exit_timeout = exit_timeout
 
-c.JupyterHub.services.append({
-    "name": "idle-culler",
-    "command": [sys.executable, "-m", "jupyterhub_idle_culler",
-                f"--timeout={idle_timeout}", f"--cull-every={cull_every}"],
-})
-c.JupyterHub.load_roles.append({
-    "name": "idle-culler",
-    "services": ["idle-culler"],
-    # what the culler needs to find idle servers and stop them; it never deletes users
-    "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
-})
+c.JupyterHub.services.append(
+    {
+        "name": "idle-culler",
+        "command": [
+            sys.executable,
+            "-m",
+            "jupyterhub_idle_culler",
+            f"--timeout={idle_timeout}",
+            f"--cull-every={cull_every}",
+        ],
+    }
+)
+c.JupyterHub.load_roles.append(
+    {
+        "name": "idle-culler",
+        "services": ["idle-culler"],
+        # what the culler needs to find idle servers and stop them; it never deletes users
+        "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+    }
+)
 
 # Logging out of the Hub stops the student's CARTA (set False to keep it running).
 c.JupyterHub.shutdown_on_logout = True

@@ -20,7 +20,8 @@ url = f"http://127.0.0.1:{os.environ.get('CARTA_HUB_DEMO_PORT', '8000')}"
 c.JupyterHub.bind_url = url
 c.JupyterHub.hub_port = int(os.environ.get("CARTA_HUB_DEMO_HUB_PORT", "8081"))
 c.ConfigurableHTTPProxy.api_url = (
-    f"http://127.0.0.1:{os.environ.get('CARTA_HUB_DEMO_API_PORT', '8001')}")
+    f"http://127.0.0.1:{os.environ.get('CARTA_HUB_DEMO_API_PORT', '8001')}"
+)
 c.JupyterHub.db_url = f"sqlite:///{state}/jupyterhub.sqlite"
 c.JupyterHub.cookie_secret_file = f"{state}/cookie_secret"
 c.JupyterHub.pid_file = f"{state}/jupyterhub.pid"
@@ -38,8 +39,11 @@ if carta_backend:
 else:
     c.CartaBackend.executable = f"{prefix}/venv/bin/carta-standin"
     c.CartaBackend.frontend_folder = f"{prefix}/node/node_modules/carta-frontend/build"
-    print("carta-hub demo: carta_backend not found, serving the STAND-IN backend "
-          "(carta-standin, not CARTA) with the real carta-frontend 6.0.0 from npm", flush=True)
+    print(
+        "carta-hub demo: carta_backend not found, serving the STAND-IN backend "
+        "(carta-standin, not CARTA) with the real carta-frontend 6.0.0 from npm",
+        flush=True,
+    )
 
 
 def demo_account(name="carta-demo"):
@@ -72,8 +76,12 @@ def sample_image(name="carta-demo"):
 if os.getuid() == 0:
     password = demo_account()
     sample_image()
-    print(f"carta-hub demo: open {url} and log in as carta-demo "
-          f"with password {password} (or with your own account)", flush=True)
+    print(
+        f"carta-hub demo: open {url} and log in as carta-demo "
+        f"with password {password} (or with your own account)",
+        flush=True,
+    )
 else:
-    print("carta-hub demo: not root, so only your own account can log in and start CARTA",
-          flush=True)
+    print(
+        "carta-hub demo: not root, so only your own account can log in and start CARTA", flush=True
+    )

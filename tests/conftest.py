@@ -8,12 +8,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers.hub import start_hub  # noqa: E402
+from helpers.faults import FaultSite
+from helpers.hub import start_hub
+
 # The Slurm cluster and its accounts: session fixtures defined once here, so that exactly one
 # teardown stops the cluster, after every fixture that uses it.
-from helpers.slurm import hub_account, slurm, students  # noqa: E402, F401
-from helpers.users import ensure_user, remove_user  # noqa: E402
-from helpers.faults import FaultSite  # noqa: E402
+from helpers.slurm import hub_account, slurm, students  # noqa: F401
+from helpers.users import ensure_user, remove_user
 
 HUB_USER = "cartahub-test"
 
@@ -27,7 +28,9 @@ def hub_unix_user():
 @pytest.fixture(scope="session")
 def artifacts():
     """Where tests leave screenshots and logs for people to look at."""
-    path = Path(os.environ.get("CARTA_HUB_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts"))
+    path = Path(
+        os.environ.get("CARTA_HUB_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts")
+    )
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -76,6 +79,7 @@ def fault_site(slurm):  # noqa: F811
 
 # Kubernetes: the API simulator (tests/k8s_simulator) and a Hub spawning pods on it
 
+
 @pytest.fixture(scope="module")
 def kube_site():
     """The simulator with a 'cephfs' claim (kube_support.simulated_site)."""
@@ -108,13 +112,17 @@ def kube_hub(kube_site, kube_student, hub_factory):
     ceph = kube_site["root"] + "/ceph"
     mapping = os.path.join(kube_site["root"], "ids.yaml")
     with open(mapping, "w") as f:
-        f.write(f"{KUBE_STUDENT}: {{uid: {kube_student.pw_uid}, gid: {kube_student.pw_gid}, "
-                f"home: {ceph}/home/{KUBE_STUDENT}}}\n")
-    kubeconfig = write_kubeconfig(os.path.join(kube_site["root"], "kubeconfig"),
-                                  kube_site["sim"].url)
+        f.write(
+            f"{KUBE_STUDENT}: {{uid: {kube_student.pw_uid}, gid: {kube_student.pw_gid}, "
+            f"home: {ceph}/home/{KUBE_STUDENT}}}\n"
+        )
+    kubeconfig = write_kubeconfig(
+        os.path.join(kube_site["root"], "kubeconfig"), kube_site["sim"].url
+    )
     os.chmod(mapping, 0o644)
     os.chmod(kubeconfig, 0o644)
-    return hub_factory(f"""
+    return hub_factory(
+        f"""
 c.JupyterHub.spawner_class = "carta-kube"
 c.KubeSpawner.namespace = "carta"
 c.KubeSpawner.ip = "127.0.0.1"
@@ -127,4 +135,6 @@ c.CartaStorage.mounts = [
     {{"pvc": "cephfs", "sub_path": "data", "mount_path": "{ceph}/data", "read_only": True}},
 ]
 c.CartaBackend.top_level_folder = "{ceph}"
-""", env={"KUBECONFIG": str(kubeconfig)})
+""",
+        env={"KUBECONFIG": str(kubeconfig)},
+    )

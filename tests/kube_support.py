@@ -7,27 +7,41 @@ import shutil
 import tempfile
 
 import kubernetes_asyncio.config.kube_config
+from helpers.fakes import FakeUser  # noqa: F401
+from k8s_simulator import start_simulator
 from kubernetes_asyncio.client import ApiClient
 from traitlets.config import Config
 
 from carta_hub.hub.kube import CARTAKubeSpawner
-from k8s_simulator import start_simulator
-from helpers.fakes import FakeUser  # noqa: F401
 
 UID, GID = 23999, 23998  # the simulated site's student
 # the unix user whose server the Hub tests on the simulator start (kube_student, conftest.py)
 KUBE_STUDENT, KUBE_STUDENT_UID = "carta-kube-stu", 23611
 
-LDAP = {"user_attributes": {"uidNumber": [23501], "gidNumber": [23500], "uid": ["alice"],
-                            "homeDirectory": ["/ceph/home/alice"]}}
-OIDC = {"oauth_user": {"sub": "x", "uid_number": 23502, "gid_number": 23500,
-                       "gids": [23600, 23601], "preferred_username": "jo"}}
+LDAP = {
+    "user_attributes": {
+        "uidNumber": [23501],
+        "gidNumber": [23500],
+        "uid": ["alice"],
+        "homeDirectory": ["/ceph/home/alice"],
+    }
+}
+OIDC = {
+    "oauth_user": {
+        "sub": "x",
+        "uid_number": 23502,
+        "gid_number": 23500,
+        "gids": [23600, 23601],
+        "preferred_username": "jo",
+    }
+}
 
 
 def use_kubeconfig(monkeypatch, path):
     """Make kubernetes_asyncio (so KubeSpawner) load ``path`` (it reads $KUBECONFIG on import)."""
-    monkeypatch.setattr(kubernetes_asyncio.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION",
-                        str(path))
+    monkeypatch.setattr(
+        kubernetes_asyncio.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(path)
+    )
 
 
 def make_spawner(user, config=None, user_options=None):
@@ -51,8 +65,11 @@ async def pod_manifest(spawner):
 
 
 def container(pod, name="notebook"):
-    return next(c for c in pod["spec"]["containers"] + pod["spec"].get("initContainers", [])
-                if c["name"] == name)
+    return next(
+        c
+        for c in pod["spec"]["containers"] + pod["spec"].get("initContainers", [])
+        if c["name"] == name
+    )
 
 
 def env(pod, name="notebook"):
@@ -72,10 +89,18 @@ def simulated_site():
     os.makedirs(os.path.join(volumes, "cephfs", "data", "survey"))
     os.chown(home, UID, GID)
     sim = start_simulator(state, volumes)
-    sim.post("/api/v1/namespaces/carta/persistentvolumeclaims", {
-        "metadata": {"name": "cephfs"},
-        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}},
-                 "storageClassName": "", "volumeName": "cephfs-static"}})
+    sim.post(
+        "/api/v1/namespaces/carta/persistentvolumeclaims",
+        {
+            "metadata": {"name": "cephfs"},
+            "spec": {
+                "accessModes": ["ReadWriteMany"],
+                "resources": {"requests": {"storage": "1Gi"}},
+                "storageClassName": "",
+                "volumeName": "cephfs-static",
+            },
+        },
+    )
     try:
         yield {"sim": sim, "root": root, "home": home}
     finally:

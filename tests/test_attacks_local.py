@@ -16,7 +16,6 @@ import re
 import pytest
 import requests
 import websockets
-
 from carta_standin.icd import EventType
 from helpers.carta import file_list, register
 from helpers.client import connect, cookie_header, open_carta
@@ -26,13 +25,16 @@ from helpers.probe import assert_refused, probe_as
 from helpers.procs import cmdline, environ, listening
 
 OWNER, INTRUDER, GRANTEE = "owner", "intruder", "grantee"
-CONFIG = SAME_USER_CARTA + f"""
+CONFIG = (
+    SAME_USER_CARTA
+    + f"""
 c.JupyterHub.load_roles.append({{
     "name": "carta-share-{OWNER}",
     "users": ["{GRANTEE}"],
     "scopes": ["access:servers!server={OWNER}/"],
 }})
 """
+)
 
 
 def sessions_of(prefix_home):
@@ -45,8 +47,9 @@ def sessions_of(prefix_home):
             continue
         if any(a.endswith(b"/carta-standin") for a in argv[:2]):
             found[pid] = "backend"
-        elif any(a.endswith((b"/carta-hub-singleuser", b"/batchspawner-singleuser"))
-                 for a in argv[:2]):
+        elif any(
+            a.endswith((b"/carta-hub-singleuser", b"/batchspawner-singleuser")) for a in argv[:2]
+        ):
             found[pid] = "wrapper"
     return found
 
@@ -75,14 +78,17 @@ def test_other_user_is_refused_pages_api_and_websocket(hub):
 def test_owner_token_without_access_scope_is_refused(hub):
     owner = hub.login(OWNER)
     owner.get(f"{hub.url}/hub/token")
-    r = owner.post(f"{hub.url}/hub/api/users/{OWNER}/tokens",
-                   json={"scopes": [f"read:users!user={OWNER}"], "note": "leaked, limited"},
-                   headers={"X-XSRFToken": owner.cookies.get("_xsrf", path="/hub/")})
+    r = owner.post(
+        f"{hub.url}/hub/api/users/{OWNER}/tokens",
+        json={"scopes": [f"read:users!user={OWNER}"], "note": "leaked, limited"},
+        headers={"X-XSRFToken": owner.cookies.get("_xsrf", path="/hub/")},
+    )
     assert r.status_code == 201, r.text
     token = r.json()["token"]
     for header in ({"Authorization": f"token {token}"}, {"Authorization": f"Bearer {token}"}):
-        r = requests.get(hub.user_url(OWNER, "api/database/preferences"), headers=header,
-                         allow_redirects=False)
+        r = requests.get(
+            hub.user_url(OWNER, "api/database/preferences"), headers=header, allow_redirects=False
+        )
         assert r.status_code in (302, 403), r.status_code
         assert "preferences" not in r.text
 
@@ -113,8 +119,11 @@ async def _ws_handshake(hub, session, name, origin=None):
     """REGISTER_VIEWER and a file list through CHP, as a browser page at ``origin``."""
     if origin:
         url = hub.user_url(name).replace("http://", "ws://", 1)
-        opening = websockets.connect(url, max_size=None, additional_headers={
-            "Cookie": cookie_header(session), "Origin": origin})
+        opening = websockets.connect(
+            url,
+            max_size=None,
+            additional_headers={"Cookie": cookie_header(session), "Origin": origin},
+        )
     else:
         opening = connect(hub, session, name)
     async with opening as ws:
@@ -125,14 +134,22 @@ async def _ws_handshake(hub, session, name, origin=None):
 
 
 def test_direct_connections_from_another_unix_user_are_refused(hub, open_tmp):
-    roles = wait_for(lambda: (lambda s: s if set(s.values()) == {"backend", "wrapper"}
-                              else None)(sessions_of(hub.workdir / "homes" / OWNER)),
-                     20, "the owner's backend and wrapper")
+    roles = wait_for(
+        lambda: (lambda s: s if set(s.values()) == {"backend", "wrapper"} else None)(
+            sessions_of(hub.workdir / "homes" / OWNER)
+        ),
+        20,
+        "the owner's backend and wrapper",
+    )
     sockets = [s for s in listening() if s[2] in roles]
-    backends = {f"{OWNER}:{port}": port for _, port, pid, _, _ in sockets
-                if roles[pid] == "backend"}
-    wrappers = {OWNER: (port, f"/user/{OWNER}/") for _, port, pid, _, _ in sockets
-                if roles[pid] == "wrapper"}
+    backends = {
+        f"{OWNER}:{port}": port for _, port, pid, _, _ in sockets if roles[pid] == "backend"
+    }
+    wrappers = {
+        OWNER: (port, f"/user/{OWNER}/")
+        for _, port, pid, _, _ in sockets
+        if roles[pid] == "wrapper"
+    }
     assert backends and wrappers, sockets
     for address, port, pid, _, _ in sockets:  # nothing of the session listens beyond loopback
         assert address == "127.0.0.1", (address, port, roles[pid])

@@ -29,7 +29,6 @@ from urllib.parse import quote
 
 import pytest
 import websockets
-
 from helpers.client import connect
 from helpers.faults import ALICE, BOB, GROUP, STUDENTS, ensure_session, job_of, live_jobs
 from helpers.hubpages import post_form
@@ -89,7 +88,7 @@ FORGED_JSON = [
 
 
 @pytest.fixture(scope="module")
-def quiet_site(fault_site):  # noqa: F811
+def quiet_site(fault_site):
     """The site with no server of alice or bob running (a running server skips the form)."""
     for name in (ALICE, BOB):
         if fault_site.hub.server(name):
@@ -97,7 +96,7 @@ def quiet_site(fault_site):  # noqa: F811
     return fault_site
 
 
-def test_forged_spawn_options_submit_nothing(quiet_site, slurm):  # noqa: F811
+def test_forged_spawn_options_submit_nothing(quiet_site, slurm):
     site, hub = quiet_site, quiet_site.hub
     session = hub.login(ALICE, STUDENTS[ALICE])
     jobs, submitted = live_jobs(slurm), site.submissions()
@@ -112,8 +111,7 @@ def test_forged_spawn_options_submit_nothing(quiet_site, slurm):  # noqa: F811
     api = hub.api("POST", f"/users/{ALICE}/server", json=["partition", "debug"])
     assert api.status_code == 400, api.text
     # the spawn URL's query string (a link someone sends the student)
-    r = session.get(f"{hub.url}/hub/spawn/{ALICE}?opt-partition="
-                    + quote("debug\n#SBATCH --uid=0"))
+    r = session.get(f"{hub.url}/hub/spawn/{ALICE}?opt-partition=" + quote("debug\n#SBATCH --uid=0"))
     assert "Partition" in r.text and not hub.server(ALICE).get("pending")
     # a field repeated (the second one is what a naive parser would keep)
     data = {"cores": ["1", "1 --uid=0"], "_xsrf": [session.cookies.get("_xsrf", path="/hub/")]}
@@ -132,12 +130,15 @@ def test_forged_spawn_options_submit_nothing(quiet_site, slurm):  # noqa: F811
     assert site.submissions() == submitted + 1
 
 
-@pytest.mark.parametrize("name, message", [
-    ("root", "UID 0"),
-    ("daemon", "UID 1 "),  # a system account (outside the allowed UIDs)
-    ("cf-gone", "No POSIX identity"),  # a Hub user whose account was deleted since
-])
-def test_privileged_or_unmapped_identity_gets_no_job(fault_site, slurm, name, message):  # noqa: F811
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("root", "UID 0"),
+        ("daemon", "UID 1 "),  # a system account (outside the allowed UIDs)
+        ("cf-gone", "No POSIX identity"),  # a Hub user whose account was deleted since
+    ],
+)
+def test_privileged_or_unmapped_identity_gets_no_job(fault_site, slurm, name, message):
     site, hub = fault_site, fault_site.hub
     jobs, submitted = live_jobs(slurm), site.submissions()
     if name == "cf-gone":
@@ -175,7 +176,7 @@ UNSAFE_IDENTITIES = [
 
 
 @pytest.fixture
-def mallory(fault_site):  # noqa: F811
+def mallory(fault_site):
     """A student whose identity comes from the site's mapping file."""
     entry = ensure_user(MALLORY, password=MALLORY_PASSWORD, home_mode="0700")
     subprocess.run(["usermod", "-aG", GROUP, MALLORY], check=True)
@@ -186,7 +187,7 @@ def mallory(fault_site):  # noqa: F811
     remove_user(MALLORY)
 
 
-def test_unsafe_identities_submit_nothing(fault_site, slurm, mallory):  # noqa: F811
+def test_unsafe_identities_submit_nothing(fault_site, slurm, mallory):
     """Each unsafe login or home: the spawn page says why, the form and the REST API submit
     nothing (no sbatch call, no job as anyone), no command runs."""
     site, hub = fault_site, fault_site.hub
@@ -215,7 +216,7 @@ def test_unsafe_identities_submit_nothing(fault_site, slurm, mallory):  # noqa: 
     assert [user for job, (_, user) in slurm.jobs().items() if job not in jobs] == [MALLORY]
 
 
-def test_job_logs_are_private_and_unpredictable(fault_site, slurm):  # noqa: F811
+def test_job_logs_are_private_and_unpredictable(fault_site, slurm):
     """Another student can neither read the job's log nor make the job write where they
     choose: Slurm's own output was a predictable file on the node (opened by slurmstepd as the
     student, following symlinks, truncating); the job log is 0600 (the Hub's umask was 022)."""
@@ -259,15 +260,16 @@ def alice_session_processes():
         argv = cmdline(pid)
         if any(a.endswith(b"/carta-standin") for a in argv[:2]):
             found[pid] = "backend"
-        elif any(a.endswith((b"/carta-hub-singleuser", b"/batchspawner-singleuser"))
-                 for a in argv[:2]):
+        elif any(
+            a.endswith((b"/carta-hub-singleuser", b"/batchspawner-singleuser")) for a in argv[:2]
+        ):
             found[pid] = "wrapper"
         else:
             found[pid] = argv[0].decode(errors="replace").rsplit("/", 1)[-1]
     return found
 
 
-def test_another_student_cannot_bypass_the_hub(fault_site, open_tmp):  # noqa: F811
+def test_another_student_cannot_bypass_the_hub(fault_site, open_tmp):
     ensure_session(fault_site, ALICE)
     uid = pwd.getpwnam(ALICE).pw_uid
     roles = alice_session_processes()
@@ -293,7 +295,7 @@ def test_another_student_cannot_bypass_the_hub(fault_site, open_tmp):  # noqa: F
     assert_refused(found)
 
 
-def test_another_student_through_the_proxy_is_refused(fault_site):  # noqa: F811
+def test_another_student_through_the_proxy_is_refused(fault_site):
     hub = fault_site.hub
     ensure_session(fault_site, ALICE)
     bob = hub.login(BOB, STUDENTS[BOB])

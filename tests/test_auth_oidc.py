@@ -23,13 +23,29 @@ from helpers.ports import free_port
 CONFIG = Path(__file__).parent.parent / "jupyterhub_config" / "auth-oidc.py"
 
 ACCOUNTS = {
-    "carol": {"password": "carol-pw", "claims": {
-        "uidNumber": 21001, "gidNumber": 21001, "gidNumbers": [31000, 31001],
-        "groups": ["carta-users", "radio"], "homeDirectory": "/ceph/home/carol"}},
-    "dave": {"password": "dave-pw", "claims": {
-        "uidNumber": 21002, "gidNumber": 21002, "gidNumbers": [], "groups": ["carta-admins"]}},
-    "eve": {"password": "eve-pw", "claims": {
-        "uidNumber": 21003, "gidNumber": 21003, "groups": ["students"]}},
+    "carol": {
+        "password": "carol-pw",
+        "claims": {
+            "uidNumber": 21001,
+            "gidNumber": 21001,
+            "gidNumbers": [31000, 31001],
+            "groups": ["carta-users", "radio"],
+            "homeDirectory": "/ceph/home/carol",
+        },
+    },
+    "dave": {
+        "password": "dave-pw",
+        "claims": {
+            "uidNumber": 21002,
+            "gidNumber": 21002,
+            "gidNumbers": [],
+            "groups": ["carta-admins"],
+        },
+    },
+    "eve": {
+        "password": "eve-pw",
+        "claims": {"uidNumber": 21003, "gidNumber": 21003, "groups": ["students"]},
+    },
 }
 
 
@@ -38,8 +54,9 @@ def oidc_hub(hub_factory, open_tmp):
     port, client = free_port(), new_client()
     env = {"JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32), **provider_env(port, client)}
     hub = hub_factory(RECORD_IDENTITY + f'load_subconfig("{CONFIG}")\n', env=env)
-    provider = start_oidc_provider(open_tmp / "oidc", port, client,
-                                   f"{hub.url}/hub/oauth_callback", ACCOUNTS)
+    provider = start_oidc_provider(
+        open_tmp / "oidc", port, client, f"{hub.url}/hub/oauth_callback", ACCOUNTS
+    )
     yield hub
     provider.stop()
 
@@ -57,8 +74,13 @@ def test_full_redirect_flow_and_claims_reach_identity(oidc_hub):
     r = session.post(f"{hub.url}/hub/spawn", data={"_xsrf": session.cookies["_xsrf"]})
     assert r.status_code == 200, r.text[-500:]
     assert recorded_identity(hub, "carol") == {
-        "uid": 21001, "gid": 21001, "groups": [31000, 31001], "name": "carol",
-        "home": "/ceph/home/carol", "source": "auth_state"}
+        "uid": 21001,
+        "gid": 21001,
+        "groups": [31000, 31001],
+        "name": "carol",
+        "home": "/ceph/home/carol",
+        "source": "auth_state",
+    }
     user = hub.user_model("carol")
     assert user["admin"] is False and sorted(user["groups"]) == ["carta-users", "radio"]
 

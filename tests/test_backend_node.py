@@ -33,14 +33,14 @@ def home(tmp_path, monkeypatch):
 
 
 def wrapper(**settings):
-    settings = {"executable": STANDIN, "frontend_folder": FRONTEND, "start_timeout": 30,
-                **settings}
+    settings = {"executable": STANDIN, "frontend_folder": FRONTEND, "start_timeout": 30, **settings}
     return BackendProcess(CartaBackend(**settings), logging.getLogger("test-backend-node"))
 
 
 def get(port, token, path):
-    return requests.get(f"http://127.0.0.1:{port}{path}", headers={"carta-auth-token": token},
-                        timeout=5)
+    return requests.get(
+        f"http://127.0.0.1:{port}{path}", headers={"carta-auth-token": token}, timeout=5
+    )
 
 
 def site_etc(folder, settings):
@@ -60,18 +60,22 @@ async def test_node_system_config_is_ignored(tmp_path, home):
     student starts in."""
     elsewhere = home / "elsewhere"
     elsewhere.mkdir()
-    executable = site_etc(tmp_path / "site", {
-        "http_url_prefix": "site", "no_frontend": True, "starting_folder": str(elsewhere)})
-    backend = wrapper(executable=str(executable), top_level_folder="{home}",
-                      starting_folder="{home}/observations")
+    executable = site_etc(
+        tmp_path / "site",
+        {"http_url_prefix": "site", "no_frontend": True, "starting_folder": str(elsewhere)},
+    )
+    backend = wrapper(
+        executable=str(executable), top_level_folder="{home}", starting_folder="{home}/observations"
+    )
     try:
         port, token = await backend.ensure_running()
         page = get(port, token, "/")
         assert page.status_code == 200 and "<title>CARTA</title>" in page.text
         assert get(port, token, "/config").json()["apiAddress"] == "/api"
         listening = next(line for line in backend.tail if "Listening on port" in line)
-        assert re.search(rf"starting folder {re.escape(str(home / 'observations'))}[,.]",
-                         listening), listening
+        assert re.search(
+            rf"starting folder {re.escape(str(home / 'observations'))}[,.]", listening
+        ), listening
     finally:
         await backend.stop()
 
@@ -96,19 +100,23 @@ def one_cpu():
     os.sched_setaffinity(0, cpus)
 
 
-@pytest.mark.parametrize("environ, setting, threads", [
-    # KubeSpawner's pod: JupyterHub's Spawner.get_env sets CPU_LIMIT and CPU_GUARANTEE
-    ({"CPU_LIMIT": "0.5", "CPU_GUARANTEE": "0.1"}, 0, "1"),
-    ({"CPU_GUARANTEE": "0.5"}, 0, "1"),
-    # a Slurm job's server: the job's CPUs win over a CPU_LIMIT
-    ({"SLURM_CPUS_PER_TASK": "1", "SLURM_CPUS_ON_NODE": "2", "CPU_LIMIT": "2"}, 0, "1"),
-    ({"SLURM_CPUS_ON_NODE": "1"}, 0, "1"),
-    # the operator's own number, and the backend's default (every CPU of the node)
-    ({"CPU_LIMIT": "0.5"}, 2, "2"),
-    ({"CPU_LIMIT": "0.5"}, -1, None),
-])
-async def test_backend_threads_follow_the_session_cpus(home, monkeypatch, environ, setting,
-                                                       threads):
+@pytest.mark.parametrize(
+    "environ, setting, threads",
+    [
+        # KubeSpawner's pod: JupyterHub's Spawner.get_env sets CPU_LIMIT and CPU_GUARANTEE
+        ({"CPU_LIMIT": "0.5", "CPU_GUARANTEE": "0.1"}, 0, "1"),
+        ({"CPU_GUARANTEE": "0.5"}, 0, "1"),
+        # a Slurm job's server: the job's CPUs win over a CPU_LIMIT
+        ({"SLURM_CPUS_PER_TASK": "1", "SLURM_CPUS_ON_NODE": "2", "CPU_LIMIT": "2"}, 0, "1"),
+        ({"SLURM_CPUS_ON_NODE": "1"}, 0, "1"),
+        # the operator's own number, and the backend's default (every CPU of the node)
+        ({"CPU_LIMIT": "0.5"}, 2, "2"),
+        ({"CPU_LIMIT": "0.5"}, -1, None),
+    ],
+)
+async def test_backend_threads_follow_the_session_cpus(
+    home, monkeypatch, environ, setting, threads
+):
     """carta_backend starts one OpenMP thread per CPU of the node unless told otherwise: a
     session given one CPU of a large node would run dozens of threads on it."""
     for name in ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE", "CPU_LIMIT", "CPU_GUARANTEE"):

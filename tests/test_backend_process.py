@@ -14,8 +14,8 @@ import pytest
 import requests
 from helpers.standin import STANDIN
 
-from carta_hub.server import backend_process as process
 from carta_hub.backend import CartaBackend
+from carta_hub.server import backend_process as process
 from carta_hub.server.backend_process import BackendProcess
 
 
@@ -36,8 +36,12 @@ def home(tmp_path, monkeypatch):
 
 
 def backend_process(frontend, **settings):
-    settings = {"executable": STANDIN, "frontend_folder": str(frontend), "start_timeout": 30,
-                **settings}
+    settings = {
+        "executable": STANDIN,
+        "frontend_folder": str(frontend),
+        "start_timeout": 30,
+        **settings,
+    }
     return BackendProcess(CartaBackend(**settings), logging.getLogger("test-backend"))
 
 
@@ -58,27 +62,39 @@ async def test_quiet_backend_starts_without_its_listening_line(home, frontend, v
 
 async def preferences_status(port, token):
     """The backend's answer to an authorised request (it is CARTA's, not another listener's)."""
-    r = await asyncio.to_thread(requests.get, f"http://127.0.0.1:{port}/api/database/preferences",
-                                headers={"carta-auth-token": token}, timeout=5)
+    r = await asyncio.to_thread(
+        requests.get,
+        f"http://127.0.0.1:{port}/api/database/preferences",
+        headers={"carta-auth-token": token},
+        timeout=5,
+    )
     return r.status_code
 
 
 def hold_port(user=None):
     """A process (of ``user``, default: this one's) listening on a free 127.0.0.1 port:
     ``(process, port)``."""
-    code = ("import socket, sys; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen();"
-            "print(s.getsockname()[1], flush=True); sys.stdin.read()")
-    prefix = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--"] if user \
-        else []
-    holder = subprocess.Popen([*prefix, sys.executable, "-c", code], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    code = (
+        "import socket, sys; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen();"
+        "print(s.getsockname()[1], flush=True); sys.stdin.read()"
+    )
+    prefix = (
+        ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--"] if user else []
+    )
+    holder = subprocess.Popen(
+        [*prefix, sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     return holder, int(holder.stdout.readline())
 
 
 @pytest.mark.parametrize("verbosity", [1, 4])
 @pytest.mark.parametrize("user", [None, 65534])
-async def test_busy_port_is_not_mistaken_for_the_backend(home, frontend, monkeypatch,
-                                                         verbosity, user):
+async def test_busy_port_is_not_mistaken_for_the_backend(
+    home, frontend, monkeypatch, verbosity, user
+):
     """The first port the wrapper picks is taken (by this user, or by another user who
     could answer the student's requests) before the backend binds it: the backend gives up
     on it (logging why only at verbosity >= 2) and the wrapper starts it on another port,
@@ -165,9 +181,11 @@ def test_home_under_a_symlinked_top_level_is_the_starting_folder(tmp_path, monke
     (real / "home" / "ann").mkdir(parents=True)
     (tmp_path / "data").symlink_to(real)
     (real / "home" / "bob").symlink_to(tmp_path)  # lexically inside, really outside
-    cases = [(real / "home" / "ann", tmp_path / "data", real / "home" / "ann"),
-             (tmp_path / "data" / "home" / "ann", real, tmp_path / "data" / "home" / "ann"),
-             (real / "home" / "bob", real, real)]
+    cases = [
+        (real / "home" / "ann", tmp_path / "data", real / "home" / "ann"),
+        (tmp_path / "data" / "home" / "ann", real, tmp_path / "data" / "home" / "ann"),
+        (real / "home" / "bob", real, real),
+    ]
     for home, top, expected in cases:
         monkeypatch.setenv("HOME", str(home))
         backend = CartaBackend(top_level_folder=str(top))
@@ -209,8 +227,11 @@ asyncio.run(main())
 def test_backend_ends_with_a_killed_wrapper(home, frontend):
     """No orphaned CARTA: SIGKILL of a wrapper with threads ends its backend; threads other
     than the one that started it may end before."""
-    wrapper = subprocess.Popen([sys.executable, "-c", THREADED_WRAPPER, STANDIN, str(frontend)],
-                               stdout=subprocess.PIPE, text=True)
+    wrapper = subprocess.Popen(
+        [sys.executable, "-c", THREADED_WRAPPER, STANDIN, str(frontend)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         backend = int(wrapper.stdout.readline())
         time.sleep(2)  # the other threads have ended
@@ -256,7 +277,8 @@ async def test_missing_or_old_setpriv_is_named(home, frontend, tmp_path, monkeyp
     bin_dir.mkdir()
     if setpriv == "old":  # what util-linux 2.32's setpriv answers
         (bin_dir / "setpriv").write_text(
-            "#!/bin/sh\necho \"setpriv: unrecognized option '--pdeathsig'\" >&2\nexit 1\n")
+            "#!/bin/sh\necho \"setpriv: unrecognized option '--pdeathsig'\" >&2\nexit 1\n"
+        )
         (bin_dir / "setpriv").chmod(0o755)
     monkeypatch.setenv("PATH", str(bin_dir))
     backend = backend_process(frontend)

@@ -17,16 +17,18 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from helpers.browser import CONSENT, Student, browser  # noqa: F401  (fixture)
 from helpers.hub import SAME_USER_CARTA
 
 FITS = b"SIMPLE  =                    T" + b" " * 2850
-CONFIG = SAME_USER_CARTA + """
+CONFIG = (
+    SAME_USER_CARTA
+    + """
 c.CartaBackend.top_level_folder = "{home}"
 c.CartaBackend.starting_folder = "{home}/observations"
 c.CartaBackend.offline = True
 """
+)
 DOTTED, NEWBIE, OPTED_IN = "a.student", "newbie", "opted-in"
 
 
@@ -42,10 +44,10 @@ def hub(hub_factory, hub_unix_user):
     # this student turned telemetry on in an earlier CARTA session
     config = hub.workdir / "homes" / OPTED_IN / ".carta" / "config"
     config.mkdir(parents=True)
-    (config / "preferences.json").write_text(json.dumps(
-        {"version": 2, "telemetryMode": "usage", "telemetryConsentShown": True}))
-    subprocess.run(["chown", "-R", hub_unix_user.pw_name, str(hub.workdir / "homes")],
-                   check=True)
+    (config / "preferences.json").write_text(
+        json.dumps({"version": 2, "telemetryMode": "usage", "telemetryConsentShown": True})
+    )
+    subprocess.run(["chown", "-R", hub_unix_user.pw_name, str(hub.workdir / "homes")], check=True)
     with ThreadPoolExecutor() as pool:  # their servers start together (the Hub spawns them)
         list(pool.map(hub.start_server, (DOTTED, NEWBIE, OPTED_IN)))
     return hub
@@ -81,8 +83,9 @@ def test_dotted_username_preference_survives_reload(browser, hub, artifacts):  #
         student.assert_healthy()
 
         theme = open_preferences(page).locator(".bp6-form-group:has-text('Theme') select")
-        with page.expect_response(lambda r: r.url.endswith("/api/database/preferences")
-                                  and r.request.method == "PUT") as saved:
+        with page.expect_response(
+            lambda r: r.url.endswith("/api/database/preferences") and r.request.method == "PUT"
+        ) as saved:
             theme.select_option("dark")
         assert saved.value.ok, saved.value.status
         assert saved.value.url == hub.user_url(DOTTED, "api/database/preferences")
@@ -149,9 +152,12 @@ def test_first_start_is_clean_offline_and_in_its_folders(browser, hub, artifacts
         assert student.folder() == []
         student.screenshot("top-level-folder")
 
-        (artifacts / "first-start-requests.json").write_text(json.dumps(
-            [{"url": url, "failure": failure} for url, failure in student.outside_requests()],
-            indent=1))
+        (artifacts / "first-start-requests.json").write_text(
+            json.dumps(
+                [{"url": url, "failure": failure} for url, failure in student.outside_requests()],
+                indent=1,
+            )
+        )
         assert student.sent_outside() == []
         assert not any("Failed to check new releases" in line for line in student.console)
     assert os.path.isdir(hub.workdir / "homes" / DOTTED)  # what is above: other homes

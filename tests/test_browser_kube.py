@@ -8,7 +8,6 @@ for carta_backend (NOT CARTA: it lists folders, it cannot open images)."""
 import os
 
 import pytest
-
 from helpers.browser import Student, browser  # noqa: F401  (fixture)
 from kube_support import KUBE_STUDENT as STUDENT
 
@@ -27,8 +26,14 @@ def data(kube_site, kube_student):
     return path
 
 
-def test_profile_and_carta_on_kubernetes(browser, kube_hub, kube_site, kube_student, data,  # noqa: F811
-                                         artifacts):
+def test_profile_and_carta_on_kubernetes(
+    browser,  # noqa: F811
+    kube_hub,
+    kube_site,
+    kube_student,
+    data,
+    artifacts,
+):
     hub, sim = kube_hub, kube_site["sim"]
     with Student(browser, artifacts, "kube", timeout=120) as you:
         page = you.page

@@ -7,7 +7,6 @@ carta_backend (NOT CARTA: it lists folders, it cannot open images)."""
 import subprocess
 
 import pytest
-
 from helpers.browser import Student, browser  # noqa: F401  (fixture)
 from helpers.hub import SAME_USER_CARTA
 
@@ -17,11 +16,14 @@ NAME = "lab.student"
 
 @pytest.fixture(scope="module")
 def hub(hub_factory, hub_unix_user):
-    hub = hub_factory(SAME_USER_CARTA + """
+    hub = hub_factory(
+        SAME_USER_CARTA
+        + """
 c.SameUserCartaSpawner.carta_mode = "lab"
 c.CartaBackend.offline = True
 c.CartaBackend.top_level_folder = "{home}"
-""")
+"""
+    )
     home = hub.workdir / "homes" / NAME
     home.mkdir(parents=True)
     (home / "ngc1333-cube.fits").write_bytes(FITS)

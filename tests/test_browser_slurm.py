@@ -17,7 +17,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from helpers.browser import OFFLINE, ONLINE, Student, browser  # noqa: F401  (fixture)
 from helpers.login_node import ALICE, BOB, CONFIG, FITS, POLL, job_of
 from helpers.ports import wait_for
@@ -31,15 +30,17 @@ c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}  # the progress page
 c.CartaBackend.starting_folder = "{{home}}/observations"  # filled in by the job, as the student
 """
 DATA = "alice-browser-obs.fits"
-QUEUED = re.compile(r"Slurm job (\d+) is waiting in the queue "
-                    r"\(Slurm reason: (Resources|Priority)\)")
+QUEUED = re.compile(
+    r"Slurm job (\d+) is waiting in the queue "
+    r"\(Slurm reason: (Resources|Priority)\)"
+)
 BUSY = """#!/bin/sh
 #SBATCH --cpus-per-task={cpus} --mem=1G --time=10:00 --chdir=/tmp --output=/dev/null
 sleep 600
 """
 
 
-def fill_the_node(slurm):  # noqa: F811
+def fill_the_node(slurm):
     """A job of another student holding every CPU still idle (other tests' sessions may hold
     some), so that the next job has to wait in the queue."""
     idle = int(slurm.run("sinfo", "-h", "-o", "%C").stdout.split("/")[1])
@@ -48,7 +49,7 @@ def fill_the_node(slurm):  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def site(slurm, students, hub_account):  # noqa: F811
+def site(slurm, students, hub_account):
     entry = pwd.getpwnam(ALICE)
     folder = Path(entry.pw_dir) / "observations"
     folder.mkdir(exist_ok=True)
@@ -70,7 +71,7 @@ def alice(browser, artifacts):  # noqa: F811
         yield student
 
 
-def test_spawn_form_progress_and_carta(site, slurm, students, alice):  # noqa: F811
+def test_spawn_form_progress_and_carta(site, slurm, students, alice):
     hub, page = site.hub, alice.page
     # the cluster is busy: another student's job holds every idle CPU of the node
     busy = fill_the_node(slurm)
@@ -121,7 +122,7 @@ def test_spawn_form_progress_and_carta(site, slurm, students, alice):  # noqa: F
     assert carta_uids(ALICE) == [pwd.getpwnam(ALICE).pw_uid]
 
 
-def test_logout_ends_the_job(site, slurm, alice):  # noqa: F811
+def test_logout_ends_the_job(site, slurm, alice):
     hub, carta = site.hub, alice.page
     if not job_of(slurm, ALICE) or not carta.locator(ONLINE).count():
         pytest.skip("needs the CARTA session of test_spawn_form_progress_and_carta")
@@ -135,8 +136,11 @@ def test_logout_ends_the_job(site, slurm, alice):  # noqa: F811
 
     carta.wait_for_selector(OFFLINE)  # the frontend's own "Disconnected from server"
     alice.screenshot("slurm-after-logout", page=carta)
-    wait_for(lambda: not slurm.run("squeue", "-h", "-u", ALICE).stdout.strip(), 30,
-             "squeue to list no job of the student")
+    wait_for(
+        lambda: not slurm.run("squeue", "-h", "-u", ALICE).stdout.strip(),
+        30,
+        "squeue to list no job of the student",
+    )
     assert slurm.jobs()[job][0] in ("CANCELLED", "COMPLETED")
     assert not hub.server(ALICE)
     wait_for(lambda: not carta_uids(ALICE), 30, "the student's CARTA to exit")

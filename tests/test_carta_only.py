@@ -9,22 +9,24 @@ from urllib.parse import quote
 import pytest
 import requests
 import websockets
-
+from carta_standin.icd import EventType
 from helpers.carta import file_list, register
 from helpers.client import connect, open_carta
 from helpers.hub import SAME_USER_CARTA
 from helpers.ports import wait_for
 from helpers.procs import backend_sockets
-from carta_standin.icd import EventType
 
 USERNAMES = ["alice", "a.student", "jo@uni.edu"]
 
 
 @pytest.fixture(scope="module")
 def hub(hub_factory, hub_unix_user):
-    hub = hub_factory(SAME_USER_CARTA + """
+    hub = hub_factory(
+        SAME_USER_CARTA
+        + """
 c.Spawner.args = ["--CartaSingleUserApp.activity_interval=1"]
-""")
+"""
+    )
     for name in USERNAMES:  # a file in each home, for the file browser
         home = hub.workdir / "homes" / name
         home.mkdir(parents=True, exist_ok=True)
@@ -81,8 +83,7 @@ async def test_icd_handshake_and_file_list(hub, sessions, name):
 
 def test_other_users_session_is_refused(hub, sessions):
     alice = sessions["alice"]
-    r = alice.get(hub.user_url("a.student", "api/database/preferences"),
-                  allow_redirects=True)
+    r = alice.get(hub.user_url("a.student", "api/database/preferences"), allow_redirects=True)
     assert r.status_code == 403 or "preferences" not in r.text
 
 
@@ -101,8 +102,10 @@ def test_backend_is_loopback_only_and_needs_the_token(hub, sessions):
     for _, port, _ in sockets:
         r = requests.get(f"http://127.0.0.1:{port}/api/database/preferences")
         assert r.status_code == 403
-        r = requests.get(f"http://127.0.0.1:{port}/api/database/preferences",
-                         headers={"carta-auth-token": "guessed"})
+        r = requests.get(
+            f"http://127.0.0.1:{port}/api/database/preferences",
+            headers={"carta-auth-token": "guessed"},
+        )
         assert r.status_code == 403
 
 
@@ -110,8 +113,9 @@ def test_backend_is_loopback_only_and_needs_the_token(hub, sessions):
 async def test_direct_websocket_without_the_token_fails(hub, sessions, token):
     _, port, _ = wait_for(backend_sockets, 10, "a backend")[0]
     url = f"ws://127.0.0.1:{port}/" + (f"?token={token}" if token else "")
-    with pytest.raises((websockets.InvalidMessage, websockets.InvalidStatus,
-                        websockets.ConnectionClosed)):
+    with pytest.raises(
+        (websockets.InvalidMessage, websockets.InvalidStatus, websockets.ConnectionClosed)
+    ):
         async with websockets.connect(url) as ws:
             await register(ws)
 
@@ -145,7 +149,14 @@ import carta_hub.server.app
 lazy = {m: type(sys.modules[m]).__name__ for m in sorted(entry.HUB_ONLY)}
 print(lazy, 'alembic' in sys.modules, sys.modules['jupyterhub.orm'].User.__tablename__)
 """
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         check=True).stdout
-    assert out.split() == ["{'jupyterhub.orm':", "'_LazyModule',", "'jupyterhub.roles':",
-                           "'_LazyModule'}", "False", "users"], out
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == [
+        "{'jupyterhub.orm':",
+        "'_LazyModule',",
+        "'jupyterhub.roles':",
+        "'_LazyModule'}",
+        "False",
+        "users",
+    ], out

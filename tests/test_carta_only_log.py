@@ -13,11 +13,16 @@ def backend_token(home):
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            environ = dict(item.split(b"=", 1) for item in
-                           Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in item)
+            environ = dict(
+                item.split(b"=", 1)
+                for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                if b"=" in item
+            )
         except OSError:
             continue
-        if environ.get(b"HOME") == str(home).encode() and any(a.endswith(b"carta-standin") for a in argv[:2]):
+        if environ.get(b"HOME") == str(home).encode() and any(
+            a.endswith(b"carta-standin") for a in argv[:2]
+        ):
             return int(pid), environ[b"CARTA_AUTH_TOKEN"].decode()
     raise AssertionError(f"no carta-standin with HOME={home}")
 

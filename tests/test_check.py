@@ -41,17 +41,20 @@ c.CartaBackend.executable = "{venv_bin}/carta-standin"
 c.CartaBackend.frontend_folder = "{tmp}/frontend"
 c.CartaBackend.top_level_folder = "/home"
 """
-BROKEN = GOOD + """
+BROKEN = (
+    GOOD
+    + """
 c.CARTASlurmSpawner.container_runtime = "apptainer"
 c.CARTASlurmSpawner.container_image = "{tmp}/missing.sif"
 c.CartaStorage.mounts.append({{"host_path": "{tmp}/missing-data", "mount_path": "/data"}})
 c.JupyterHub.load_roles.append({{"name": "culler-admin", "services": ["idle-culler"],
                                 "scopes": ["admin:users"]}})
 """
+)
 
 
 @pytest.fixture(scope="module")
-def configs(slurm, hub_account):  # noqa: F811
+def configs(slurm, hub_account):
     """Configs in a folder the Hub users can read, and a Hub user without the sudo rule."""
     tmp = Path(tempfile.mkdtemp(prefix="carta-check-", dir="/tmp"))
     tmp.chmod(0o755)
@@ -67,27 +70,44 @@ def configs(slurm, hub_account):  # noqa: F811
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run_check(slurm, configs, config, user, *names):  # noqa: F811
+def run_check(slurm, configs, config, user, *names):
     """``carta-hub check`` as the unix ``user``, with the Hub's environment."""
-    cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--",
-           str(VENV_BIN / "carta-hub"), "check", "-f", str(configs / config), *names]
+    cmd = [
+        "setpriv",
+        f"--reuid={user}",
+        f"--regid={user}",
+        "--init-groups",
+        "--",
+        str(VENV_BIN / "carta-hub"),
+        "check",
+        "-f",
+        str(configs / config),
+        *names,
+    ]
     env = {**os.environ, "SLURM_CONF": str(slurm.conf)}
-    result = subprocess.run(cmd, check=False, cwd=configs, env=env, capture_output=True, text=True,
-                            timeout=90)
+    result = subprocess.run(
+        cmd, check=False, cwd=configs, env=env, capture_output=True, text=True, timeout=90
+    )
     return result.returncode, result.stdout + result.stderr
 
 
-def test_working_setup_passes(slurm, configs):  # noqa: F811
+def test_working_setup_passes(slurm, configs):
     code, out = run_check(slurm, configs, "good.py", HUB_USER, STUDENT)
     assert code == 0, out
     uid = pwd.getpwnam(STUDENT).pw_uid
-    for line in (f"{STUDENT} runs as UID {uid}", f"sudo -E -u {STUDENT} may run sbatch",
-                 "squeue answers", "idle culler 'idle-culler' with scopes", "CARTA backend: ",
-                 f"bind source of /ceph/data: {configs}/data", "0 problem(s), 0 warning(s)"):
+    for line in (
+        f"{STUDENT} runs as UID {uid}",
+        f"sudo -E -u {STUDENT} may run sbatch",
+        "squeue answers",
+        "idle culler 'idle-culler' with scopes",
+        "CARTA backend: ",
+        f"bind source of /ceph/data: {configs}/data",
+        "0 problem(s), 0 warning(s)",
+    ):
         assert line in out, out
 
 
-def test_misconfigurations_named_with_fixes(slurm, configs):  # noqa: F811
+def test_misconfigurations_named_with_fixes(slurm, configs):
     code, out = run_check(slurm, configs, "broken.py", NO_RULE_USER, STUDENT, "root")
     assert code == 1, out
     expected = [
@@ -111,15 +131,18 @@ def test_proxy_versions():
     assert any("CVE-2024-28179" in t for t in old) and any("CVE-2024-35225" in t for t in old)
     needs = "which carta-hub needs (its standalone mode, a callable update_last_activity)"
     assert [f.text for f in check.proxy_findings("4.2.0")] == [
-        f"jupyter-server-proxy 4.2.0 is older than 4.6, {needs}"]
+        f"jupyter-server-proxy 4.2.0 is older than 4.6, {needs}"
+    ]
     assert [f.text for f in check.proxy_findings("4.5.0")] == [
-        f"jupyter-server-proxy 4.5.0 is older than 4.6, {needs}"]
+        f"jupyter-server-proxy 4.5.0 is older than 4.6, {needs}"
+    ]
 
 
 class Roles:
     def __init__(self, scopes, service=None):
-        self.services = [service or {"name": "cull", "command": ["python3", "-m",
-                                                                  "jupyterhub_idle_culler"]}]
+        self.services = [
+            service or {"name": "cull", "command": ["python3", "-m", "jupyterhub_idle_culler"]}
+        ]
         self.load_roles = [{"name": "cull", "services": ["cull"], "scopes": scopes}]
 
 
@@ -143,8 +166,15 @@ def test_identity_from_stored_auth_state(tmp_path, monkeypatch):
     monkeypatch.setenv("JUPYTERHUB_CRYPT_KEY", "ab" * 32)
     crypto.CryptKeeper.clear_instance()
     db_url = f"sqlite:///{tmp_path}/jupyterhub.sqlite"
-    state = {"user_attributes": {"uidNumber": ["23501"], "gidNumber": ["23500"],
-                                 "uid": ["alice"], "homeDirectory": ["/ceph/home/alice"]}}
+    state = {
+        "user_attributes": {
+            "uidNumber": ["23501"],
+            "gidNumber": ["23500"],
+            "uid": ["alice"],
+            "homeDirectory": ["/ceph/home/alice"],
+        }
+    }
+
     async def encrypted():
         return await crypto.encrypt(state)
 
@@ -153,9 +183,11 @@ def test_identity_from_stored_auth_state(tmp_path, monkeypatch):
     db.add(orm.User(name="bob"))
     db.commit()
     config = tmp_path / "hub.py"
-    config.write_text(f'c.JupyterHub.spawner_class = "carta-kube"\n'
-                      f'c.JupyterHub.db_url = "{db_url}"\n'
-                      'c.IdentityResolver.sources = ["auth_state"]\n')
+    config.write_text(
+        f'c.JupyterHub.spawner_class = "carta-kube"\n'
+        f'c.JupyterHub.db_url = "{db_url}"\n'
+        'c.IdentityResolver.sources = ["auth_state"]\n'
+    )
     sections = asyncio.run(check.run_checks(str(config), ["alice", "bob"]))
     alice, bob = sections["user alice"], sections["user bob"]
     assert [f.level for f in alice] == ["ok"]

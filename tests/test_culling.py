@@ -10,23 +10,28 @@ from pathlib import Path
 
 import pytest
 import websockets
-from helpers.client import connect, open_carta
-from helpers.hub import SAME_USER_CARTA
-
 from carta_standin import icd
 from carta_standin.icd import EventType
+from helpers.client import connect, open_carta
+from helpers.hub import SAME_USER_CARTA
 
 CONFIG = Path(__file__).parent.parent / "jupyterhub_config" / "culling.py"
 IDLE, CULL_EVERY, EXIT = 6, 4, 2
 BOUND = IDLE + CULL_EVERY + 2  # + the server process stopping and the test polling
-ENV = {"CARTA_IDLE_TIMEOUT": str(IDLE), "CARTA_CULL_EVERY": str(CULL_EVERY),
-       "CARTA_EXIT_TIMEOUT": str(EXIT)}
-SNIPPET = SAME_USER_CARTA + f"""
+ENV = {
+    "CARTA_IDLE_TIMEOUT": str(IDLE),
+    "CARTA_CULL_EVERY": str(CULL_EVERY),
+    "CARTA_EXIT_TIMEOUT": str(EXIT),
+}
+SNIPPET = (
+    SAME_USER_CARTA
+    + f"""
 load_subconfig("{CONFIG}")
 c.Spawner.poll_interval = 1
 c.Spawner.args = ["--CartaSingleUserApp.activity_interval=1"]
 c.JupyterHub.last_activity_interval = 1
 """
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +56,9 @@ async def open_tab(hub, name):
     session = await asyncio.to_thread(hub.login, name)
     await asyncio.to_thread(open_carta, hub, session, name)
     ws = await connect(hub, session, name)
-    await ws.send(frame(EventType.REGISTER_VIEWER, 1, icd.messages.RegisterViewer(client_feature_flags=5)))
+    await ws.send(
+        frame(EventType.REGISTER_VIEWER, 1, icd.messages.RegisterViewer(client_feature_flags=5))
+    )
     assert (await reply(ws, EventType.REGISTER_VIEWER_ACK)).success
     return ws
 
@@ -70,8 +77,13 @@ async def interacting(hub, duration):
     ws = await open_tab(hub, "active")
     for request_id in range(2, duration + 2):
         await ws.send("PING")
-        await ws.send(frame(EventType.FILE_LIST_REQUEST, request_id,
-                            icd.messages.FileListRequest(directory="$BASE")))
+        await ws.send(
+            frame(
+                EventType.FILE_LIST_REQUEST,
+                request_id,
+                icd.messages.FileListRequest(directory="$BASE"),
+            )
+        )
         assert (await reply(ws, EventType.FILE_LIST_RESPONSE)).success
         await asyncio.sleep(1)
     assert (await asyncio.to_thread(hub.server, "active")).get("ready")
@@ -107,8 +119,9 @@ async def never_opened(hub):
 
 
 async def test_idle_sessions_end_and_active_ones_stay(hub):
-    results = await asyncio.gather(interacting(hub, BOUND + 2), pings_only(hub),
-                                   closed_tab(hub), never_opened(hub))
+    results = await asyncio.gather(
+        interacting(hub, BOUND + 2), pings_only(hub), closed_tab(hub), never_opened(hub)
+    )
     pinger, closer, absent = results[1:]
     print(f"seconds until stopped: pinger {pinger:.1f}, closer {closer:.1f}, absent {absent:.1f}")
     log = hub.log()

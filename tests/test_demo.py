@@ -16,6 +16,7 @@ from urllib.parse import quote, urljoin, urlparse
 
 import pytest
 import requests
+from carta_standin.icd import FileType
 from helpers.carta import file_list, register
 from helpers.client import connect, open_carta
 from helpers.hub import NEWCOMER_PATH, PREFIX, SAME_USER_CARTA, Hub, _end, _read_pid
@@ -23,7 +24,6 @@ from helpers.ports import free_port, wait_for
 from helpers.procs import backend_sockets
 
 from carta_hub.hub.samplecube import sample_cube
-from carta_standin.icd import FileType
 
 REPO = Path(__file__).parent.parent
 DEMO = REPO / "jupyterhub_config" / "demo.py"
@@ -42,8 +42,9 @@ def demo_account():
 
 @pytest.fixture(scope="module")
 def demo(demo_account, hub_factory):  # the account goes after the Hub (its servers)
-    return hub_factory(f'load_subconfig("{DEMO}")\n', user=None,
-                       env={"CARTA_HUB_DEMO_DIR": "{workdir}/demo"})
+    return hub_factory(
+        f'load_subconfig("{DEMO}")\n', user=None, env={"CARTA_HUB_DEMO_DIR": "{workdir}/demo"}
+    )
 
 
 async def test_demo_account_gets_carta_as_itself(demo):
@@ -58,8 +59,11 @@ async def test_demo_account_gets_carta_as_itself(demo):
     assert listing.success
     assert (SAMPLE, FileType.FITS) in {(f.name, f.type) for f in listing.files}
     uid = pwd.getpwnam(ACCOUNT).pw_uid
-    mine = wait_for(lambda: [s for s in backend_sockets() if os.stat(f"/proc/{s[2]}").st_uid == uid],
-                    10, "carta-demo's backend")
+    mine = wait_for(
+        lambda: [s for s in backend_sockets() if os.stat(f"/proc/{s[2]}").st_uid == uid],
+        10,
+        "carta-demo's backend",
+    )
     assert {address for address, _, _ in mine} == {"127.0.0.1"}
 
 
@@ -82,7 +86,7 @@ def header_cards(data):
     """{keyword: value text} of the primary header, and the header's length in bytes."""
     cards = {}
     for offset in range(0, len(data), 80):
-        card = data[offset:offset + 80].decode("ascii")
+        card = data[offset : offset + 80].decode("ascii")
         keyword = card[:8].rstrip()
         if keyword == "END":
             return cards, -(-(offset + 80) // 2880) * 2880
@@ -96,19 +100,28 @@ def test_sample_cube_is_a_valid_fits_cube():
     cards, header_length = header_cards(data)
     assert list(cards)[:6] == ["SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "NAXIS3"]
     assert data[:30] == b"SIMPLE  =                    T"  # logical T in column 30
-    assert [cards[k] for k in ("BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "NAXIS3")] == \
-        ["-32", "3", "32", "24", "5"]
-    assert [cards[k] for k in ("CTYPE1", "CTYPE2", "CTYPE3", "BUNIT")] == \
-        ["'RA---SIN'", "'DEC--SIN'", "'FREQ    '", "'Jy/beam '"]
+    assert [cards[k] for k in ("BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "NAXIS3")] == [
+        "-32",
+        "3",
+        "32",
+        "24",
+        "5",
+    ]
+    assert [cards[k] for k in ("CTYPE1", "CTYPE2", "CTYPE3", "BUNIT")] == [
+        "'RA---SIN'",
+        "'DEC--SIN'",
+        "'FREQ    '",
+        "'Jy/beam '",
+    ]
     for key in ("CRVAL", "CDELT", "CRPIX"):
         for axis in "123":
             float(cards[key + axis])
-    assert set(data[len(cards) * 80 + 80:header_length]) == {ord(" ")}
+    assert set(data[len(cards) * 80 + 80 : header_length]) == {ord(" ")}
     pixels = 32 * 24 * 5
     assert len(data) == header_length + -(-pixels * 4 // 2880) * 2880
-    values = struct.unpack(f">{pixels}f", data[header_length:header_length + pixels * 4])
+    values = struct.unpack(f">{pixels}f", data[header_length : header_length + pixels * 4])
     assert all(math.isfinite(v) for v in values)
-    assert set(data[header_length + pixels * 4:]) <= {0}
+    assert set(data[header_length + pixels * 4 :]) <= {0}
     plane = 32 * 24
     peaks = [max(range(plane), key=lambda i, k=k: values[k * plane + i]) for k in range(5)]
     assert len(set(peaks)) == 5  # the source moves from channel to channel
@@ -125,8 +138,9 @@ def spawn_from_page(hub, session, name, timeout=90):
 
     def done():
         nonlocal r
-        if r.status_code >= 400 or (r.status_code == 302 and not urlparse(
-                r.headers["Location"]).path.startswith(pending)):
+        if r.status_code >= 400 or (
+            r.status_code == 302 and not urlparse(r.headers["Location"]).path.startswith(pending)
+        ):
             return True
         r = session.get(hub.url + pending, allow_redirects=False)
         return False
@@ -138,14 +152,18 @@ def spawn_from_page(hub, session, name, timeout=90):
 def test_an_unrunnable_server_command_is_a_clear_error_on_the_spawn_page(hub_factory, tmp_path):
     # the bug: a folder on the Hub's PATH that the user cannot enter (root's, here the
     # test's 0700 tmp_path) made the spawn a "500: Unhandled error starting server"
-    hub = hub_factory(SAME_USER_CARTA + 'c.SameUserCartaSpawner.cmd = ["my-carta-server"]\n',
-                      env={"PATH": f"{tmp_path}:{NEWCOMER_PATH}"})
+    hub = hub_factory(
+        SAME_USER_CARTA + 'c.SameUserCartaSpawner.cmd = ["my-carta-server"]\n',
+        env={"PATH": f"{tmp_path}:{NEWCOMER_PATH}"},
+    )
     page = spawn_from_page(hub, hub.login("ann"), "ann")
     assert page.status_code == 500
     text = page.text.replace("&#39;", "'")
     assert "Unhandled error" not in text
-    assert "The server command my-carta-server cannot be run as ann (Permission denied, " \
-           "looked up on the Hub's PATH). Set c.SameUserCartaSpawner.cmd" in text
+    assert (
+        "The server command my-carta-server cannot be run as ann (Permission denied, "
+        "looked up on the Hub's PATH). Set c.SameUserCartaSpawner.cmd" in text
+    )
     assert hub.proc.poll() is None
 
 
@@ -172,14 +190,22 @@ class MakeDemo(Hub):
     def __init__(self, state, shell):
         ports = {k: free_port() for k in ("proxy_port", "hub_port", "api_port")}
         # make passes variables given on its command line on to the recipe's environment
-        variables = [f"CARTA_HUB_DEMO_DIR={state}", f"CARTA_HUB_DEMO_PORT={ports['proxy_port']}",
-                     f"CARTA_HUB_DEMO_HUB_PORT={ports['hub_port']}",
-                     f"CARTA_HUB_DEMO_API_PORT={ports['api_port']}", f"CARTA_HUB_PREFIX={PREFIX}"]
+        variables = [
+            f"CARTA_HUB_DEMO_DIR={state}",
+            f"CARTA_HUB_DEMO_PORT={ports['proxy_port']}",
+            f"CARTA_HUB_DEMO_HUB_PORT={ports['hub_port']}",
+            f"CARTA_HUB_DEMO_API_PORT={ports['api_port']}",
+            f"CARTA_HUB_PREFIX={PREFIX}",
+        ]
         skip_install = ["-o", "install"] if editable_install() else []
         with open(state / "make.log", "wb") as log:  # the child keeps its own copy
-            proc = subprocess.Popen([*SHELLS[shell], "make", *skip_install, "demo", *variables],
-                                    cwd=REPO, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                [*SHELLS[shell], "make", *skip_install, "demo", *variables],
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         super().__init__(state, proc, ports, "", "")
         self.servers = set()
 
@@ -192,7 +218,9 @@ class MakeDemo(Hub):
                 raise RuntimeError(f"make demo exited with {self.proc.returncode}:\n{self.log()}")
             found = re.search(rf"log in as {ACCOUNT} with password (\S+)", self.log())
             self.password = found and found.group(1)
-            return self.password and self.proxy_pid() and b"Sign in" in _get(self.url + "/hub/login")
+            return (
+                self.password and self.proxy_pid() and b"Sign in" in _get(self.url + "/hub/login")
+            )
 
         try:
             wait_for(up, timeout, "make demo's Hub to answer", interval=0.5)

@@ -45,21 +45,42 @@ def doc_texts():
 
 def test_docs_build_without_warnings(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
-         str(DOCS), str(tmp_path / "html")],
-        check=False, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "sphinx",
+            "-W",
+            "--keep-going",
+            "-q",
+            "-b",
+            "html",
+            str(DOCS),
+            str(tmp_path / "html"),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-5000:]
     reference = (tmp_path / "html" / "configuration.html").read_text()
-    for setting in ("c.CartaBackend.executable", "c.CartaSingleUserApp.activity_interval",
-                    "c.CartaSpawnerMixin.carta_mode", "c.CARTASlurmSpawner.cores",
-                    "c.CARTAKubeSpawner.fs_group", "c.IdentityResolver.allowed_uids",
-                    "c.CartaStorage.mounts", "c.CartaLDAPAuthenticator.admin_groups"):
+    for setting in (
+        "c.CartaBackend.executable",
+        "c.CartaSingleUserApp.activity_interval",
+        "c.CartaSpawnerMixin.carta_mode",
+        "c.CARTASlurmSpawner.cores",
+        "c.CARTAKubeSpawner.fs_group",
+        "c.IdentityResolver.allowed_uids",
+        "c.CartaStorage.mounts",
+        "c.CartaLDAPAuthenticator.admin_groups",
+    ):
         assert setting in reference, setting
 
 
 def test_literalinclude_targets_exist():
-    targets = [(name, target) for name, text in doc_texts().items()
-               for target in INCLUDE.findall(text)]
+    targets = [
+        (name, target) for name, text in doc_texts().items() for target in INCLUDE.findall(text)
+    ]
     assert targets
     for name, target in targets:
         assert (DOCS / target).resolve().is_file(), f"{name} includes missing {target}"
@@ -72,32 +93,42 @@ def test_configs_are_included_not_pasted():
 
 
 def _code(path):
-    return "\n".join(line for line in path.read_text().splitlines()
-                     if not line.lstrip().startswith("#"))
+    return "\n".join(
+        line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")
+    )
 
 
 def test_every_config_file_is_tested():
     """Named by a test (its file name, or its stem as a string), or loaded by such a file."""
-    tests = "\n".join(p.read_text() for p in (ROOT / "tests").rglob("*.py")
-                      if p.name != "test_docs.py")
+    tests = "\n".join(
+        p.read_text() for p in (ROOT / "tests").rglob("*.py") if p.name != "test_docs.py"
+    )
     files = [p for folder in CONFIG_DIRS for p in sorted(folder.rglob("*")) if p.is_file()]
     tested = {p for p in files if p.name in tests or re.search(rf"[\"']{p.stem}[\"']", tests)}
-    loaded = {p for p in files for parent in tested if parent.suffix == ".py"
-              and f'load_subconfig("{p.name}")' in _code(parent)}
+    loaded = {
+        p
+        for p in files
+        for parent in tested
+        if parent.suffix == ".py" and f'load_subconfig("{p.name}")' in _code(parent)
+    }
     untested = [str(p.relative_to(ROOT)) for p in files if p not in tested | loaded]
     assert not untested, f"no test exercises {untested}"
 
 
 @pytest.mark.skipif(not CHART.is_dir(), reason=f"{CHART} is missing")
 async def test_gpu_profile_example(tmp_path, monkeypatch):
-    text = deploy_complexity.with_gpu_profile((ROOT / "helm-values" / "base.yaml").read_text(),
-                                              GPU_PROFILE)
-    values = merge(merge(load(CHART / "values.yaml"), yaml.safe_load(text)),
-                   load(ROOT / "helm-values" / "oidc.yaml"))
+    text = deploy_complexity.with_gpu_profile(
+        (ROOT / "helm-values" / "base.yaml").read_text(), GPU_PROFILE
+    )
+    values = merge(
+        merge(load(CHART / "values.yaml"), yaml.safe_load(text)),
+        load(ROOT / "helm-values" / "oidc.yaml"),
+    )
     jsonschema.validate(values, load(CHART / "values.schema.yaml"))
     use_kubeconfig(monkeypatch, write_kubeconfig(tmp_path / "kc", "http://127.0.0.1:9"))
-    spawner = spawner_class_for(values)(user=FakeUser("jo", VARIANTS["oidc"]),
-                                        config=hub_config(values), _mock=True)
+    spawner = spawner_class_for(values)(
+        user=FakeUser("jo", VARIANTS["oidc"]), config=hub_config(values), _mock=True
+    )
     spawner.user_options = {"profile": "gpu", "resources": "large"}
     pod = await pod_manifest(spawner)
     kubernetes_validate.validate(pod, kubernetes_validate.latest_version(), strict=True)
@@ -111,10 +142,13 @@ def test_deploy_complexity_figures():
     """The benchmark counts what the docs say it counts."""
     figures = {title: value for title, value, _, _ in deploy_complexity.measure()}
     assert figures["CARTA on Zero-to-JupyterHub: steps"] == len(
-        re.findall(r"^## Step \d+:", (DOCS / "kubernetes.md").read_text(), re.MULTILINE))
+        re.findall(r"^## Step \d+:", (DOCS / "kubernetes.md").read_text(), re.MULTILINE)
+    )
     assert figures["CARTA on a Slurm login node: lines written"] == sum(
-        len(deploy_complexity.written(s.text())) for s in deploy_complexity.GUIDES[1].sources)
+        len(deploy_complexity.written(s.text())) for s in deploy_complexity.GUIDES[1].sources
+    )
     assert figures["Add a GPU profile (Kubernetes): lines"] == len(
-        deploy_complexity.written(GPU_PROFILE))
+        deploy_complexity.written(GPU_PROFILE)
+    )
     sudoers = deploy_complexity.Source("docs/slurm.md", "Cmnd_Alias").text()
     assert "NOPASSWD:SETENV: CARTA_SLURM" in sudoers

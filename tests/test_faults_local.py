@@ -24,7 +24,6 @@ from pathlib import Path
 import pytest
 import requests
 import websockets
-
 from carta_standin.icd import EventType
 from helpers.carta import file_list, register
 from helpers.client import connect, open_carta
@@ -38,11 +37,14 @@ POLL = 2  # c.Spawner.poll_interval
 JITTER = 0.1  # JupyterHub's default Spawner.poll_jitter
 PROXY_CHECK = 1  # c.ConfigurableHTTPProxy.check_running_interval
 PROXY_TOKEN = secrets.token_hex(16)
-CONFIG = SAME_USER_CARTA + f"""
+CONFIG = (
+    SAME_USER_CARTA
+    + f"""
 c.Spawner.poll_interval = {POLL}
 c.ConfigurableHTTPProxy.check_running_interval = {PROXY_CHECK}
 c.JupyterHub.last_activity_interval = 2
 """
+)
 FITS = b"SIMPLE  =                    T" + b" " * 2850
 
 
@@ -68,8 +70,9 @@ def hub(hub_factory, hub_unix_user):
         home = hub.workdir / "homes" / name
         home.mkdir(parents=True)
         (home / f"{name}.fits").write_bytes(FITS)
-        subprocess.run(["chown", "-R", hub_unix_user.pw_name, str(hub.workdir / "homes")],
-                       check=True)
+        subprocess.run(
+            ["chown", "-R", hub_unix_user.pw_name, str(hub.workdir / "homes")], check=True
+        )
     return hub
 
 

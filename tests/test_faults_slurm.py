@@ -30,15 +30,29 @@ import time
 from pathlib import Path
 
 import pytest
-
-from helpers.faults import (ALICE, BACKEND_TIMEOUT, BOB, CAROL, FITS, POLL, START_TIMEOUT,
-                            STUDENTS, ensure_session, gone_within, job_of, live_jobs,
-                            one_click_restart, reachable, record, spawn)
+from helpers.faults import (
+    ALICE,
+    BACKEND_TIMEOUT,
+    BOB,
+    CAROL,
+    FITS,
+    POLL,
+    START_TIMEOUT,
+    STUDENTS,
+    ensure_session,
+    gone_within,
+    job_of,
+    live_jobs,
+    one_click_restart,
+    reachable,
+    record,
+    spawn,
+)
 from helpers.ports import wait_for
 from helpers.slurm import NODE
 
 
-def test_hub_restart_keeps_every_session(fault_site, slurm, artifacts):  # noqa: F811
+def test_hub_restart_keeps_every_session(fault_site, slurm, artifacts):
     site = fault_site
     for name in (ALICE, BOB):
         ensure_session(site, name)
@@ -58,7 +72,7 @@ def test_hub_restart_keeps_every_session(fault_site, slurm, artifacts):  # noqa:
     record(artifacts, "slurm_hub_restart_sessions_reachable", back)
 
 
-def test_scancel_hub_notices_and_one_click_restarts(fault_site, slurm, artifacts):  # noqa: F811
+def test_scancel_hub_notices_and_one_click_restarts(fault_site, slurm, artifacts):
     site = fault_site
     session = ensure_session(site, ALICE)
     job = job_of(slurm, ALICE)
@@ -75,7 +89,7 @@ def test_scancel_hub_notices_and_one_click_restarts(fault_site, slurm, artifacts
     assert noticed <= POLL + 1.5, noticed  # one squeue interval (+ squeue and the stop)
 
 
-def test_node_failure_requeued_jobs_are_cancelled(fault_site, slurm, artifacts):  # noqa: F811
+def test_node_failure_requeued_jobs_are_cancelled(fault_site, slurm, artifacts):
     site = fault_site
     sessions = {name: ensure_session(site, name) for name in (ALICE, BOB)}
     jobs = {name: job_of(slurm, name) for name in sessions}
@@ -83,8 +97,12 @@ def test_node_failure_requeued_jobs_are_cancelled(fault_site, slurm, artifacts):
         slurm.run("scontrol", "update", f"nodename={NODE}", "state=down", "reason=fault-test")
         started = time.monotonic()
         for name in sessions:
-            wait_for(lambda: not site.hub.server(name), 4 * POLL + 10,
-                     f"the Hub to notice {name}'s job was requeued", 0.05)
+            wait_for(
+                lambda: not site.hub.server(name),
+                4 * POLL + 10,
+                f"the Hub to notice {name}'s job was requeued",
+                0.05,
+            )
         noticed = time.monotonic() - started
         assert noticed <= POLL + 1.5, noticed
     finally:
@@ -101,15 +119,15 @@ def test_node_failure_requeued_jobs_are_cancelled(fault_site, slurm, artifacts):
     record(artifacts, "slurm_node_down_one_click_restart", restarted)
 
 
-def node_state(slurm):  # noqa: F811
+def node_state(slurm):
     return slurm.run("sinfo", "-h", "-n", NODE, "-o", "%T", check=False).stdout.split()[0]
 
 
-def resume(slurm):  # noqa: F811
+def resume(slurm):
     slurm.run("scontrol", "update", f"nodename={NODE}", "state=resume", check=False)
 
 
-def test_slurmctld_down_spawn_fails_clearly(fault_site, slurm, artifacts):  # noqa: F811
+def test_slurmctld_down_spawn_fails_clearly(fault_site, slurm, artifacts):
     site = fault_site
     ensure_session(site, ALICE)
     jobs = live_jobs(slurm)
@@ -120,24 +138,32 @@ def test_slurmctld_down_spawn_fails_clearly(fault_site, slurm, artifacts):  # no
     try:
         messages, failed = spawn(site, CAROL)
         text = "\n".join(messages)
-        assert "Slurm refused the CARTA job" in text and "Unable to contact slurm controller" \
-            in text, text
+        assert (
+            "Slurm refused the CARTA job" in text and "Unable to contact slurm controller" in text
+        ), text
         assert site.hub.api("GET", "/").status_code == 200
         assert not site.hub.server(CAROL)
         assert site.hub.server(ALICE).get("ready")  # squeue fails: the Hub keeps the session
         assert reachable(site, ALICE)
     finally:
         log = open(slurm.root / "log" / "slurmctld.out", "ab")
-        slurm.procs[1] = subprocess.Popen(ctld.args, env=slurm.env, stdout=log,
-                                          stderr=subprocess.STDOUT)
+        slurm.procs[1] = subprocess.Popen(
+            ctld.args, env=slurm.env, stdout=log, stderr=subprocess.STDOUT
+        )
         restarted = time.monotonic()
-        wait_for(lambda: slurm.run("scontrol", "ping", check=False).returncode == 0, 30,
-                 "slurmctld back")
+        wait_for(
+            lambda: slurm.run("scontrol", "ping", check=False).returncode == 0, 30, "slurmctld back"
+        )
     assert live_jobs(slurm) == jobs  # slurmctld recovered its jobs from its state
     # a restarted slurmctld schedules on a node only after its slurmd registered again
     # (until then jobs wait with reason ReqNodeNotAvail)
-    wait_for(lambda: "SlurmdStartTime=None" not in slurm.run(
-        "scontrol", "show", "node", "-o", NODE).stdout, 90, "the node to register")
+    wait_for(
+        lambda: (
+            "SlurmdStartTime=None" not in slurm.run("scontrol", "show", "node", "-o", NODE).stdout
+        ),
+        90,
+        "the node to register",
+    )
     registered = time.monotonic() - restarted
     messages, seconds = spawn(site, CAROL)
     assert site.hub.server(CAROL).get("ready"), messages
@@ -147,7 +173,7 @@ def test_slurmctld_down_spawn_fails_clearly(fault_site, slurm, artifacts):  # no
     record(artifacts, "slurmctld_back_spawn", seconds)
 
 
-def test_drained_node_keeps_sessions_and_queues_new_ones(fault_site, slurm, artifacts):  # noqa: F811
+def test_drained_node_keeps_sessions_and_queues_new_ones(fault_site, slurm, artifacts):
     site = fault_site
     for name in (ALICE, CAROL):
         ensure_session(site, name)
@@ -164,8 +190,13 @@ def test_drained_node_keeps_sessions_and_queues_new_ones(fault_site, slurm, arti
         waiting.start()
         wait_for(lambda: BOB in live_jobs(slurm).values(), 30, "bob's job queued")
         job = job_of(slurm, BOB)
-        wait_for(lambda: slurm.run("squeue", "-h", "-j", job, "-o", "%r").stdout.strip()
-                 not in ("", "None"), 15, "Slurm's reason for the wait")
+        wait_for(
+            lambda: (
+                slurm.run("squeue", "-h", "-j", job, "-o", "%r").stdout.strip() not in ("", "None")
+            ),
+            15,
+            "Slurm's reason for the wait",
+        )
         time.sleep(1.5)  # the spawner's next squeue (startup_poll_interval) shows it
         assert slurm.jobs()[job][0] == "PENDING"
     finally:
@@ -180,7 +211,7 @@ def test_drained_node_keeps_sessions_and_queues_new_ones(fault_site, slurm, arti
     record(artifacts, "slurm_undrain_queued_spawn_ready", time.monotonic() - undrained)
 
 
-def test_backend_never_listening_fails_the_spawn(fault_site, slurm, artifacts):  # noqa: F811
+def test_backend_never_listening_fails_the_spawn(fault_site, slurm, artifacts):
     site = fault_site
     if site.hub.server(BOB):
         site.hub.stop_server(BOB)
@@ -196,7 +227,7 @@ def test_backend_never_listening_fails_the_spawn(fault_site, slurm, artifacts): 
     record(artifacts, "slurm_backend_never_ready_spawn_fails", seconds)
 
 
-def test_job_never_starting_server_is_cancelled(fault_site, slurm, artifacts):  # noqa: F811
+def test_job_never_starting_server_is_cancelled(fault_site, slurm, artifacts):
     site = fault_site
     with site.flagged("hang-job"):
         messages, seconds = spawn(site, BOB)
@@ -226,8 +257,18 @@ def unwritable_home(name, how):
         finally:
             home.chmod(0o700)
         return
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size=1m,mode=700,uid={entry.pw_uid},"
-                    f"gid={entry.pw_gid}", "tmpfs", str(home)], check=True)
+    subprocess.run(
+        [
+            "mount",
+            "-t",
+            "tmpfs",
+            "-o",
+            f"size=1m,mode=700,uid={entry.pw_uid},gid={entry.pw_gid}",
+            "tmpfs",
+            str(home),
+        ],
+        check=True,
+    )
     try:
         fits = home / f"{name}-obs.fits"
         fits.write_bytes(FITS)
@@ -242,7 +283,7 @@ def unwritable_home(name, how):
 
 
 @pytest.mark.parametrize("how", ["read-only", "full"])
-def test_unwritable_home_carta_starts_with_a_warning(fault_site, slurm, how):  # noqa: F811
+def test_unwritable_home_carta_starts_with_a_warning(fault_site, slurm, how):
     site = fault_site
     if site.hub.server(CAROL):
         site.hub.stop_server(CAROL)
@@ -265,16 +306,18 @@ def test_unwritable_home_carta_starts_with_a_warning(fault_site, slurm, how):  #
         text = node_log.read_text()
         assert f"cannot write the job log {shared_log}" in text, text
         assert f"this log stays on {os.uname().nodename} in {node_log}\n" in text, text
-        assert f"Home folder {home} is {'not writable' if how == 'read-only' else 'full'}" \
-            in text, text
+        assert (
+            f"Home folder {home} is {'not writable' if how == 'read-only' else 'full'}" in text
+        ), text
         assert not shared_log.exists() or shared_log.stat().st_size == 0
         site.hub.stop_server(CAROL)
 
 
 def node_log_folders(since):
     """Node-local log folders made since ``since`` (a test cluster reuses job ids)."""
-    return [f for f in Path("/tmp").glob("carta-hub-*.??????????")
-            if f.lstat().st_ctime >= since - 1]
+    return [
+        f for f in Path("/tmp").glob("carta-hub-*.??????????") if f.lstat().st_ctime >= since - 1
+    ]
 
 
 @contextlib.contextmanager

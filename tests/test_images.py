@@ -4,13 +4,12 @@ paths and commands they bake in are the ones the spawners and helm-values run.""
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 from spython.main.parse.parsers import DockerParser, SingularityParser
-
 from traitlets.config import Config
 
 from carta_hub.backend import CartaBackend
@@ -37,8 +36,9 @@ def install_text(parsed):
 
 @pytest.mark.parametrize("dockerfile", ["singleuser.Dockerfile", "hub.Dockerfile"])
 def test_hadolint(dockerfile):
-    result = subprocess.run([str(HADOLINT), "--no-color", str(IMAGES / dockerfile)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [str(HADOLINT), "--no-color", str(IMAGES / dockerfile)], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -63,8 +63,12 @@ def test_singleuser_image_has_what_the_pods_run():
     # the spawners' commands: carta-hub's console script, JupyterLab and batchspawner extras
     assert '"/opt/src/carta-hub[lab,slurm]"' in text
     assert COMMANDS["carta"][0] in PYPROJECT["project"]["scripts"]
-    assert any(d.startswith("batchspawner") for d in PYPROJECT["project"]["optional-dependencies"]["slurm"])
-    assert any(d.startswith("jupyterlab") for d in PYPROJECT["project"]["optional-dependencies"]["lab"])
+    assert any(
+        d.startswith("batchspawner") for d in PYPROJECT["project"]["optional-dependencies"]["slurm"]
+    )
+    assert any(
+        d.startswith("jupyterlab") for d in PYPROJECT["project"]["optional-dependencies"]["lab"]
+    )
     path = dict(e.split("=", 1) for e in image.environ)["PATH"]
     assert path.startswith("/opt/carta-hub/bin:") and "/usr/bin" in path.split(":")
     assert image.cmd == COMMANDS["carta"] and image.entrypoint == ["tini", "--"]
@@ -80,7 +84,7 @@ def test_hub_image_adds_carta_hub_to_the_chart_image():
     assert "pip install --no-cache-dir --no-deps /tmp/carta-hub" in text
     assert "from carta_hub.hub.kube import CARTAKubeSpawner" in text
     # the chart loads the image's jupyterhub_config.d: it names our spawner
-    (source, target), = [f for f in image.files if f[0].startswith("images/hub-config.d/")]
+    ((source, target),) = [f for f in image.files if f[0].startswith("images/hub-config.d/")]
     assert target.startswith("/usr/local/etc/jupyterhub/jupyterhub_config.d/")
     c = Config()
     exec((ROOT / source).read_text(), {"c": c})
@@ -113,5 +117,6 @@ def test_images_have_setpriv_for_the_backend():
     text = install_text(recipe(DockerParser, "singleuser.Dockerfile"))
     assert re.search(r"apt-get install [^&]*\butil-linux\b", text)
     assert "setpriv --pdeathsig TERM -- true" in text
-    assert "setpriv --pdeathsig TERM -- true" in install_text(recipe(SingularityParser,
-                                                                      "carta-hub.def"))
+    assert "setpriv --pdeathsig TERM -- true" in install_text(
+        recipe(SingularityParser, "carta-hub.def")
+    )

@@ -17,12 +17,11 @@ from urllib.parse import urlparse
 import pytest
 import requests
 import trustme
+from carta_standin.icd import EventType
 from helpers.carta import file_list, register
 from helpers.client import connect, open_carta
 from helpers.hub import SAME_USER_CARTA, VENV_BIN
 from helpers.ports import wait_for
-
-from carta_standin.icd import EventType
 
 PROXY_TOKEN = secrets.token_hex(16)
 NAME = "alice"
@@ -30,9 +29,14 @@ NAME = "alice"
 
 @pytest.fixture(scope="module")
 def hub(hub_factory, hub_unix_user):
-    hub = hub_factory(SAME_USER_CARTA + """
+    hub = hub_factory(
+        SAME_USER_CARTA
+        + """
 c.Spawner.args = ["--CartaSingleUserApp.activity_interval=1"]
-""", internal_ssl=True, env={"CONFIGPROXY_AUTH_TOKEN": PROXY_TOKEN})
+""",
+        internal_ssl=True,
+        env={"CONFIGPROXY_AUTH_TOKEN": PROXY_TOKEN},
+    )
     home = hub.workdir / "homes" / NAME
     home.mkdir(parents=True)
     (home / "cube.fits").write_bytes(b"SIMPLE  =                    T" + b" " * 2850)
@@ -42,8 +46,12 @@ c.Spawner.args = ["--CartaSingleUserApp.activity_interval=1"]
 
 def route_target(hub, name):
     """Where configurable-http-proxy sends /user/NAME (asked through its TLS API)."""
-    r = requests.get(f"{hub.proxy_api}/api/routes", timeout=5, **hub.proxy_api_tls,
-                     headers={"Authorization": f"token {PROXY_TOKEN}"})
+    r = requests.get(
+        f"{hub.proxy_api}/api/routes",
+        timeout=5,
+        **hub.proxy_api_tls,
+        headers={"Authorization": f"token {PROXY_TOKEN}"},
+    )
     r.raise_for_status()
     return r.json().get(f"/user/{name}", {}).get("target")
 
@@ -80,8 +88,11 @@ def test_spawn_carta_and_stop_over_internal_ssl(hub):
     with pytest.raises(requests.ConnectionError):  # no plain HTTP
         requests.get(plain, timeout=5)
     with pytest.raises(requests.exceptions.SSLError):  # no TLS without a client certificate
-        requests.get(plain.replace("http:", "https:"), timeout=5,
-                     verify=str(hub.workdir / "certs" / "notebooks-ca_trust.crt"))
+        requests.get(
+            plain.replace("http:", "https:"),
+            timeout=5,
+            verify=str(hub.workdir / "certs" / "notebooks-ca_trust.crt"),
+        )
 
     hub.stop_server(NAME)
     assert route_target(hub, NAME) is None
@@ -125,24 +136,42 @@ def test_port_report_uses_the_client_certificate(fake_hub):
     TLS only, to clients with a certificate of the internal CA."""
     files, posted, folder = fake_hub
     key, cert = files["server"]
-    env = {**os.environ, "JUPYTERHUB_API_URL": f"https://127.0.0.1:{files['port']}/hub/api",
-           "JUPYTERHUB_API_TOKEN": "t", "JUPYTERHUB_USER": NAME, "HOME": str(folder),
-           "JUPYTERHUB_SERVICE_PREFIX": f"/user/{NAME}/", "JUPYTERHUB_SSL_KEYFILE": str(key),
-           "JUPYTERHUB_SSL_CERTFILE": str(cert),
-           "JUPYTERHUB_SSL_CLIENT_CA": str(folder / "ca.crt")}
+    env = {
+        **os.environ,
+        "JUPYTERHUB_API_URL": f"https://127.0.0.1:{files['port']}/hub/api",
+        "JUPYTERHUB_API_TOKEN": "t",
+        "JUPYTERHUB_USER": NAME,
+        "HOME": str(folder),
+        "JUPYTERHUB_SERVICE_PREFIX": f"/user/{NAME}/",
+        "JUPYTERHUB_SSL_KEYFILE": str(key),
+        "JUPYTERHUB_SSL_CERTFILE": str(cert),
+        "JUPYTERHUB_SSL_CLIENT_CA": str(folder / "ca.crt"),
+    }
     log = folder / "server.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [str(VENV_BIN / "carta-hub-singleuser"), "--CartaSingleUserApp.report_port=True",
-             "--ip=127.0.0.1", f"--CartaBackend.executable={VENV_BIN / 'carta-standin'}"],
-            env=env, stdout=out, stderr=subprocess.STDOUT)
+            [
+                str(VENV_BIN / "carta-hub-singleuser"),
+                "--CartaSingleUserApp.report_port=True",
+                "--ip=127.0.0.1",
+                f"--CartaBackend.executable={VENV_BIN / 'carta-standin'}",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wait_for(lambda: posted or proc.poll() is not None, 30, "the port report")
         assert posted, log.read_text()
         port = json.loads(posted[0])["port"]
         url = f"https://127.0.0.1:{port}/user/{NAME}/"
-        r = requests.get(url, cert=(str(files["hub"][1]), str(files["hub"][0])),
-                         verify=str(folder / "ca.crt"), allow_redirects=False, timeout=10)
+        r = requests.get(
+            url,
+            cert=(str(files["hub"][1]), str(files["hub"][0])),
+            verify=str(folder / "ca.crt"),
+            allow_redirects=False,
+            timeout=10,
+        )
         assert r.status_code == 302  # to the Hub's login: TLS and the client certificate passed
         with pytest.raises(requests.ConnectionError):
             requests.get(url.replace("https:", "http:"), timeout=5)
@@ -157,11 +186,22 @@ def test_incomplete_internal_ssl_files_are_a_clear_error(tmp_path):
     """A spawner that passes only some of the files (a custom move_certs gone wrong): the
     server does not fall back to plain HTTP; it stops, naming what is missing."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_SSL_")}
-    env.update(JUPYTERHUB_USER=NAME, HOME=str(tmp_path),
-               JUPYTERHUB_SSL_CERTFILE=str(tmp_path / "server.crt"))
+    env.update(
+        JUPYTERHUB_USER=NAME,
+        HOME=str(tmp_path),
+        JUPYTERHUB_SSL_CERTFILE=str(tmp_path / "server.crt"),
+    )
     result = subprocess.run(
-        [str(VENV_BIN / "carta-hub-singleuser"), "--ip=127.0.0.1",
-         f"--CartaBackend.executable={VENV_BIN / 'carta-standin'}"],
-        check=False, env=env, capture_output=True, text=True, timeout=60)
+        [
+            str(VENV_BIN / "carta-hub-singleuser"),
+            "--ip=127.0.0.1",
+            f"--CartaBackend.executable={VENV_BIN / 'carta-standin'}",
+        ],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1, result.stderr
     assert "JUPYTERHUB_SSL_KEYFILE, JUPYTERHUB_SSL_CLIENT_CA not set" in result.stderr

@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from carta_standin.icd import EventType
 from helpers.carta import file_list, register
 from helpers.client import connect, open_carta

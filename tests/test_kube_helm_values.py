@@ -12,34 +12,43 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from helpers.helm import CHART, VARIANTS, hub_config, load, merge, spawner_class_for, values_for
+from helpers.hub import VENV_BIN
+from k8s_simulator import write_kubeconfig
+from kube_support import FakeUser, container, env, pod_manifest, use_kubeconfig
 
 import carta_hub
 from carta_hub.backend import SERVER_CONFIG_ENV
-from helpers.helm import (CHART, VARIANTS, hub_config, load, merge, spawner_class_for,
-                          values_for)
-from helpers.hub import VENV_BIN
-from kube_support import FakeUser, container, env, pod_manifest, use_kubeconfig
-from k8s_simulator import write_kubeconfig
 
 ROOT = Path(__file__).parent.parent
 VALUES = ROOT / "helm-values"
 
-pytestmark = [pytest.mark.fast,
-              pytest.mark.skipif(not CHART.is_dir(), reason=f"{CHART} is missing")]
+pytestmark = [
+    pytest.mark.fast,
+    pytest.mark.skipif(not CHART.is_dir(), reason=f"{CHART} is missing"),
+]
 
 
 def configurable_classes(values):
+    from jupyterhub.app import JupyterHub
+    from jupyterhub.auth import Authenticator
+
     from carta_hub.backend import CartaBackend
     from carta_hub.hub.identity import IdentityResolver
     from carta_hub.hub.storage import CartaStorage
-    from jupyterhub.app import JupyterHub
-    from jupyterhub.auth import Authenticator
 
     authenticator = values["hub"]["config"]["JupyterHub"]["authenticator_class"]
     auth_class = entry_points(group="jupyterhub.authenticators")[authenticator].load()
     spawner_class = spawner_class_for(values)
-    classes = (JupyterHub, Authenticator, auth_class, spawner_class,
-               IdentityResolver, CartaStorage, CartaBackend)
+    classes = (
+        JupyterHub,
+        Authenticator,
+        auth_class,
+        spawner_class,
+        IdentityResolver,
+        CartaStorage,
+        CartaBackend,
+    )
     # a section may name a class or any of its bases (LDAPAuthenticator for a subclass)
     return {base.__name__: cls for cls in classes for base in reversed(cls.__mro__)}
 
@@ -60,8 +69,9 @@ def test_hub_config_has_no_unknown_settings(variant):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("options", [{}, {"profile": "carta", "resources": "large"},
-                                     {"profile": "lab"}])
+@pytest.mark.parametrize(
+    "options", [{}, {"profile": "carta", "resources": "large"}, {"profile": "lab"}]
+)
 async def test_pods_from_values(variant, options, tmp_path, monkeypatch):
     use_kubeconfig(monkeypatch, write_kubeconfig(tmp_path / "kc", "http://127.0.0.1:9"))
     values = values_for(variant)
@@ -74,8 +84,9 @@ async def test_pods_from_values(variant, options, tmp_path, monkeypatch):
         kubernetes_validate.validate(pod, version, strict=True)
     nb = container(pod)
     assert nb["image"] == f"registry.example.org/carta-hub/singleuser:{carta_hub.__version__}"
-    assert nb["args"][0] == ("jupyterhub-singleuser" if options.get("profile") == "lab"
-                             else "carta-hub-singleuser")
+    assert nb["args"][0] == (
+        "jupyterhub-singleuser" if options.get("profile") == "lab" else "carta-hub-singleuser"
+    )
     passed = json.loads(env(pod)[SERVER_CONFIG_ENV])["config"]
     assert passed["CartaBackend"]["top_level_folder"] == "/ceph"
     # the identity's, not the chart's uid 1000 / fsGid 100
@@ -106,11 +117,15 @@ def test_tls_for_per_user_origins(variant):
 def test_cephfs_volume_command_of_the_guide(tmp_path):
     """docs/kubernetes.md's `carta-hub cephfs-volume` prints the claim base.yaml mounts, bound
     to its volume only, and both validate against Kubernetes."""
-    (command,) = [line.split("|")[0] for line in (ROOT / "docs" / "kubernetes.md").read_text()
-                  .splitlines() if line.startswith("carta-hub cephfs-volume ")]
+    (command,) = [
+        line.split("|")[0]
+        for line in (ROOT / "docs" / "kubernetes.md").read_text().splitlines()
+        if line.startswith("carta-hub cephfs-volume ")
+    ]
     argv = shlex.split(command)
-    out = subprocess.run([str(VENV_BIN / argv[0]), *argv[1:]], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [str(VENV_BIN / argv[0]), *argv[1:]], check=True, capture_output=True, text=True
+    ).stdout
     pv, pvc = yaml.safe_load_all(out)
     for doc in (pv, pvc):
         for version in ("1.30.0", kubernetes_validate.latest_version()):
@@ -123,11 +138,17 @@ def test_cephfs_volume_command_of_the_guide(tmp_path):
     assert pv["spec"]["csi"]["volumeAttributes"]["staticVolume"] == "true"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--namespace", "Carta"], "namespace 'Carta' is not a Kubernetes name"),
-    (["--namespace", "carta", "--secret", "csi-secret"], "give it as NAMESPACE/NAME"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--namespace", "Carta"], "namespace 'Carta' is not a Kubernetes name"),
+        (["--namespace", "carta", "--secret", "csi-secret"], "give it as NAMESPACE/NAME"),
+    ],
+)
 def test_cephfs_volume_command_refuses_bad_names(args, message):
-    result = subprocess.run([str(VENV_BIN / "carta-hub"), "cephfs-volume", "--cluster-id", "x",
-                             *args], capture_output=True, text=True)
+    result = subprocess.run(
+        [str(VENV_BIN / "carta-hub"), "cephfs-volume", "--cluster-id", "x", *args],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and message in result.stderr and not result.stdout

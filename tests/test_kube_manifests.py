@@ -8,10 +8,17 @@ import re
 
 import kubernetes_validate
 import pytest
-
-from kube_support import (LDAP, OIDC, FakeUser, container, env, make_spawner, pod_manifest,
-                          use_kubeconfig)
 from k8s_simulator import write_kubeconfig
+from kube_support import (
+    LDAP,
+    OIDC,
+    FakeUser,
+    container,
+    env,
+    make_spawner,
+    pod_manifest,
+    use_kubeconfig,
+)
 
 from carta_hub.backend import SERVER_CONFIG_ENV
 
@@ -31,17 +38,31 @@ STORAGE = {
 IDENTITIES = {
     # source -> (auth_state, IdentityResolver config, expected uid, gid, groups, login)
     "ldap": (LDAP, {}, 23501, 23500, [], "alice"),
-    "oidc": (OIDC, {"uid_attribute": "uid_number", "gid_attribute": "gid_number",
-                    "groups_attribute": "gids", "name_attribute": "preferred_username"},
-             23502, 23500, [23600, 23601], "jo"),
+    "oidc": (
+        OIDC,
+        {
+            "uid_attribute": "uid_number",
+            "gid_attribute": "gid_number",
+            "groups_attribute": "gids",
+            "name_attribute": "preferred_username",
+        },
+        23502,
+        23500,
+        [23600, 23601],
+        "jo",
+    ),
     "mapping": (None, {"mapping_file": "MAPPING"}, 23503, 23500, [23600], "a.student"),
     "nss": (None, {"sources": ["nss"]}, None, None, None, None),
 }
 
 PROFILES = {
     "carta": ({}, ["carta-hub-singleuser"], "", "8589934592"),
-    "carta-large": ({"profile": "carta", "resources": "large"}, ["carta-hub-singleuser"], "",
-                    "34359738368"),
+    "carta-large": (
+        {"profile": "carta", "resources": "large"},
+        ["carta-hub-singleuser"],
+        "",
+        "34359738368",
+    ),
     "lab": ({"profile": "lab"}, ["jupyterhub-singleuser"], "/lab", "8589934592"),
 }
 
@@ -60,9 +81,13 @@ def nss_user():
     remove_user("carta-nss-t")
 
 
-@pytest.mark.parametrize("storage, source, profile", [  # nss: makes an account (root)
-    pytest.param(*case, marks=() if case[1] == "nss" else pytest.mark.fast)
-    for case in itertools.product(STORAGE, IDENTITIES, PROFILES)])
+@pytest.mark.parametrize(
+    "storage, source, profile",
+    [  # nss: makes an account (root)
+        pytest.param(*case, marks=() if case[1] == "nss" else pytest.mark.fast)
+        for case in itertools.product(STORAGE, IDENTITIES, PROFILES)
+    ],
+)
 async def test_pod_manifest(storage, source, profile, tmp_path, request):
     state, resolver, uid, gid, groups, login = IDENTITIES[source]
     name = {"ldap": "alice", "oidc": "jo@uni.edu", "mapping": "a.student"}.get(source)
@@ -77,10 +102,13 @@ async def test_pod_manifest(storage, source, profile, tmp_path, request):
     options, cmd, default_url, mem_limit = PROFILES[profile]
     spawner = make_spawner(
         FakeUser(name, state),
-        {"IdentityResolver": {**resolver, "home_template": "/ceph/home/{login}"},
-         "CartaStorage": {"mounts": STORAGE[storage]},
-         "CartaBackend": {"top_level_folder": "/ceph", "idle_timeout": 3600}},
-        options)
+        {
+            "IdentityResolver": {**resolver, "home_template": "/ceph/home/{login}"},
+            "CartaStorage": {"mounts": STORAGE[storage]},
+            "CartaBackend": {"top_level_folder": "/ceph", "idle_timeout": 3600},
+        },
+        options,
+    )
     pod = await pod_manifest(spawner)
 
     for version in VERSIONS:
@@ -97,12 +125,21 @@ async def test_pod_manifest(storage, source, profile, tmp_path, request):
     assert nb["args"] == cmd  # the settings are in the environment, not on the command line
     passed = json.loads(env(pod)[SERVER_CONFIG_ENV])
     assert passed["config"]["CartaBackend"] == {"idle_timeout": 3600, "top_level_folder": "/ceph"}
-    assert passed["user"] == {"username": name, "login": login, "uid": uid, "gid": gid,
-                              "home": home}
+    assert passed["user"] == {
+        "username": name,
+        "login": login,
+        "uid": uid,
+        "gid": gid,
+        "home": home,
+    }
     assert nb["resources"]["limits"]["memory"] == int(mem_limit)
     e = env(pod)
     assert e["HOME"] == nb["workingDir"] == home
-    assert e["JUPYTERHUB_DEFAULT_URL"] == default_url if default_url else "JUPYTERHUB_DEFAULT_URL" not in e
+    assert (
+        e["JUPYTERHUB_DEFAULT_URL"] == default_url
+        if default_url
+        else "JUPYTERHUB_DEFAULT_URL" not in e
+    )
     assert e["NSS_WRAPPER_PASSWD"] == "/run/carta-hub/passwd"
     assert f"{login}:x:{uid}:{gid}:" in env(pod, "carta-nss")["CARTA_PASSWD"]
 
@@ -116,15 +153,19 @@ async def test_pod_manifest(storage, source, profile, tmp_path, request):
         assert home["subPath"] == f"home/{login}"
         assert volumes[home["name"]]["persistentVolumeClaim"] == {"claimName": "cephfs"}
     else:
-        assert volumes[home["name"]]["hostPath"] == {"path": f"/mnt/ceph/home/{login}",
-                                                     "type": "Directory"}
+        assert volumes[home["name"]]["hostPath"] == {
+            "path": f"/mnt/ceph/home/{login}",
+            "type": "Directory",
+        }
     assert volumes[mounts["/tmp"]["name"]] == {"name": "carta-tmp", "emptyDir": {}}
 
 
 @pytest.mark.fast
 async def test_fs_group_only_when_asked():
-    spawner = make_spawner(FakeUser("alice", LDAP), {"CARTAKubeSpawner": {"fs_group": True},
-                                                     "KubeSpawner": {"fs_gid": 100}})
+    spawner = make_spawner(
+        FakeUser("alice", LDAP),
+        {"CARTAKubeSpawner": {"fs_group": True}, "KubeSpawner": {"fs_gid": 100}},
+    )
     psc = (await pod_manifest(spawner))["spec"]["securityContext"]
     assert (psc["fsGroup"], psc["fsGroupChangePolicy"]) == (23500, "OnRootMismatch")
     # the chart's default singleuser.fsGid (100) must not leak into the pod
@@ -149,9 +190,10 @@ async def test_storage_paths_do_not_depend_on_the_slug_scheme():
     mounts = [{"pvc": "cephfs", "sub_path": "users/{username}", "mount_path": "/ceph/u/{login}"}]
     found, names = [], set()
     for scheme in ("safe", "escape"):
-        spawner = make_spawner(FakeUser("jo.smith@uni", state),
-                               {"KubeSpawner": {"slug_scheme": scheme},
-                                "CartaStorage": {"mounts": mounts}})
+        spawner = make_spawner(
+            FakeUser("jo.smith@uni", state),
+            {"KubeSpawner": {"slug_scheme": scheme}, "CartaStorage": {"mounts": mounts}},
+        )
         pod = await pod_manifest(spawner)
         found.append([(m["mountPath"], m.get("subPath")) for m in container(pod)["volumeMounts"]])
         names.add(pod["metadata"]["name"])
@@ -164,19 +206,28 @@ SITE_VOLUME = {"name": "site-software", "hostPath": {"path": "/opt/site", "type"
 SITE_MOUNT = {"name": "site-software", "mountPath": "/opt/site", "readOnly": True}
 SITE_INIT = {"name": "site-motd", "image": "busybox:1.36", "command": ["true"]}
 LOCALHOST_SECCOMP = {"type": "Localhost", "localhostProfile": "profiles/carta.json"}
-SITE_PSC = {"seccompProfile": LOCALHOST_SECCOMP,
-            "sysctls": [{"name": "net.ipv4.ping_group_range", "value": "0 2147483647"}]}
+SITE_PSC = {
+    "seccompProfile": LOCALHOST_SECCOMP,
+    "sysctls": [{"name": "net.ipv4.ping_group_range", "value": "0 2147483647"}],
+}
 SITE_CSC = {"readOnlyRootFilesystem": True, "seLinuxOptions": {"level": "s0:c123,c456"}}
 OPERATOR_FORMS = {  # the same settings in each form KubeSpawner accepts
-    "lists": {"volumes": [SITE_VOLUME], "volume_mounts": [SITE_MOUNT],
-              "init_containers": [SITE_INIT], "supplemental_gids": [4242],
-              "pod_security_context": SITE_PSC, "container_security_context": SITE_CSC},
+    "lists": {
+        "volumes": [SITE_VOLUME],
+        "volume_mounts": [SITE_MOUNT],
+        "init_containers": [SITE_INIT],
+        "supplemental_gids": [4242],
+        "pod_security_context": SITE_PSC,
+        "container_security_context": SITE_CSC,
+    },
     "dicts-and-callables": {
-        "volumes": {"site": SITE_VOLUME}, "volume_mounts": {"site": SITE_MOUNT},
+        "volumes": {"site": SITE_VOLUME},
+        "volume_mounts": {"site": SITE_MOUNT},
         "init_containers": {"10-motd": SITE_INIT},
         "supplemental_gids": lambda spawner: [4242],
         "pod_security_context": lambda spawner: SITE_PSC,
-        "container_security_context": lambda spawner: SITE_CSC},
+        "container_security_context": lambda spawner: SITE_CSC,
+    },
 }
 
 
@@ -185,11 +236,15 @@ OPERATOR_FORMS = {  # the same settings in each form KubeSpawner accepts
 async def test_operator_settings_combine_with_carta_hubs(form):
     """An operator's extra volume, mount, init container, supplemental group and security
     settings are all in the pod, with carta-hub's identity, storage and hardening."""
-    spawner = make_spawner(FakeUser("jo@uni.edu", OIDC), {
-        "KubeSpawner": OPERATOR_FORMS[form],
-        "CARTAKubeSpawner": {"read_only_root_filesystem": False},
-        "IdentityResolver": IDENTITIES["oidc"][1],
-        "CartaStorage": {"mounts": STORAGE["cephfs-pvc"]}})
+    spawner = make_spawner(
+        FakeUser("jo@uni.edu", OIDC),
+        {
+            "KubeSpawner": OPERATOR_FORMS[form],
+            "CARTAKubeSpawner": {"read_only_root_filesystem": False},
+            "IdentityResolver": IDENTITIES["oidc"][1],
+            "CartaStorage": {"mounts": STORAGE["cephfs-pvc"]},
+        },
+    )
     pod = await pod_manifest(spawner)
     for version in VERSIONS:
         kubernetes_validate.validate(pod, version, strict=True)
@@ -209,8 +264,10 @@ async def test_operator_settings_combine_with_carta_hubs(form):
     assert psc["supplementalGroups"] == [23600, 23601, 4242]
     for c in (nb, container(pod, "carta-nss")):
         sc = c["securityContext"]
-        assert sc["readOnlyRootFilesystem"] is True and sc["seLinuxOptions"] == SITE_CSC[
-            "seLinuxOptions"]
+        assert (
+            sc["readOnlyRootFilesystem"] is True
+            and sc["seLinuxOptions"] == SITE_CSC["seLinuxOptions"]
+        )
         assert sc["seccompProfile"] == LOCALHOST_SECCOMP  # the pod's, not RuntimeDefault
         assert (sc["runAsUser"], sc["runAsGroup"], sc["runAsNonRoot"]) == (23502, 23500, True)
         assert sc["allowPrivilegeEscalation"] is False and sc["privileged"] is False
@@ -225,35 +282,90 @@ async def test_operator_settings_combine_with_carta_hubs(form):
 WEAKENING = {
     # case -> (settings, what the refusal names)
     "privileged": ({"KubeSpawner": {"privileged": True}}, "privileged=True"),
-    "escalation": ({"KubeSpawner": {"allow_privilege_escalation": True}},
-                   "allowPrivilegeEscalation=True"),
-    "capability": ({"KubeSpawner": {"container_security_context": {
-        "capabilities": {"add": ["SYS_ADMIN"]}}}}, "capabilities.add"),
-    "root-container": ({"KubeSpawner": {"container_security_context": {"runAsUser": 0}}},
-                       "runAsUser=0"),
-    "root-pod": ({"KubeSpawner": {"pod_security_context": {"runAsNonRoot": False}}},
-                 "runAsNonRoot=False"),
-    "unconfined": ({"KubeSpawner": {"pod_security_context": {
-        "seccompProfile": {"type": "Unconfined"}}}}, "seccompProfile"),
-    "writable-root": ({"KubeSpawner": {"container_security_context": {
-        "readOnlyRootFilesystem": False}}}, "read_only_root_filesystem = False"),
-    "profile": ({"KubeSpawner": {"profile_list": [{
-        "display_name": "Debug", "slug": "debug", "kubespawner_override": {
-            "container_security_context": {"privileged": True}}}]}}, "privileged=True"),
-    "pod-config": ({"KubeSpawner": {"extra_pod_config": {"securityContext": {}}}},
-                   "use c.KubeSpawner.pod_security_context"),
-    "container-config": ({"KubeSpawner": {"extra_container_config": {"volume_mounts": []}}},
-                         "use c.KubeSpawner.volume_mounts"),
-    "volume-name": ({"KubeSpawner": {"volumes": [{"name": "carta-tmp", "emptyDir": {}}]}},
-                    "name 'carta-tmp' appears twice"),
-    "mount-path": ({"KubeSpawner": {"volumes": [SITE_VOLUME], "volume_mounts": [
-        {**SITE_MOUNT, "mountPath": "/ceph/data"}]}}, "mountPath '/ceph/data' appears twice"),
-    "root-init": ({"KubeSpawner": {"init_containers": [
-        {**SITE_INIT, "securityContext": {"runAsUser": 0, "runAsNonRoot": False}}]}},
-        "init_containers (site-motd) sets runAsUser=0"),
-    "init-capability": ({"KubeSpawner": {"init_containers": {"motd": {
-        **SITE_INIT, "securityContext": {"capabilities": {"add": ["NET_ADMIN"]}}}}}},
-        "capabilities.add=['NET_ADMIN']"),
+    "escalation": (
+        {"KubeSpawner": {"allow_privilege_escalation": True}},
+        "allowPrivilegeEscalation=True",
+    ),
+    "capability": (
+        {"KubeSpawner": {"container_security_context": {"capabilities": {"add": ["SYS_ADMIN"]}}}},
+        "capabilities.add",
+    ),
+    "root-container": (
+        {"KubeSpawner": {"container_security_context": {"runAsUser": 0}}},
+        "runAsUser=0",
+    ),
+    "root-pod": (
+        {"KubeSpawner": {"pod_security_context": {"runAsNonRoot": False}}},
+        "runAsNonRoot=False",
+    ),
+    "unconfined": (
+        {"KubeSpawner": {"pod_security_context": {"seccompProfile": {"type": "Unconfined"}}}},
+        "seccompProfile",
+    ),
+    "writable-root": (
+        {"KubeSpawner": {"container_security_context": {"readOnlyRootFilesystem": False}}},
+        "read_only_root_filesystem = False",
+    ),
+    "profile": (
+        {
+            "KubeSpawner": {
+                "profile_list": [
+                    {
+                        "display_name": "Debug",
+                        "slug": "debug",
+                        "kubespawner_override": {
+                            "container_security_context": {"privileged": True}
+                        },
+                    }
+                ]
+            }
+        },
+        "privileged=True",
+    ),
+    "pod-config": (
+        {"KubeSpawner": {"extra_pod_config": {"securityContext": {}}}},
+        "use c.KubeSpawner.pod_security_context",
+    ),
+    "container-config": (
+        {"KubeSpawner": {"extra_container_config": {"volume_mounts": []}}},
+        "use c.KubeSpawner.volume_mounts",
+    ),
+    "volume-name": (
+        {"KubeSpawner": {"volumes": [{"name": "carta-tmp", "emptyDir": {}}]}},
+        "name 'carta-tmp' appears twice",
+    ),
+    "mount-path": (
+        {
+            "KubeSpawner": {
+                "volumes": [SITE_VOLUME],
+                "volume_mounts": [{**SITE_MOUNT, "mountPath": "/ceph/data"}],
+            }
+        },
+        "mountPath '/ceph/data' appears twice",
+    ),
+    "root-init": (
+        {
+            "KubeSpawner": {
+                "init_containers": [
+                    {**SITE_INIT, "securityContext": {"runAsUser": 0, "runAsNonRoot": False}}
+                ]
+            }
+        },
+        "init_containers (site-motd) sets runAsUser=0",
+    ),
+    "init-capability": (
+        {
+            "KubeSpawner": {
+                "init_containers": {
+                    "motd": {
+                        **SITE_INIT,
+                        "securityContext": {"capabilities": {"add": ["NET_ADMIN"]}},
+                    }
+                }
+            }
+        },
+        "capabilities.add=['NET_ADMIN']",
+    ),
 }
 
 
@@ -265,7 +377,8 @@ async def test_operator_settings_that_weaken_the_pod_are_refused(case):
     from carta_hub.hub.kube import PodSettingError
 
     settings, message = WEAKENING[case]
-    spawner = make_spawner(FakeUser("alice", LDAP),
-                           {**settings, "CartaStorage": {"mounts": STORAGE["hostpath"]}})
+    spawner = make_spawner(
+        FakeUser("alice", LDAP), {**settings, "CartaStorage": {"mounts": STORAGE["hostpath"]}}
+    )
     with pytest.raises(PodSettingError, match=re.escape(message)):
         await pod_manifest(spawner)

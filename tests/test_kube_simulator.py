@@ -6,12 +6,12 @@ import json
 import os
 
 import pytest
+from helpers.ports import free_port, wait_for
+from k8s_simulator import write_kubeconfig
+from kube_support import GID, UID, FakeUser, make_spawner, use_kubeconfig
 
 from carta_hub.hub.identity import IdentityError
 from carta_hub.hub.kube import CARTAKubeSpawner
-from helpers.ports import free_port, wait_for
-from kube_support import GID, UID, FakeUser, make_spawner, use_kubeconfig
-from k8s_simulator import write_kubeconfig
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the simulator's kubelet needs root")
 
@@ -36,21 +36,45 @@ time.sleep(600)
 def spawner_for(kube_site, tmp_path, monkeypatch):
     use_kubeconfig(monkeypatch, write_kubeconfig(tmp_path / "kubeconfig", kube_site["sim"].url))
     mapping = tmp_path / "ids.yaml"
-    mapping.write_text(f"stu: {{uid: {UID}, gid: {GID}, groups: [{GROUP}], name: stu}}\n"
-                       "root2: {uid: 0, gid: 0}\n")
+    mapping.write_text(
+        f"stu: {{uid: {UID}, gid: {GID}, groups: [{GROUP}], name: stu}}\n"
+        "root2: {uid: 0, gid: 0}\n"
+    )
     ceph = kube_site["root"] + "/ceph"
 
     def make(name, **kube):
-        return make_spawner(FakeUser(name), {
-            "KubeSpawner": {"k8s_api_host": kube_site["sim"].url, "port": free_port(),
-                            "start_timeout": 30, "delete_grace_period": 2, **kube},
-            "IdentityResolver": {"sources": ["mapping"], "mapping_file": str(mapping),
-                                 "home_template": ceph + "/home/{login}"},
-            "CartaStorage": {"mounts": [
-                {"pvc": "cephfs", "sub_path": "home/{login}", "mount_path": ceph + "/home/{login}"},
-                {"pvc": "cephfs", "sub_path": "data", "mount_path": ceph + "/data",
-                 "read_only": True}]},
-        })
+        return make_spawner(
+            FakeUser(name),
+            {
+                "KubeSpawner": {
+                    "k8s_api_host": kube_site["sim"].url,
+                    "port": free_port(),
+                    "start_timeout": 30,
+                    "delete_grace_period": 2,
+                    **kube,
+                },
+                "IdentityResolver": {
+                    "sources": ["mapping"],
+                    "mapping_file": str(mapping),
+                    "home_template": ceph + "/home/{login}",
+                },
+                "CartaStorage": {
+                    "mounts": [
+                        {
+                            "pvc": "cephfs",
+                            "sub_path": "home/{login}",
+                            "mount_path": ceph + "/home/{login}",
+                        },
+                        {
+                            "pvc": "cephfs",
+                            "sub_path": "data",
+                            "mount_path": ceph + "/data",
+                            "read_only": True,
+                        },
+                    ]
+                },
+            },
+        )
 
     return make
 
@@ -86,7 +110,9 @@ async def test_start_poll_stop(kube_site, spawner_for):
         await _stop_reflectors()
 
 
-@pytest.mark.parametrize("name, message", [("root2", "UID 0"), ("nobody-here", "No POSIX identity")])
+@pytest.mark.parametrize(
+    "name, message", [("root2", "UID 0"), ("nobody-here", "No POSIX identity")]
+)
 async def test_bad_identity_creates_no_pod(kube_site, spawner_for, name, message):
     spawner = spawner_for(name, cmd=["true"])
     try:
@@ -125,15 +151,29 @@ async def test_operator_volume_init_container_and_group(kube_site, spawner_for):
     site, scratch = ceph + "/site", root + "/scratch"
     probe = SITE_PROBE.replace("SITE", site).replace("SCRATCH", scratch)
     spawner = spawner_for(
-        "stu", cmd=["python3", "-c", probe], supplemental_gids=[GROUP - 1],
-        volumes=[{"name": "site-software",
-                  "hostPath": {"path": f"{root}/site-software", "type": "Directory"}},
-                 {"name": "site-scratch", "emptyDir": {}}],
-        volume_mounts=[{"name": "site-software", "mountPath": site, "readOnly": True},
-                       {"name": "site-scratch", "mountPath": scratch}],
-        init_containers=[{"name": "site-init", "image": "busybox",
-                          "command": ["/bin/sh", "-c", f"echo ready > {scratch}/flag"],
-                          "volumeMounts": [{"name": "site-scratch", "mountPath": scratch}]}])
+        "stu",
+        cmd=["python3", "-c", probe],
+        supplemental_gids=[GROUP - 1],
+        volumes=[
+            {
+                "name": "site-software",
+                "hostPath": {"path": f"{root}/site-software", "type": "Directory"},
+            },
+            {"name": "site-scratch", "emptyDir": {}},
+        ],
+        volume_mounts=[
+            {"name": "site-software", "mountPath": site, "readOnly": True},
+            {"name": "site-scratch", "mountPath": scratch},
+        ],
+        init_containers=[
+            {
+                "name": "site-init",
+                "image": "busybox",
+                "command": ["/bin/sh", "-c", f"echo ready > {scratch}/flag"],
+                "volumeMounts": [{"name": "site-scratch", "mountPath": scratch}],
+            }
+        ],
+    )
     try:
         await spawner.start()
         found = os.path.join(kube_site["home"], "site.json")

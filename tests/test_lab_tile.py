@@ -1,7 +1,6 @@
 """The JupyterLab mode: carta-hub's `carta` entry in a real Jupyter Server with
 jupyter-server-proxy: the launcher tile, and CARTA proxied at <base_url>/carta/."""
 
-
 import asyncio
 import os
 import signal
@@ -27,8 +26,12 @@ from carta_hub.server.activity import PUBLISH_SECONDS
 
 @pytest.fixture(scope="module")
 def lab(open_tmp, hub_unix_user):
-    server = start_jupyter(open_tmp, "/user/a.student/", user=hub_unix_user.pw_name, args=[
-        f"--CartaBackend.executable={install_echo_backend(open_tmp)}"])
+    server = start_jupyter(
+        open_tmp,
+        "/user/a.student/",
+        user=hub_unix_user.pw_name,
+        args=[f"--CartaBackend.executable={install_echo_backend(open_tmp)}"],
+    )
     yield server
     server.stop()
 
@@ -57,9 +60,13 @@ def tls_lab(open_tmp, hub_unix_user):
     ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(folder / "server.pem")
     ca.cert_pem.write_to_path(folder / "ca.pem")
     subprocess.run(["chown", "-R", hub_unix_user.pw_name, str(folder)], check=True)
-    server = start_jupyter(open_tmp, "/user/tls/", user=hub_unix_user.pw_name, args=[
-        f"--CartaBackend.executable={install_echo_backend(open_tmp)}"],
-        tls=(folder / "server.pem", folder / "ca.pem"))
+    server = start_jupyter(
+        open_tmp,
+        "/user/tls/",
+        user=hub_unix_user.pw_name,
+        args=[f"--CartaBackend.executable={install_echo_backend(open_tmp)}"],
+        tls=(folder / "server.pem", folder / "ca.pem"),
+    )
     yield server
     server.stop()
 
@@ -68,8 +75,9 @@ async def test_tile_works_when_the_server_speaks_tls(tls_lab):
     url = tls_lab.url.replace("https://", "wss://") + "carta/"
     headers = {"Authorization": f"token {tls_lab.token}"}
     context = ssl.create_default_context(cafile=tls_lab.verify)
-    async with websockets.connect(url, additional_headers=headers, max_size=None,
-                                  ssl=context, open_timeout=30) as ws:
+    async with websockets.connect(
+        url, additional_headers=headers, max_size=None, ssl=context, open_timeout=30
+    ) as ws:
         await ws.send(b"cursor")
         assert await ws.recv() == b"cursor"
         await exchange_both_ways(ws, 5 * 2**20)
@@ -88,9 +96,12 @@ def lab_carta(request, open_tmp, hub_unix_user):
     slow.write_text(f'#!/bin/sh\nsleep {delay}\nexec {VENV_BIN}/carta-standin "$@"\n')
     slow.chmod(0o755)
     subprocess.run(["chown", "-R", hub_unix_user.pw_name, str(home)], check=True)
-    server = start_jupyter(home, f"/user/{quote(name, safe='@~')}/", user=hub_unix_user.pw_name,
-                           args=[f"--CartaBackend.executable={slow}",
-                                 f"--CartaBackend.frontend_folder={FRONTEND}"])
+    server = start_jupyter(
+        home,
+        f"/user/{quote(name, safe='@~')}/",
+        user=hub_unix_user.pw_name,
+        args=[f"--CartaBackend.executable={slow}", f"--CartaBackend.frontend_folder={FRONTEND}"],
+    )
     yield name, server
     server.stop()
 
@@ -135,10 +146,17 @@ def late_lab(open_tmp, hub_unix_user):
     folder = open_tmp / "late"
     folder.mkdir()
     (folder / "zz_carta_tile.py").write_text(LATE_EXTENSION)
-    server = start_jupyter(open_tmp, "/user/late/", user=hub_unix_user.pw_name, args=[
-        f"--CartaBackend.executable={install_echo_backend(open_tmp)}",
-        "--ServerApp.jpserver_extensions=carta_hub.server.jupyterlab=False",
-        "--ServerApp.jpserver_extensions=zz_carta_tile=True"], env={"PYTHONPATH": str(folder)})
+    server = start_jupyter(
+        open_tmp,
+        "/user/late/",
+        user=hub_unix_user.pw_name,
+        args=[
+            f"--CartaBackend.executable={install_echo_backend(open_tmp)}",
+            "--ServerApp.jpserver_extensions=carta_hub.server.jupyterlab=False",
+            "--ServerApp.jpserver_extensions=zz_carta_tile=True",
+        ],
+        env={"PYTHONPATH": str(folder)},
+    )
     yield server
     server.stop()
 
@@ -147,8 +165,9 @@ async def test_tile_url_does_not_depend_on_extension_order(late_lab):
     """The tile opens the URL its launcher entry names (path_info), which carta-hub's
     extension serves also when it loads after jupyter-server-proxy."""
     log = late_lab.log()
-    assert log.index("jupyter_server_proxy | extension was successfully loaded") < \
-        log.index("zz_carta_tile | extension was successfully loaded")
+    assert log.index("jupyter_server_proxy | extension was successfully loaded") < log.index(
+        "zz_carta_tile | extension was successfully loaded"
+    )
     info = late_lab.get("server-proxy/servers-info").json()
     (carta,) = [s for s in info["server_processes"] if s["name"] == "carta"]
     url = late_lab.url.replace("http://", "ws://") + carta["launcher_entry"]["path_info"]
@@ -181,9 +200,13 @@ def watched_lab(open_tmp, hub_unix_user):
     calls.touch(mode=0o666)
     calls.chmod(0o666)
     (folder / "sitecustomize.py").write_text(WATCH_RELAY_THREADS.format(log=str(calls)))
-    server = start_jupyter(open_tmp, "/user/watched/", user=hub_unix_user.pw_name, args=[
-        f"--CartaBackend.executable={install_echo_backend(open_tmp)}"],
-        env={"PYTHONPATH": str(folder)})
+    server = start_jupyter(
+        open_tmp,
+        "/user/watched/",
+        user=hub_unix_user.pw_name,
+        args=[f"--CartaBackend.executable={install_echo_backend(open_tmp)}"],
+        env={"PYTHONPATH": str(folder)},
+    )
     yield server, calls
     server.stop()
 
@@ -210,8 +233,12 @@ async def test_tile_frames_are_activity_pings_are_not(watched_lab):
         assert await asyncio.to_thread(last_activity, lab) == before
         await ws.send(b"cursor")
         assert await ws.recv() == b"cursor"
-        await asyncio.to_thread(wait_for, lambda: last_activity(lab) != before,
-                                PUBLISH_SECONDS + 5, "the frame's activity in the server")
+        await asyncio.to_thread(
+            wait_for,
+            lambda: last_activity(lab) != before,
+            PUBLISH_SECONDS + 5,
+            "the frame's activity in the server",
+        )
     assert calls.read_text() == ""
 
 
@@ -236,8 +263,12 @@ async def test_backend_ends_with_a_killed_jupyter_server(open_tmp, hub_unix_user
     """A Jupyter Server has threads; when it is killed, the tile's backend goes too."""
     (open_tmp / "killed").mkdir()
     os.chown(open_tmp / "killed", hub_unix_user.pw_uid, hub_unix_user.pw_gid)
-    lab = start_jupyter(open_tmp / "killed", "/user/killed/", user=hub_unix_user.pw_name,
-                        args=[f"--CartaBackend.executable={install_echo_backend(open_tmp)}"])
+    lab = start_jupyter(
+        open_tmp / "killed",
+        "/user/killed/",
+        user=hub_unix_user.pw_name,
+        args=[f"--CartaBackend.executable={install_echo_backend(open_tmp)}"],
+    )
     try:
         url = lab.url.replace("http://", "ws://") + "carta/"
         headers = {"Authorization": f"token {lab.token}"}

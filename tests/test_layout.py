@@ -43,8 +43,10 @@ def imports_of(part: str) -> dict[str, set[str]]:
 
 def test_hub_and_server_never_import_each_other():
     for part, other in (("hub", "carta_hub.server"), ("server", "carta_hub.hub")):
-        wrong = {f: sorted(n for n in names if n.startswith(other))
-                 for f, names in imports_of(part).items()}
+        wrong = {
+            f: sorted(n for n in names if n.startswith(other))
+            for f, names in imports_of(part).items()
+        }
         assert not {f: n for f, n in wrong.items() if n}, f"carta_hub/{part} imports {other}"
 
 
@@ -60,16 +62,30 @@ def test_the_product_never_imports_the_standin():
 
 def test_tests_import_this_checkout():
     """pytest's pythonpath puts this checkout first: an edit is tested without reinstalling."""
-    import carta_hub
     import carta_standin
+
+    import carta_hub
 
     assert Path(carta_hub.__file__).resolve() == PACKAGE / "__init__.py"
     assert Path(carta_standin.__file__).resolve().parent == ROOT / "standin" / "carta_standin"
 
 
 def test_the_wheel_holds_no_standin_and_needs_no_protobuf(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    "-w", str(tmp_path), str(ROOT)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+    )
     (wheel,) = tmp_path.glob("carta_hub-*.whl")
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
@@ -79,6 +95,10 @@ def test_the_wheel_holds_no_standin_and_needs_no_protobuf(tmp_path):
     assert "protobuf" not in metadata
     assert "carta-standin" not in entry_points
     # what ships: both programs, the job-script template, the launcher icon
-    for shipped in ("carta_hub/hub/slurm/job.sh.j2", "carta_hub/server/carta.svg",
-                    "carta_hub/server/app.py", "carta_hub/backend.py"):
+    for shipped in (
+        "carta_hub/hub/slurm/job.sh.j2",
+        "carta_hub/server/carta.svg",
+        "carta_hub/server/app.py",
+        "carta_hub/backend.py",
+    ):
         assert shipped in names

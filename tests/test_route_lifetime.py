@@ -19,8 +19,9 @@ NAME = "leaves"
 
 
 def routes(hub):
-    r = requests.get(f"{hub.proxy_api}/api/routes", timeout=5,
-                     headers={"Authorization": f"token {PROXY_TOKEN}"})
+    r = requests.get(
+        f"{hub.proxy_api}/api/routes", timeout=5, headers={"Authorization": f"token {PROXY_TOKEN}"}
+    )
     r.raise_for_status()
     return r.json()
 
@@ -28,10 +29,14 @@ def routes(hub):
 def test_route_goes_when_the_backend_exits(hub_factory, hub_unix_user):
     """The backend's initial_timeout (as exit_timeout, or the end of a session) ends the
     server; the Hub removes its route within about a second and /user/NAME/ is the Hub's."""
-    hub = hub_factory(SAME_USER_CARTA + f"""
+    hub = hub_factory(
+        SAME_USER_CARTA
+        + f"""
 c.Spawner.poll_interval = {POLL}
 c.CartaBackend.initial_timeout = {INITIAL_TIMEOUT}
-""", env={"CONFIGPROXY_AUTH_TOKEN": PROXY_TOKEN})
+""",
+        env={"CONFIGPROXY_AUTH_TOKEN": PROXY_TOKEN},
+    )
     home = hub.workdir / "homes" / NAME
     home.mkdir(parents=True)
     subprocess.run(["chown", hub_unix_user.pw_name, str(home)], check=True)
@@ -39,8 +44,12 @@ c.CartaBackend.initial_timeout = {INITIAL_TIMEOUT}
     hub.start_server(NAME)
     assert f"/user/{NAME}" in routes(hub)
 
-    wait_for(lambda: not processes(home, "/carta-hub-singleuser"), INITIAL_TIMEOUT + 10,
-             "the server to exit with its backend", interval=0.05)
+    wait_for(
+        lambda: not processes(home, "/carta-hub-singleuser"),
+        INITIAL_TIMEOUT + 10,
+        "the server to exit with its backend",
+        interval=0.05,
+    )
     ended = time.monotonic()
     wait_for(lambda: f"/user/{NAME}" not in routes(hub), POLL, "the route to go", interval=0.05)
     gone = time.monotonic() - ended

@@ -31,8 +31,9 @@ def argv_of(program, name):
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if (f"JUPYTERHUB_USER={name}".encode() in environ
-                and any(a.endswith(f"/{program}".encode()) for a in argv[:2])):
+        if f"JUPYTERHUB_USER={name}".encode() in environ and any(
+            a.endswith(f"/{program}".encode()) for a in argv[:2]
+        ):
             found.append([a.decode() for a in argv])
     return found
 
@@ -67,22 +68,32 @@ def test_servers_command_line_holds_no_settings(session):
 
 def test_no_deprecation_warning_for_the_settings(session):
     hub, _, _ = session
-    warned = [line for line in hub.log().splitlines()
-              if "DeprecationWarning" in line and "Carta" in line]
+    warned = [
+        line for line in hub.log().splitlines() if "DeprecationWarning" in line and "Carta" in line
+    ]
     assert not warned
 
 
 def test_server_started_by_hand_takes_command_line_settings(tmp_path):
     """The traitlets command line stays, and wins over the environment's settings."""
-    code = ("from carta_hub.server.app import CartaSingleUserApp\n"
-            "from carta_hub.backend import CartaBackend\n"
-            "app = CartaSingleUserApp()\n"
-            "app.initialize(['--CartaBackend.verbosity=2', '--CartaBackend.extra_args=-x'])\n"
-            "b = CartaBackend(parent=app)\n"
-            "print(b.verbosity, b.extra_args, b.idle_timeout)\n")
-    env = {**os.environ, SERVER_CONFIG_ENV:
-           '{"config": {"CartaBackend": {"verbosity": 5, "idle_timeout": 60}}}'}
-    result = subprocess.run([str(VENV_BIN / "python"), "-W", "error::DeprecationWarning",
-                             "-c", code], env=env, capture_output=True, text=True, timeout=60,
-                            check=True)
+    code = (
+        "from carta_hub.server.app import CartaSingleUserApp\n"
+        "from carta_hub.backend import CartaBackend\n"
+        "app = CartaSingleUserApp()\n"
+        "app.initialize(['--CartaBackend.verbosity=2', '--CartaBackend.extra_args=-x'])\n"
+        "b = CartaBackend(parent=app)\n"
+        "print(b.verbosity, b.extra_args, b.idle_timeout)\n"
+    )
+    env = {
+        **os.environ,
+        SERVER_CONFIG_ENV: '{"config": {"CartaBackend": {"verbosity": 5, "idle_timeout": 60}}}',
+    }
+    result = subprocess.run(
+        [str(VENV_BIN / "python"), "-W", "error::DeprecationWarning", "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert result.stdout.split("\n")[0] == "2 ['-x'] 60"

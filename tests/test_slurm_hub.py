@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from helpers.hubpages import listing, post_form, read_progress
 from helpers.login_node import ALICE, BOB, CONFIG, FITS, POLL, job_of
 from helpers.ports import wait_for
@@ -27,14 +26,14 @@ PWNED = "/tmp/carta-hub-slurm-test-pwned"
 
 
 @pytest.fixture(scope="module")
-def squeue_log(hub_account):  # noqa: F811
+def squeue_log(hub_account):
     squeue = CountingSqueue()
     yield squeue
     squeue.remove()
 
 
 @pytest.fixture(scope="module")
-def site(slurm, students, hub_account, squeue_log):  # noqa: F811
+def site(slurm, students, hub_account, squeue_log):
     for name, data in ((ALICE, "alice-obs.fits"), (BOB, "bob-obs.fits")):
         entry = pwd.getpwnam(name)
         path = Path(entry.pw_dir) / data
@@ -55,17 +54,25 @@ def spawn_with_form(hub, session, name, form, until=lambda message: False):
     return poster, read_progress(hub, name, until)
 
 
-def test_pam_login_and_form(site, students):  # noqa: F811
+def test_pam_login_and_form(site, students):
     hub = site.hub
     bad = requests.Session()
     bad.get(f"{hub.url}/hub/login")
-    r = bad.post(f"{hub.url}/hub/login", data={"username": ALICE, "password": "wrong",
-                                               "_xsrf": bad.cookies.get("_xsrf")})
+    r = bad.post(
+        f"{hub.url}/hub/login",
+        data={"username": ALICE, "password": "wrong", "_xsrf": bad.cookies.get("_xsrf")},
+    )
     assert r.status_code == 403
     session = hub.login(ALICE, students[ALICE])
     page = session.get(f"{hub.url}/hub/spawn/{ALICE}").text
-    for field in ('name="partition"', 'name="cores"', 'name="memory_gb"', 'name="runtime"',
-                  'name="folder"', '<option value="short">'):
+    for field in (
+        'name="partition"',
+        'name="cores"',
+        'name="memory_gb"',
+        'name="runtime"',
+        'name="folder"',
+        '<option value="short">',
+    ):
         assert field in page
 
 
@@ -82,7 +89,7 @@ FORGED = [
 ]
 
 
-def test_forged_posts_submit_nothing(site, slurm, students):  # noqa: F811
+def test_forged_posts_submit_nothing(site, slurm, students):
     hub = site.hub
     session = hub.login(ALICE, students[ALICE])
     jobs_before = slurm.jobs()
@@ -96,11 +103,16 @@ def test_forged_posts_submit_nothing(site, slurm, students):  # noqa: F811
     assert "Spawner submitting command" not in hub.log()
 
 
-def test_student_session(site, slurm, students):  # noqa: F811
+def test_student_session(site, slurm, students):
     hub = site.hub
     session = hub.login(ALICE, students[ALICE])
-    form = {"partition": "debug", "cores": "2", "memory_gb": "1", "runtime": "0:30:00",
-            "folder": f"/home/{ALICE}"}
+    form = {
+        "partition": "debug",
+        "cores": "2",
+        "memory_gb": "1",
+        "runtime": "0:30:00",
+        "folder": f"/home/{ALICE}",
+    }
     posted, messages = spawn_with_form(hub, session, ALICE, form)
     posted.join(30)
     assert hub.server(ALICE).get("ready"), messages
@@ -133,8 +145,9 @@ def backend_argv(name):
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if (f"JUPYTERHUB_USER={name}".encode() in environ
-                and any(a.endswith("/carta-standin") for a in argv[:2])):
+        if f"JUPYTERHUB_USER={name}".encode() in environ and any(
+            a.endswith("/carta-standin") for a in argv[:2]
+        ):
             return argv
     raise AssertionError(f"no backend of {name}")
 
@@ -161,8 +174,13 @@ def test_job_token_sets_only_the_port(site):
     running(site, ALICE, 2)
     ((_, environ),) = user_processes(ALICE, "carta-hub-singleuser")
     headers = {"Authorization": f"token {environ[b'JUPYTERHUB_API_TOKEN'].decode()}"}
-    for body in ({"exec_prefix": f"touch {PWNED};"}, {"batch_cancel_cmd": f"touch {PWNED}"},
-                 {"port": 1, "ip": "127.0.0.2"}, {"port": "8888"}, {"port": 0}):
+    for body in (
+        {"exec_prefix": f"touch {PWNED};"},
+        {"batch_cancel_cmd": f"touch {PWNED}"},
+        {"port": 1, "ip": "127.0.0.2"},
+        {"port": "8888"},
+        {"port": 0},
+    ):
         r = requests.post(f"{site.hub.url}/hub/api/batchspawner", headers=headers, json=body)
         assert r.status_code == 400, (body, r.text)
 
@@ -175,7 +193,7 @@ def test_one_squeue_per_poll_interval(site, squeue_log):
     assert 1 <= calls <= intervals + 1, (calls, intervals)
 
 
-def test_hub_restart_reattaches(site, slurm, students):  # noqa: F811
+def test_hub_restart_reattaches(site, slurm, students):
     (job,) = job_of(slurm, ALICE)
     site.restart()
     hub = site.hub
@@ -186,7 +204,7 @@ def test_hub_restart_reattaches(site, slurm, students):  # noqa: F811
     assert "alice-obs.fits" in [f.name for f in found.files]
 
 
-def test_stop_cancels_the_job(site, slurm):  # noqa: F811
+def test_stop_cancels_the_job(site, slurm):
     (job,) = job_of(slurm, ALICE)
     site.hub.stop_server(ALICE)
     assert slurm.jobs()[job][0] in ("CANCELLED", "COMPLETED")
@@ -195,7 +213,7 @@ def test_stop_cancels_the_job(site, slurm):  # noqa: F811
     assert job_of(slurm, BOB)  # bob's job is untouched
 
 
-def test_queued_job_shows_the_reason_and_stop_cancels_it(site, slurm, students):  # noqa: F811
+def test_queued_job_shows_the_reason_and_stop_cancels_it(site, slurm, students):
     hub = site.hub
     session = hub.login(ALICE, students[ALICE])
     form = {"partition": "short", "cores": "1", "memory_gb": "1", "runtime": "2:00:00"}

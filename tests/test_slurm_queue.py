@@ -7,12 +7,12 @@ import pwd
 from pathlib import Path
 
 import pytest
+from helpers.fakes import FakeUser
+from helpers.ports import free_port, wait_for
+from helpers.slurm import CountingSqueue
 from jupyterhub.objects import Hub
 
 from carta_hub.hub.slurm.spawner import CARTASlurmSpawner
-from helpers.ports import free_port, wait_for
-from helpers.slurm import CountingSqueue
-from helpers.fakes import FakeUser
 
 ALICE = "cs-alice"
 
@@ -23,22 +23,34 @@ class FakeDB:
 
 
 @pytest.fixture
-def squeue(slurm):  # noqa: F811
+def squeue(slurm):
     counter = CountingSqueue()
     yield counter
     counter.remove()
 
 
 @pytest.fixture
-def make_spawner(slurm, squeue, monkeypatch):  # noqa: F811
+def make_spawner(slurm, squeue, monkeypatch):
     monkeypatch.setenv("SLURM_CONF", str(slurm.conf))
 
     def make(name=ALICE, shell="sleep 300", **traits):
-        traits = {"container_runtime": "none", "req_srun": "", "batchspawner_singleuser_cmd": "",
-                  "cmd": ["/bin/sh", "-c", shell], "squeue_command": str(squeue.path),
-                  "poll_interval": 1.0, "startup_poll_interval": 0.5, **traits}
-        return CARTASlurmSpawner(user=FakeUser(name), db=FakeDB(), api_token="t",
-                                 hub=Hub(ip="127.0.0.1", port=1, base_url="/hub/"), **traits)
+        traits = {
+            "container_runtime": "none",
+            "req_srun": "",
+            "batchspawner_singleuser_cmd": "",
+            "cmd": ["/bin/sh", "-c", shell],
+            "squeue_command": str(squeue.path),
+            "poll_interval": 1.0,
+            "startup_poll_interval": 0.5,
+            **traits,
+        }
+        return CARTASlurmSpawner(
+            user=FakeUser(name),
+            db=FakeDB(),
+            api_token="t",
+            hub=Hub(ip="127.0.0.1", port=1, base_url="/hub/"),
+            **traits,
+        )
 
     return make
 
@@ -48,11 +60,12 @@ async def collect(progress, into):
         into.append(event["message"])
 
 
-async def test_job_runs_as_student_with_progress_then_stop_cancels(make_spawner, slurm, students):  # noqa: F811
+async def test_job_runs_as_student_with_progress_then_stop_cancels(make_spawner, slurm, students):
     uid_file = Path(pwd.getpwnam(ALICE).pw_dir) / ".carta-test-uid"
     port = free_port()
-    spawner = make_spawner(shell=f"id -u > {uid_file}; "
-                                 f"exec python3 -m http.server {port} --bind 127.0.0.1")
+    spawner = make_spawner(
+        shell=f"id -u > {uid_file}; exec python3 -m http.server {port} --bind 127.0.0.1"
+    )
     messages = []
     starting = asyncio.ensure_future(spawner.start())
     watcher = asyncio.ensure_future(collect(spawner.progress(), messages))
@@ -73,7 +86,7 @@ async def test_job_runs_as_student_with_progress_then_stop_cancels(make_spawner,
     assert await spawner.poll() == 1
 
 
-async def test_queued_job_shows_the_reason(make_spawner, slurm, students):  # noqa: F811
+async def test_queued_job_shows_the_reason(make_spawner, slurm, students):
     spawner = make_spawner(partitions=["short"], runtimes=["2:00:00"])  # over short's 1 h limit
     messages = []
     starting = asyncio.ensure_future(spawner.start())
@@ -87,7 +100,7 @@ async def test_queued_job_shows_the_reason(make_spawner, slurm, students):  # no
     assert slurm.jobs()[job_id][0] == "CANCELLED"
 
 
-async def test_job_dying_before_ready_is_explained(make_spawner, students):  # noqa: F811
+async def test_job_dying_before_ready_is_explained(make_spawner, students):
     spawner = make_spawner(shell="echo 'CARTA: cannot read /ceph/missing'; exit 3")
     with pytest.raises(RuntimeError) as info:
         await asyncio.wait_for(spawner.start(), 60)
@@ -97,7 +110,7 @@ async def test_job_dying_before_ready_is_explained(make_spawner, students):  # n
     assert not spawner.job_id
 
 
-async def test_server_dying_after_reporting_its_port_is_explained(make_spawner, students):  # noqa: F811
+async def test_server_dying_after_reporting_its_port_is_explained(make_spawner, students):
     spawner = make_spawner(shell="sleep 2; echo 'carta-hub-singleuser: no CARTA backend'; exit 1")
     # the port is reported (as batchspawner-singleuser does first), but nothing listens there
     asyncio.get_running_loop().call_later(0.5, setattr, spawner, "port", free_port())
@@ -105,7 +118,7 @@ async def test_server_dying_after_reporting_its_port_is_explained(make_spawner, 
         await asyncio.wait_for(spawner.start(), 60)
 
 
-async def test_refused_submission_is_explained(make_spawner, students):  # noqa: F811
+async def test_refused_submission_is_explained(make_spawner, students):
     spawner = make_spawner(partitions=["nosuchpartition"])
     with pytest.raises(RuntimeError, match="Slurm refused the CARTA job: .*[Ii]nvalid partition"):
         await spawner.start()

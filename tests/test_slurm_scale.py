@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
 from helpers.hub import dumps
 from helpers.ports import wait_for
 from helpers.slurm import CountingSqueue, SlurmHub
@@ -23,7 +22,7 @@ POLL = 2.0
 
 
 @pytest.fixture(scope="module")
-def squeue(hub_account):  # noqa: F811
+def squeue(hub_account):
     counter = CountingSqueue()
     (counter.folder / "tiny_server.py").write_text(TINY)
     (counter.folder / "tiny_server.py").chmod(0o644)
@@ -33,7 +32,7 @@ def squeue(hub_account):  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def site(slurm, students, squeue):  # noqa: F811
+def site(slurm, students, squeue):
     tiny = Path(squeue.folder) / "tiny_server.py"
     config = f"""
 c.JupyterHub.allow_named_servers = True
@@ -51,7 +50,7 @@ c.CARTASlurmSpawner.log_path = "/dev/null"
     slurm.cancel_all()
 
 
-def running_jobs(slurm):  # noqa: F811
+def running_jobs(slurm):
     return [i for i, (state, user) in slurm.jobs().items() if user == ALICE and state == "RUNNING"]
 
 
@@ -59,15 +58,22 @@ def servers(hub):
     return hub.api("GET", f"/users/{ALICE}").json().get("servers", {})
 
 
-def test_50_jobs_one_squeue_per_poll_then_restart_and_stop(site, slurm, squeue):  # noqa: F811
+def test_50_jobs_one_squeue_per_poll_then_restart_and_stop(site, slurm, squeue):
     hub = site.hub
     hub.api("POST", f"/users/{ALICE}", json={})
     with ThreadPoolExecutor(len(SERVERS)) as pool:
-        posted = list(pool.map(
-            lambda name: hub.api("POST", f"/users/{ALICE}/servers/{name}", json={}), SERVERS))
+        posted = list(
+            pool.map(
+                lambda name: hub.api("POST", f"/users/{ALICE}/servers/{name}", json={}), SERVERS
+            )
+        )
     assert all(r.status_code in (201, 202) for r in posted), [r.text for r in posted]
-    wait_for(lambda: sum(s["ready"] for s in servers(hub).values()) == len(SERVERS), 240,
-             "50 servers ready", interval=1)
+    wait_for(
+        lambda: sum(s["ready"] for s in servers(hub).values()) == len(SERVERS),
+        240,
+        "50 servers ready",
+        interval=1,
+    )
     assert len(running_jobs(slurm)) == len(SERVERS)
 
     # The Hub polls each of the 50 every POLL seconds: one squeue per interval for all.

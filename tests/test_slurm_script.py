@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from batchspawner import JobStatus
+from helpers.fakes import FakeUser
 from jupyterhub import apihandlers
 from jupyterhub.objects import Hub
 from tornado import web
@@ -17,12 +18,11 @@ from traitlets.config import Config, PyFileConfigLoader
 
 from carta_hub.backend import SERVER_CONFIG_ENV
 from carta_hub.hub.identity import IdentityError
-from carta_hub.hub.slurm.jobscript import bind_spec, container_argv
 from carta_hub.hub.slurm.form import FormError
+from carta_hub.hub.slurm.jobscript import bind_spec, container_argv
 from carta_hub.hub.slurm.spawner import CARTASlurmSpawner, PortOnlyHandler
 from carta_hub.hub.slurm.squeue import parse
 from carta_hub.hub.storage import CartaStorage
-from helpers.fakes import FakeUser
 
 pytestmark = pytest.mark.fast
 
@@ -30,14 +30,22 @@ pytestmark = pytest.mark.fast
 @pytest.fixture
 def make_spawner(tmp_path):
     mapping = tmp_path / "ids.yaml"
-    mapping.write_text(yaml.safe_dump({
-        "alice": {"uid": 2001, "gid": 2001, "home": "/ceph/home/alice", "name": "alice"},
-        "bob": {"uid": 2002, "gid": 2002, "home": "/ceph/home/bob", "name": "bob"},
-        # forged: a login that ends the `sudo -u` line; a home that adds an #SBATCH line
-        "mallory": {"uid": 2003, "gid": 2003, "home": "/ceph/home/mallory",
-                    "name": "mallory\n"},
-        "eve": {"uid": 2004, "gid": 2004, "home": "/ceph/home/eve\n#SBATCH --uid=0"},
-    }))
+    mapping.write_text(
+        yaml.safe_dump(
+            {
+                "alice": {"uid": 2001, "gid": 2001, "home": "/ceph/home/alice", "name": "alice"},
+                "bob": {"uid": 2002, "gid": 2002, "home": "/ceph/home/bob", "name": "bob"},
+                # forged: a login that ends the `sudo -u` line; a home that adds an #SBATCH line
+                "mallory": {
+                    "uid": 2003,
+                    "gid": 2003,
+                    "home": "/ceph/home/mallory",
+                    "name": "mallory\n",
+                },
+                "eve": {"uid": 2004, "gid": 2004, "home": "/ceph/home/eve\n#SBATCH --uid=0"},
+            }
+        )
+    )
 
     def make(name="alice", **traits):
         c = Config()
@@ -88,24 +96,43 @@ def command_line(script):
 
 async def test_apptainer_command_with_gpu(make_spawner):
     spawner = make_spawner()
-    options = await spawner.options_from_form({
-        "_xsrf": ["x"], "partition": ["gpu"], "cores": ["4"], "memory_gb": ["16"],
-        "gpus": ["1"], "runtime": ["8:00:00"], "account": ["astro"], "qos": ["teaching"],
-        "folder": ["/ceph/home/alice/obs"]})
+    options = await spawner.options_from_form(
+        {
+            "_xsrf": ["x"],
+            "partition": ["gpu"],
+            "cores": ["4"],
+            "memory_gb": ["16"],
+            "gpus": ["1"],
+            "runtime": ["8:00:00"],
+            "account": ["astro"],
+            "qos": ["teaching"],
+            "folder": ["/ceph/home/alice/obs"],
+        }
+    )
     script = await render(spawner, options)
     assert command_line(script) == (
         "srun apptainer exec --nv --bind /ceph/home/alice:/ceph/home/alice "
         "--bind /ceph/data:/ceph/data:ro /ceph/images/carta-hub.sif "
-        "carta-hub-singleuser")
+        "carta-hub-singleuser"
+    )
     assert server_settings(spawner) == {
         "CartaBackend": {"top_level_folder": "/ceph", "starting_folder": "/ceph/home/alice/obs"},
-        "CartaSingleUserApp": {"report_port": True}}
-    for line in ("#SBATCH --partition=gpu", "#SBATCH --cpus-per-task=4", "#SBATCH --mem=16G",
-                 "#SBATCH --gres=gpu:1", "#SBATCH --time=8:00:00", "#SBATCH --account=astro",
-                 "#SBATCH --qos=teaching", "#SBATCH --job-name=carta",
-                 "#SBATCH --output=/dev/null",
-                 'log=/ceph/home/alice/.carta-hub-slurm-"${SLURM_JOB_ID}".log',
-                 "#SBATCH --chdir=/ceph/home/alice", "module load apptainer/1.3"):
+        "CartaSingleUserApp": {"report_port": True},
+    }
+    for line in (
+        "#SBATCH --partition=gpu",
+        "#SBATCH --cpus-per-task=4",
+        "#SBATCH --mem=16G",
+        "#SBATCH --gres=gpu:1",
+        "#SBATCH --time=8:00:00",
+        "#SBATCH --account=astro",
+        "#SBATCH --qos=teaching",
+        "#SBATCH --job-name=carta",
+        "#SBATCH --output=/dev/null",
+        'log=/ceph/home/alice/.carta-hub-slurm-"${SLURM_JOB_ID}".log',
+        "#SBATCH --chdir=/ceph/home/alice",
+        "module load apptainer/1.3",
+    ):
         assert line in script.splitlines()
     assert script.startswith("#!/bin/bash\n")
     # the first command, before anything writes a file
@@ -124,13 +151,18 @@ async def test_commands_run_with_a_private_umask(make_spawner, tmp_path):
 
 
 async def test_defaults_without_gpu_and_lab_mode(make_spawner):
-    spawner = make_spawner(container_runtime="singularity", container_args=["--cleanenv"],
-                           sbatch_options=["--constraint=carta"], job_name="carta-{login}")
+    spawner = make_spawner(
+        container_runtime="singularity",
+        container_args=["--cleanenv"],
+        sbatch_options=["--constraint=carta"],
+        job_name="carta-{login}",
+    )
     script = await render(spawner, {"mode": "lab"})
     assert command_line(script) == (
         "srun singularity exec --bind /ceph/home/alice:/ceph/home/alice "
         "--bind /ceph/data:/ceph/data:ro --cleanenv /ceph/images/carta-hub.sif "
-        "batchspawner-singleuser jupyterhub-singleuser")
+        "batchspawner-singleuser jupyterhub-singleuser"
+    )
     assert server_settings(spawner) == {"CartaBackend": {"top_level_folder": "/ceph"}}
     lines = script.splitlines()
     assert "#SBATCH --partition=interactive" in lines and "#SBATCH --mem=8G" in lines
@@ -143,8 +175,10 @@ async def test_bare_runtime(make_spawner):
     script = await render(spawner, {})
     line = [ln for ln in script.splitlines() if "carta-hub-singleuser" in ln]
     assert line == ["carta-hub-singleuser"]
-    assert server_settings(spawner) == {"CartaBackend": {"top_level_folder": "/ceph"},
-                                        "CartaSingleUserApp": {"report_port": True}}
+    assert server_settings(spawner) == {
+        "CartaBackend": {"top_level_folder": "/ceph"},
+        "CartaSingleUserApp": {"report_port": True},
+    }
 
 
 async def test_missing_image_is_explained(make_spawner):
@@ -192,10 +226,19 @@ async def test_forged_form_refused(make_spawner, form, message):
         await spawner.options_from_form(form)
 
 
-@pytest.mark.parametrize("options", [
-    {"cores": 16}, {"cores": True}, {"cores": None}, {"gpus": [1]}, {"partition": ["gpu"]},
-    {"folder": "/ceph/home/bob"}, {"exec_prefix": "sh -c id"}, ["cores"],
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"cores": 16},
+        {"cores": True},
+        {"cores": None},
+        {"gpus": [1]},
+        {"partition": ["gpu"]},
+        {"folder": "/ceph/home/bob"},
+        {"exec_prefix": "sh -c id"},
+        ["cores"],
+    ],
+)
 async def test_forged_api_options_refused(make_spawner, options):
     """REST API user_options skip the form: the apply hook and start() check them too."""
     spawner = make_spawner()
@@ -214,8 +257,10 @@ async def test_valid_api_options_accepted(make_spawner):
     await spawner.apply_user_options(spawner, {"cores": 8, "memory_gb": 32, "gpus": 1})
 
 
-@pytest.mark.parametrize("name, message", [("mallory", "is not a valid login name"),
-                                           ("eve", "is not a plain absolute path")])
+@pytest.mark.parametrize(
+    "name, message",
+    [("mallory", "is not a valid login name"), ("eve", "is not a plain absolute path")],
+)
 async def test_unsafe_identity_submits_nothing(make_spawner, monkeypatch, name, message):
     """The spawn page shows why (403, not a bare 500), the REST API answers 400, start()
     runs no command."""
@@ -225,6 +270,7 @@ async def test_unsafe_identity_submits_nothing(make_spawner, monkeypatch, name, 
     async def run_command(cmd, input=None, env=None):
         commands.append(cmd)
         return "1"
+
     monkeypatch.setattr(spawner, "run_command", run_command)
     with pytest.raises(web.HTTPError) as page:
         await spawner.options_form(spawner)
@@ -243,8 +289,9 @@ async def test_command_templates_get_quoted_values(make_spawner, tmp_path):
     """batchspawner runs exec_prefix and batch_cancel_cmd in a shell: a login that was never
     validated (e.g. restored from the Hub's database) stays one word."""
     out, pwned = tmp_path / "out", tmp_path / "pwned"
-    spawner = make_spawner(exec_prefix=f"printf '%s' {{username}} >{out};",
-                           batch_cancel_cmd="true {job_id}")
+    spawner = make_spawner(
+        exec_prefix=f"printf '%s' {{username}} >{out};", batch_cancel_cmd="true {job_id}"
+    )
     spawner.job_id, spawner.req_homedir, spawner.req_keepvars = "7", "/ceph/home/alice", "PATH"
     spawner.req_username = f"alice$(touch {pwned})\nid;`id`"
     await spawner.cancel_batch_job()
@@ -284,9 +331,12 @@ async def test_log_path_in_the_shell_is_quoted(make_spawner):
 def test_script_quotes_the_command(make_spawner):
     spawner = make_spawner(container_runtime="none")
     spawner.cmd = ["/opt/my venv/bin/carta-hub-singleuser"]
-    spawner._job = spawner.validate_resources({}, {"username": "alice", "login": "alice",
-                                                   "home": "/h", "uid": 1})
-    assert shlex.split(spawner.cmd_formatted_for_batch())[0] == "/opt/my venv/bin/carta-hub-singleuser"
+    spawner._job = spawner.validate_resources(
+        {}, {"username": "alice", "login": "alice", "home": "/h", "uid": 1}
+    )
+    assert (
+        shlex.split(spawner.cmd_formatted_for_batch())[0] == "/opt/my venv/bin/carta-hub-singleuser"
+    )
 
 
 CONFIGS = Path(__file__).parent.parent / "jupyterhub_config"
@@ -306,11 +356,14 @@ def test_shipped_configs_load(name, monkeypatch):
     assert CartaStorage(config=config).mounts
 
 
-@pytest.mark.parametrize("stderr,code,expected", [
-    ("slurm_load_jobs error: Unable to contact slurm controller (connect failure)", 1, None),
-    ("slurm_load_jobs error: Invalid job id specified", 1, 1),
-    ("", 0, 1),  # not listed any more
-])
+@pytest.mark.parametrize(
+    "stderr,code,expected",
+    [
+        ("slurm_load_jobs error: Unable to contact slurm controller (connect failure)", 1, None),
+        ("slurm_load_jobs error: Invalid job id specified", 1, 1),
+        ("", 0, 1),  # not listed any more
+    ],
+)
 async def test_poll_when_squeue_fails_or_forgets(make_spawner, tmp_path, stderr, code, expected):
     """A controller outage keeps the server; a job Slurm no longer knows is gone."""
     fake = tmp_path / "squeue"
@@ -338,8 +391,12 @@ def test_state_keeps_the_login(make_spawner):
 
 async def test_batch_script_is_the_job_template(make_spawner):
     """batchspawner's batch_script holds the job script's template (it was ignored)."""
-    spawner = make_spawner(container_runtime="none", req_srun="", batch_script=(
-        "#!/bin/bash\n#SBATCH --cpus-per-task={{ res.cores }}\n{{ command }}\n"))
+    spawner = make_spawner(
+        container_runtime="none",
+        req_srun="",
+        batch_script=("#!/bin/bash\n#SBATCH --cpus-per-task={{ res.cores }}\n{{ command }}\n"),
+    )
     script = await render(spawner, {"cores": "8"})
-    assert script == ("#!/bin/bash\n#SBATCH --cpus-per-task=8\n"
-                      f"{shlex.join(spawner.server_argv())}\n")
+    assert script == (
+        f"#!/bin/bash\n#SBATCH --cpus-per-task=8\n{shlex.join(spawner.server_argv())}\n"
+    )

@@ -12,7 +12,6 @@ import urllib.request
 
 import pytest
 import websockets
-
 from carta_standin import icd
 from carta_standin.icd import EventType, FileType
 from helpers.carta import file_list, register, request
@@ -43,8 +42,14 @@ def data(tmp_path_factory):
 def backend(tmp_path_factory, data):
     """One stand-in shared by the tests that do not end it."""
     home = tmp_path_factory.mktemp("home")
-    with running_standin(home, "--top_level_folder", data, data / "data",
-                         "--frontend_folder", _frontend(tmp_path_factory)) as backend:
+    with running_standin(
+        home,
+        "--top_level_folder",
+        data,
+        data / "data",
+        "--frontend_folder",
+        _frontend(tmp_path_factory),
+    ) as backend:
         backend.home = home
         yield backend
 
@@ -61,8 +66,9 @@ def _frontend(tmp_path_factory):
 def http(backend, method, path, body=None, headers=None):
     """``(status, body bytes)`` of one request."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(backend.url(path), data=data, method=method,
-                                     headers=headers or {})
+    request = urllib.request.Request(
+        backend.url(path), data=data, method=method, headers=headers or {}
+    )
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, response.read()
@@ -111,8 +117,11 @@ async def test_ping_pong_and_unsupported_events(backend):
         assert await asyncio.wait_for(ws.recv(), 5) == "PONG"
         await register(ws)
         event_type, _, _, ack = await request(
-            ws, EventType.OPEN_FILE, icd.messages.OpenFile(directory="data", file="cube.fits",
-                                                           file_id=0), 5)
+            ws,
+            EventType.OPEN_FILE,
+            icd.messages.OpenFile(directory="data", file="cube.fits", file_id=0),
+            5,
+        )
         assert event_type == EventType.OPEN_FILE_ACK and not ack.success
         event_type, _, request_id, error = await request(ws, EventType.SET_CURSOR, b"", 6)
         assert (event_type, request_id) == (EventType.ERROR_DATA, 6) and error.message
@@ -157,14 +166,18 @@ def test_preferences_round_trip(backend):
     auth = {"Authorization": f"Bearer {TOKEN}"}
     prefs = {"telemetryMode": "none", "checkNewRelease": False}
     assert http(backend, "PUT", "/api/database/preferences", prefs, auth) == (
-        200, b'{"success": true}')
+        200,
+        b'{"success": true}',
+    )
     status, body = http(backend, "GET", "/api/database/preferences", headers=auth)
     stored = json.loads(body)["preferences"]
     assert status == 200 and stored["telemetryMode"] == "none" and stored["version"] == 2
     on_disk = json.loads((backend.home / ".carta/config/preferences.json").read_text())
     assert on_disk["checkNewRelease"] is False
-    assert http(backend, "DELETE", "/api/database/preferences", {"keys": ["telemetryMode"]},
-                auth)[0] == 200
+    assert (
+        http(backend, "DELETE", "/api/database/preferences", {"keys": ["telemetryMode"]}, auth)[0]
+        == 200
+    )
     status, body = http(backend, "GET", "/api/database/preferences", headers=auth)
     assert "telemetryMode" not in json.loads(body)["preferences"]
 
@@ -172,12 +185,20 @@ def test_preferences_round_trip(backend):
 def test_layout_objects(backend):
     auth = {"carta-auth-token": TOKEN}
     layout = {"layoutVersion": 2, "docked": {}}
-    assert http(backend, "PUT", "/api/database/layout",
-                {"layoutName": "mine", "layout": layout}, auth)[0] == 200
+    assert (
+        http(
+            backend, "PUT", "/api/database/layout", {"layoutName": "mine", "layout": layout}, auth
+        )[0]
+        == 200
+    )
     # like carta_backend (HttpServer.cc: WriteObjectFile), the name is used as given: it
     # writes outside the layouts folder (carta-hub's proxy refuses such names)
-    assert http(backend, "PUT", "/api/database/layout",
-                {"layoutName": "../x", "layout": layout}, auth)[0] == 200
+    assert (
+        http(
+            backend, "PUT", "/api/database/layout", {"layoutName": "../x", "layout": layout}, auth
+        )[0]
+        == 200
+    )
     outside = backend.home / ".carta/config/x.json"
     assert json.loads(outside.read_text())["layoutVersion"] == 2
     outside.unlink()
@@ -204,8 +225,9 @@ def test_quiet_verbosity_hides_the_startup_lines(tmp_path, verbosity):
     """Like carta_backend (src/Logger/Logger.cc, InitLogger): below verbosity 4 neither
     "Listening on port" nor "CARTA is accessible at" (info) is printed; it listens all the same."""
     (tmp_path / "index.html").write_text("<html></html>")
-    with running_standin(tmp_path / "home", "--verbosity", verbosity, "--frontend_folder",
-                         tmp_path, wait=False) as backend:
+    with running_standin(
+        tmp_path / "home", "--verbosity", verbosity, "--frontend_folder", tmp_path, wait=False
+    ) as backend:
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -235,8 +257,9 @@ def test_symlinked_folders_are_compared_resolved(tmp_path):
     (real / "home" / "ann").mkdir(parents=True)
     (tmp_path / "top").symlink_to(real)
     (real / "home" / "out").symlink_to(tmp_path)  # lexically inside, really outside
-    with running_standin(tmp_path / "h", "--top_level_folder", tmp_path / "top",
-                         real / "home" / "ann") as backend:
+    with running_standin(
+        tmp_path / "h", "--top_level_folder", tmp_path / "top", real / "home" / "ann"
+    ) as backend:
         line = backend.wait_for_line("Listening on port")
     assert f"top level folder {real}, starting folder {real}/home/ann." in line
     backend = start_standin(tmp_path / "h", "--top_level_folder", real, real / "home" / "out")
@@ -249,18 +272,27 @@ def test_unwritable_log_file_exits_1(tmp_path):
     InitLogger (src/Logger/Logger.cc) and main logs it as critical and returns 1 (Main.cc)."""
     home = tmp_path / "home"
     (home / ".carta" / "log" / "carta.log").mkdir(parents=True)  # fails even for root
-    result = subprocess.run([STANDIN, "--host", "127.0.0.1", "--port", "0", "--no_browser"],
-                            env={**os.environ, "HOME": str(home)}, capture_output=True,
-                            text=True, timeout=30, check=False)
+    result = subprocess.run(
+        [STANDIN, "--host", "127.0.0.1", "--port", "0", "--no_browser"],
+        env={**os.environ, "HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert result.returncode == 1
-    assert f"[critical] Failed opening file {home}/.carta/log/carta.log for writing" in \
-        result.stdout
+    assert (
+        f"[critical] Failed opening file {home}/.carta/log/carta.log for writing" in result.stdout
+    )
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--top_level_folder", "/does/not/exist"], "Invalid top level directory"),
-    (["--no_such_option"], "no_such_option"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--top_level_folder", "/does/not/exist"], "Invalid top level directory"),
+        (["--no_such_option"], "no_such_option"),
+    ],
+)
 def test_bad_start_exits_1(tmp_path, args, message):
     backend = start_standin(tmp_path / "home", *args)
     assert backend.wait_exit() == 1
@@ -268,15 +300,17 @@ def test_bad_start_exits_1(tmp_path, args, message):
 
 
 def test_invalid_url_prefix_is_dropped(tmp_path):
-    with running_standin(tmp_path / "home", "--http_url_prefix", "user/a.b/carta",
-                         "--no_frontend") as backend:
+    with running_standin(
+        tmp_path / "home", "--http_url_prefix", "user/a.b/carta", "--no_frontend"
+    ) as backend:
         backend.wait_for_line("Ignoring invalid custom HTTP URL prefix")
         assert http(backend, "GET", f"/api/database/preferences?token={TOKEN}")[0] == 200
 
 
 def test_url_prefix(tmp_path):
-    with running_standin(tmp_path / "home", "--http_url_prefix", "user/ann/carta",
-                         "--frontend_folder", tmp_path) as backend:
+    with running_standin(
+        tmp_path / "home", "--http_url_prefix", "user/ann/carta", "--frontend_folder", tmp_path
+    ) as backend:
         status, body = http(backend, "GET", "/user/ann/carta/config")
         assert json.loads(body) == {"apiAddress": "/user/ann/carta/api"}
         status, _ = http(backend, "GET", f"/user/ann/carta/api/database/preferences?token={TOKEN}")
@@ -286,8 +320,16 @@ def test_url_prefix(tmp_path):
 async def test_idle_timeout_ends_idle_session_then_exit_timeout(tmp_path, data):
     """Like carta_backend, --idle_timeout only drops the idle client (checked on its PING);
     --exit_timeout 0 then ends the process."""
-    with running_standin(tmp_path / "home", "--top_level_folder", data, data / "data",
-                         "--idle_timeout", 1, "--exit_timeout", 0) as backend:
+    with running_standin(
+        tmp_path / "home",
+        "--top_level_folder",
+        data,
+        data / "data",
+        "--idle_timeout",
+        1,
+        "--exit_timeout",
+        0,
+    ) as backend:
         async with websockets.connect(backend.ws_url(), max_size=None) as ws:
             await register(ws)
             for i in range(6):  # 2.4 s of activity: every PING is answered

@@ -25,8 +25,12 @@ def test_kube_volumes_share_one_pvc():
         {"name": "carta-storage-1", "hostPath": {"path": "/ceph/data", "type": "Directory"}},
         {"name": "carta-storage-2", "hostPath": {"path": "/mnt/ceph/proj", "type": "Directory"}},
     ]
-    assert vms[0] == {"name": "carta-storage-0", "mountPath": "/ceph/home/alice",
-                      "readOnly": False, "subPath": "home/alice"}
+    assert vms[0] == {
+        "name": "carta-storage-0",
+        "mountPath": "/ceph/home/alice",
+        "readOnly": False,
+        "subPath": "home/alice",
+    }
     assert vms[1]["subPath"] == "scratch/a.b@x" and vms[1]["mountPath"] == "/scratch/5001"
     assert vms[2]["readOnly"] is True
 
@@ -43,8 +47,14 @@ def test_binds_use_hpc_paths():
 
 @pytest.mark.parametrize(
     "name, escaped",
-    [("alice", "alice"), ("jo@uni.edu", "jo@uni.edu"), ("..", "%2E%2E"),
-     ("a/../b", "a%2F..%2Fb"), ("zoë", "zo%C3%AB"), ("{x}", "%7Bx%7D")],
+    [
+        ("alice", "alice"),
+        ("jo@uni.edu", "jo@uni.edu"),
+        ("..", "%2E%2E"),
+        ("a/../b", "a%2F..%2Fb"),
+        ("zoë", "zo%C3%AB"),
+        ("{x}", "%7Bx%7D"),
+    ],
 )
 def test_escape_component(name, escaped):
     assert escape_component(name) == escaped

@@ -18,12 +18,11 @@ import pytest
 import requests
 import websockets
 import yaml
+from carta_standin.icd import EventType
 from helpers.carta import file_list, register
 from helpers.client import cookie_header
 from helpers.hub import SAME_USER_CARTA
 from traitlets.config import Config, PyFileConfigLoader
-
-from carta_standin.icd import EventType
 
 ROOT = Path(__file__).parent.parent
 DOMAIN = "hub.localtest"
@@ -45,10 +44,14 @@ def shipped_slurm_config():
     return loader.load_config()
 
 
-@pytest.mark.parametrize("config", [
-    shipped_slurm_config(),
-    Config(yaml.safe_load((ROOT / "helm-values" / "base.yaml").read_text())["hub"]["config"]),
-], ids=["slurm", "kubernetes"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        shipped_slurm_config(),
+        Config(yaml.safe_load((ROOT / "helm-values" / "base.yaml").read_text())["hub"]["config"]),
+    ],
+    ids=["slurm", "kubernetes"],
+)
 def test_shipped_configs_give_each_user_an_origin(config):
     url = urlparse(config.JupyterHub.get("subdomain_host", ""))
     assert url.scheme == "https" and url.hostname and url.hostname.count(".") >= 2, url
@@ -114,13 +117,15 @@ def carta_ws(session, cookies_of, page_origin, **headers):
     """A websocket to the CARTA of ``session`` with the cookies of session ``cookies_of``,
     opened by a page of ``page_origin``."""
     headers = {"Cookie": cookie_header(cookies_of), "Origin": page_origin, **headers}
-    return websockets.connect(session.carta_url.replace("http://", "ws://", 1),
-                              additional_headers=headers)
+    return websockets.connect(
+        session.carta_url.replace("http://", "ws://", 1), additional_headers=headers
+    )
 
 
 def test_user_servers_are_routed_by_host(hub, sessions):
-    r = requests.get(f"{hub.proxy_api}/api/routes", timeout=10,
-                     headers={"Authorization": f"token {PROXY_TOKEN}"})
+    r = requests.get(
+        f"{hub.proxy_api}/api/routes", timeout=10, headers={"Authorization": f"token {PROXY_TOKEN}"}
+    )
     routes = r.json()
     for name in USERS:
         assert f"/{name}.{DOMAIN}/user/{name}" in routes, sorted(routes)
@@ -140,8 +145,9 @@ async def test_carta_at_own_origin(sessions, fetch_site):
 
 @pytest.mark.parametrize("page", ["bob", "hub"])
 @pytest.mark.parametrize("fetch_site", [None, "same-site"])
-async def test_page_of_another_origin_cannot_open_the_websocket(hub_origin, sessions, page,
-                                                                fetch_site):
+async def test_page_of_another_origin_cannot_open_the_websocket(
+    hub_origin, sessions, page, fetch_site
+):
     """A page bob serves from his server (or a page of the Hub) opens alice's CARTA with
     alice's cookies, as her browser would send them: refused by the origin check. With one
     origin for all, these pages had alice's CARTA's origin and got in."""
@@ -156,8 +162,9 @@ async def test_page_of_another_origin_cannot_open_the_websocket(hub_origin, sess
 
 def test_other_users_cookies_do_not_work_at_the_origin(sessions):
     url = sessions["alice"].carta_url
-    r = requests.get(url, headers={"Cookie": cookie_header(sessions["bob"])},
-                     allow_redirects=False, timeout=10)
+    r = requests.get(
+        url, headers={"Cookie": cookie_header(sessions["bob"])}, allow_redirects=False, timeout=10
+    )
     assert r.status_code == 302 and "/hub/api/oauth2/authorize" in r.headers["Location"], r
     r = sessions["bob"].get(url, timeout=10)  # bob's login at the Hub: not alice's server
     assert r.status_code == 403 and "<title>CARTA</title>" not in r.text, (r.status_code, r.url)

@@ -72,19 +72,24 @@ def backend_home(name):
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            environ = dict(v.split(b"=", 1) for v in
-                           Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in v)
+            environ = dict(
+                v.split(b"=", 1)
+                for v in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                if b"=" in v
+            )
         except OSError:
             continue
-        if environ.get(b"JUPYTERHUB_USER") == name.encode() and \
-                any(a.endswith(b"/carta-standin") for a in argv[:2]):
+        if environ.get(b"JUPYTERHUB_USER") == name.encode() and any(
+            a.endswith(b"/carta-standin") for a in argv[:2]
+        ):
             return Path(environ[b"HOME"].decode())
     raise AssertionError(f"no backend of {name}")
 
 
 def tree(home):
-    return sorted((str(p.relative_to(home)), p.read_bytes() if p.is_file() else None)
-                  for p in home.rglob("*"))
+    return sorted(
+        (str(p.relative_to(home)), p.read_bytes() if p.is_file() else None) for p in home.rglob("*")
+    )
 
 
 @pytest.mark.parametrize("how", ["read-only", "not enterable", "full"])
@@ -152,8 +157,12 @@ UNDER_NOTICE = """() => {
 }"""
 
 
-def test_notice_in_the_browser_leaves_carta_usable(browser, hub, hub_unix_user,  # noqa: F811
-                                                    artifacts):
+def test_notice_in_the_browser_leaves_carta_usable(
+    browser,  # noqa: F811
+    hub,
+    hub_unix_user,
+    artifacts,
+):
     """The real frontend in Chromium: the notice shows with CARTA connected, clicks at it
     reach CARTA (pointer-events: none), and it fades after 30 s."""
     name = "home-browser"
@@ -170,8 +179,9 @@ def test_notice_in_the_browser_leaves_carta_usable(browser, hub, hub_unix_user, 
             student.assert_healthy()
             under = student.page.evaluate(UNDER_NOTICE)
             assert under["hit"] != "carta-hub-notice", under
-            style = notice.evaluate("e => [getComputedStyle(e).pointerEvents, "
-                                    "getComputedStyle(e).animationDelay]")
+            style = notice.evaluate(
+                "e => [getComputedStyle(e).pointerEvents, getComputedStyle(e).animationDelay]"
+            )
             assert style == ["none", "30s"], style
             student.screenshot()
             print("CARTA controls under the notice:", under["controls"])

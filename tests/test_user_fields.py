@@ -29,10 +29,15 @@ from carta_hub.hub.storage import TEMPLATE_KEYS, CartaStorage
 from carta_hub.usercontext import FIELDS, TemplateError, UserContext
 
 CLASSES = (CartaBackend, CartaStorage, IdentityResolver, CARTASlurmSpawner, CARTAKubeSpawner)
-SETTINGS = {"CartaBackend.top_level_folder", "CartaBackend.starting_folder",
-            "CartaStorage.mounts", "IdentityResolver.home_template",
-            "CARTASlurmSpawner.job_name", "CARTASlurmSpawner.log_path",
-            "CARTASlurmSpawner.folder_roots"}
+SETTINGS = {
+    "CartaBackend.top_level_folder",
+    "CartaBackend.starting_folder",
+    "CartaStorage.mounts",
+    "IdentityResolver.home_template",
+    "CARTASlurmSpawner.job_name",
+    "CARTASlurmSpawner.log_path",
+    "CARTASlurmSpawner.folder_roots",
+}
 # every field, {home} last (it starts with /); "jo smith" needs escaping, its login does not
 TEMPLATE = "/t/" + "-".join(f"{{{f}}}" for f in FIELDS if f != "home") + "{home}"
 USER = UserContext("jo smith", "jsmith", 23501, 23500, "/ceph/home/jsmith")
@@ -41,8 +46,11 @@ LISTED = "{username}, {login}, {uid}, {gid}, {home}"
 
 
 def template_settings():
-    return {f"{cls.__name__}.{name}" for cls in CLASSES
-            for name in cls.class_trait_names(user_template=True)}
+    return {
+        f"{cls.__name__}.{name}"
+        for cls in CLASSES
+        for name in cls.class_trait_names(user_template=True)
+    }
 
 
 @pytest.mark.fast
@@ -55,8 +63,18 @@ def test_the_template_settings_are_these():
 @pytest.fixture
 def mapping(tmp_path):
     path = tmp_path / "ids.yaml"
-    path.write_text(yaml.safe_dump({USER.username: {"uid": USER.uid, "gid": USER.gid,
-                                                    "name": USER.login, "home": USER.home}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                USER.username: {
+                    "uid": USER.uid,
+                    "gid": USER.gid,
+                    "name": USER.login,
+                    "home": USER.home,
+                }
+            }
+        )
+    )
     return path
 
 
@@ -65,8 +83,7 @@ def slurm_spawner(mapping, **traits):
     c.IdentityResolver.sources = ["mapping"]
     c.IdentityResolver.mapping_file = str(mapping)
     c.CARTASlurmSpawner.container_image = "/images/carta.sif"
-    c.CartaStorage.mounts = [{"host_path": TEMPLATE, "hpc_path": TEMPLATE,
-                              "mount_path": TEMPLATE}]
+    c.CartaStorage.mounts = [{"host_path": TEMPLATE, "hpc_path": TEMPLATE, "mount_path": TEMPLATE}]
     for key, value in traits.items():
         setattr(c.CARTASlurmSpawner, key, value)
     return CARTASlurmSpawner(user=FakeUser(USER.username), config=c)
@@ -74,8 +91,9 @@ def slurm_spawner(mapping, **traits):
 
 @pytest.mark.fast
 async def test_slurm_job_script_fills_every_field(mapping):
-    spawner = slurm_spawner(mapping, job_name=TEMPLATE, log_path=TEMPLATE + "/%j.log",
-                            folder_roots=[TEMPLATE])
+    spawner = slurm_spawner(
+        mapping, job_name=TEMPLATE, log_path=TEMPLATE + "/%j.log", folder_roots=[TEMPLATE]
+    )
     names = await spawner._names()
     assert spawner.carta_user == USER
     spawner._job_names, spawner._job = names, spawner.validate_resources({}, names)
@@ -93,31 +111,46 @@ async def test_slurm_job_script_fills_every_field(mapping):
 async def test_kubernetes_pod_fills_every_field(tmp_path, monkeypatch):
     use_kubeconfig(monkeypatch, write_kubeconfig(tmp_path / "kc", "http://127.0.0.1:9"))
     path = tmp_path / "ids.yaml"
-    path.write_text(yaml.safe_dump({USER.username: {"uid": USER.uid, "gid": USER.gid,
-                                                    "name": USER.login}}))
-    spawner = make_spawner(FakeUser(USER.username), {
-        "IdentityResolver": {"sources": ["mapping"], "mapping_file": str(path),
-                             "home_template": "/ceph/home/{login}"},
-        "CartaStorage": {"mounts": [{"pvc": "cephfs", "sub_path": TEMPLATE[1:],
-                                     "mount_path": TEMPLATE}]},
-        "CartaBackend": {"top_level_folder": TEMPLATE}})
+    path.write_text(
+        yaml.safe_dump({USER.username: {"uid": USER.uid, "gid": USER.gid, "name": USER.login}})
+    )
+    spawner = make_spawner(
+        FakeUser(USER.username),
+        {
+            "IdentityResolver": {
+                "sources": ["mapping"],
+                "mapping_file": str(path),
+                "home_template": "/ceph/home/{login}",
+            },
+            "CartaStorage": {
+                "mounts": [{"pvc": "cephfs", "sub_path": TEMPLATE[1:], "mount_path": TEMPLATE}]
+            },
+            "CartaBackend": {"top_level_folder": TEMPLATE},
+        },
+    )
     pod = await pod_manifest(spawner)
     mount = next(m for m in container(pod)["volumeMounts"] if m["mountPath"] == FILLED)
     assert mount["subPath"] == FILLED[1:]
     passed = json.loads(env(pod)[SERVER_CONFIG_ENV])
-    assert passed["user"] == {"username": USER.username, "login": USER.login, "uid": USER.uid,
-                              "gid": USER.gid, "home": USER.home}
+    assert passed["user"] == {
+        "username": USER.username,
+        "login": USER.login,
+        "uid": USER.uid,
+        "gid": USER.gid,
+        "home": USER.home,
+    }
     assert passed["config"]["CartaBackend"]["top_level_folder"] == TEMPLATE
 
 
 @pytest.mark.fast
 def test_storage_fills_every_field_in_every_path():
-    mounts = CartaStorage(mounts=[
-        {"pvc": "c", "sub_path": TEMPLATE[1:], "mount_path": TEMPLATE},
-        {"host_path": TEMPLATE, "hpc_path": TEMPLATE, "mount_path": TEMPLATE},
-    ]).render(USER)
-    assert {getattr(m, key) for m in mounts for key in TEMPLATE_KEYS} - {""} == {
-        FILLED, FILLED[1:]}
+    mounts = CartaStorage(
+        mounts=[
+            {"pvc": "c", "sub_path": TEMPLATE[1:], "mount_path": TEMPLATE},
+            {"host_path": TEMPLATE, "hpc_path": TEMPLATE, "mount_path": TEMPLATE},
+        ]
+    ).render(USER)
+    assert {getattr(m, key) for m in mounts for key in TEMPLATE_KEYS} - {""} == {FILLED, FILLED[1:]}
 
 
 @pytest.mark.fast
@@ -138,8 +171,9 @@ async def test_home_template_fills_every_field_but_home():
     """The template that makes {home} cannot use it."""
     template = TEMPLATE.replace("{home}", "")
     resolver = IdentityResolver(sources=["auth_state"], home_template=template)
-    state = {"user_attributes": {"uidNumber": [USER.uid], "gidNumber": [USER.gid],
-                                 "uid": [USER.login]}}
+    state = {
+        "user_attributes": {"uidNumber": [USER.uid], "gidNumber": [USER.gid], "uid": [USER.login]}
+    }
     ident = await resolver.resolve(FakeUser("jo.smith", state))  # a home holds no %
     assert ident.home == "/t/jo.smith-jsmith-23501-23500"
     with pytest.raises(TemplateError, match="c.IdentityResolver.home_template"):
@@ -149,8 +183,9 @@ async def test_home_template_fills_every_field_but_home():
 BAD = {
     "CartaBackend.top_level_folder": lambda: CartaBackend(top_level_folder="/d/{user}"),
     "CartaBackend.starting_folder": lambda: CartaBackend(starting_folder="{HOME}/x"),
-    "CartaStorage.mounts": lambda: CartaStorage(mounts=[{"host_path": "/d/{user}",
-                                                         "mount_path": "/d"}]),
+    "CartaStorage.mounts": lambda: CartaStorage(
+        mounts=[{"host_path": "/d/{user}", "mount_path": "/d"}]
+    ),
     "IdentityResolver.home_template": lambda: IdentityResolver(home_template="/h/{name}"),
     "CARTASlurmSpawner.job_name": lambda: CARTASlurmSpawner(job_name="carta-{user}"),
     "CARTASlurmSpawner.log_path": lambda: CARTASlurmSpawner(log_path="/l/{user}/%j.log"),
@@ -172,8 +207,9 @@ def test_hub_refuses_to_start_with_an_unknown_field(hub_factory):
     """Before any spawn (a real Hub, as the local demo's: no spawner is made at start)."""
     with pytest.raises(RuntimeError, match="JupyterHub exited") as info:
         hub_factory(SAME_USER_CARTA + 'c.CartaBackend.top_level_folder = "/data/{user}"\n')
-    assert ("c.CartaBackend.top_level_folder = '/data/{user}': {user} is an unknown template "
-            "field") in str(info.value)
+    assert (
+        "c.CartaBackend.top_level_folder = '/data/{user}': {user} is an unknown template field"
+    ) in str(info.value)
 
 
 HUB_CONFIG = """
@@ -194,8 +230,18 @@ def check_config(tmp_path, monkeypatch):
     """A Slurm Hub's configuration whose templates use {uid}, {gid}, {login}, {username};
     no cluster (the sudo and squeue checks only fail)."""
     monkeypatch.setattr(check, "_run", lambda argv: subprocess.CompletedProcess(argv, 1, "", ""))
-    (tmp_path / "ids.yaml").write_text(yaml.safe_dump({USER.username: {
-        "uid": USER.uid, "gid": USER.gid, "name": USER.login, "home": str(tmp_path)}}))
+    (tmp_path / "ids.yaml").write_text(
+        yaml.safe_dump(
+            {
+                USER.username: {
+                    "uid": USER.uid,
+                    "gid": USER.gid,
+                    "name": USER.login,
+                    "home": str(tmp_path),
+                }
+            }
+        )
+    )
     for folder in ("logs-23501-jo%20smith", "data-jsmith", "top-23500"):
         (tmp_path / folder).mkdir()
     path = tmp_path / "hub.py"
@@ -216,14 +262,19 @@ async def test_check_fills_the_fields_the_spawner_fills(check_config):
 
 @pytest.mark.fast
 async def test_check_reports_an_unknown_field(check_config):
-    check_config.write_text(check_config.read_text()
-                            + 'c.CartaStorage.mounts = [{"host_path": "/d/{user}", '
-                              '"mount_path": "/d"}]\n')
+    check_config.write_text(
+        check_config.read_text() + 'c.CartaStorage.mounts = [{"host_path": "/d/{user}", '
+        '"mount_path": "/d"}]\n'
+    )
     sections = await check.run_checks(str(check_config), [USER.username])
     (hub,) = [found for section, found in sections.items() if section.startswith("Hub")]
     problems = [f.text for f in hub if f.level == "problem"]
-    assert problems == [("c.CartaStorage.mounts host_path = '/d/{user}': {user} is an unknown "
-                         f"template field. The user fields are {LISTED} "
-                         "(docs/identity-storage.md, Template fields); write {{ or }} for a "
-                         "literal brace.")]
+    assert problems == [
+        (
+            "c.CartaStorage.mounts host_path = '/d/{user}': {user} is an unknown "
+            f"template field. The user fields are {LISTED} "
+            "(docs/identity-storage.md, Template fields); write {{ or }} for a "
+            "literal brace."
+        )
+    ]
     assert list(sections) == [next(iter(sections))]  # no user section: every spawn would fail

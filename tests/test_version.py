@@ -4,10 +4,10 @@ every ``carta-hub/hub:TAG`` or ``carta-hub/singleuser:TAG`` written in the repos
 same, and CHANGELOG.md has its entry."""
 
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
 import carta_hub
@@ -18,8 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VERSION = carta_hub.__version__
 IMAGE = re.compile(r"carta-hub/(?:hub|singleuser):([^\s\"']+)")
 # where carta-hub's images are named (tests/ derive theirs from carta_hub.__version__)
-NAMED_IN = ["helm-values", "images", "docs", "jupyterhub_config", "dev", "README.md",
-            "Makefile"]
+NAMED_IN = ["helm-values", "images", "docs", "jupyterhub_config", "dev", "README.md", "Makefile"]
 
 
 def text_files():
@@ -59,14 +58,18 @@ def test_helm_values_image_tags():
 
 
 def test_apptainer_recipe_builds_on_this_release():
-    (base,) = re.findall(r"^From:\s*(\S+)", (ROOT / "images" / "carta-hub.def").read_text(),
-                         re.MULTILINE)
+    (base,) = re.findall(
+        r"^From:\s*(\S+)", (ROOT / "images" / "carta-hub.def").read_text(), re.MULTILINE
+    )
     assert base.endswith(f"/carta-hub/singleuser:{VERSION}")
 
 
 def test_every_image_reference_names_this_release():
-    found = {f"{p.relative_to(ROOT)}: {m.group(0)}" for p in text_files()
-             for m in IMAGE.finditer(p.read_text(errors="replace"))}
+    found = {
+        f"{p.relative_to(ROOT)}: {m.group(0)}"
+        for p in text_files()
+        for m in IMAGE.finditer(p.read_text(errors="replace"))
+    }
     assert found  # the build commands in images/ and docs/kubernetes.md at least
     assert sorted(f for f in found if not f.endswith(f":{VERSION}")) == [], VERSION
 

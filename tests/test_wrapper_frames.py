@@ -6,7 +6,6 @@ import asyncio
 import os
 
 import pytest
-
 from helpers.client import connect, open_carta
 from helpers.frames import exchange_both_ways, install_echo_backend
 from helpers.hub import SAME_USER_CARTA
@@ -15,10 +14,13 @@ from helpers.ports import wait_for
 
 @pytest.fixture(scope="module")
 def echo_hub(hub_factory, open_tmp):
-    return hub_factory(SAME_USER_CARTA + f"""
+    return hub_factory(
+        SAME_USER_CARTA
+        + f"""
 c.CartaBackend.executable = "{install_echo_backend(open_tmp)}"
 c.Spawner.args = ["--CartaSingleUserApp.activity_interval=1"]
-""")
+"""
+    )
 
 
 async def test_64mb_frames_pass_both_ways(echo_hub):
@@ -51,5 +53,9 @@ async def test_heartbeats_after_large_frames_are_still_not_use(echo_hub):
         assert hub.server(name)["last_activity"] == before
         await ws.send(b"cursor")
         assert await ws.recv() == b"cursor"
-        await asyncio.to_thread(wait_for, lambda: hub.server(name)["last_activity"] != before,
-                                10, "the frame's activity to reach the Hub")
+        await asyncio.to_thread(
+            wait_for,
+            lambda: hub.server(name)["last_activity"] != before,
+            10,
+            "the frame's activity to reach the Hub",
+        )

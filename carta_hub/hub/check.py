@@ -98,7 +98,7 @@ async def stored_auth_state(hub, name):
     from sqlalchemy.orm import Session
 
     db_url = hub.db_url
-    if db_url.startswith("sqlite:///") and not os.path.exists(db_url[len("sqlite:///"):]):
+    if db_url.startswith("sqlite:///") and not os.path.exists(db_url[len("sqlite:///") :]):
         return None
     with Session(create_engine(db_url)) as session:
         user = session.query(orm.User).filter_by(name=name).one_or_none()
@@ -117,15 +117,27 @@ def proxy_findings(installed=None):
     try:
         installed = installed or version("jupyter-server-proxy")
     except PackageNotFoundError:
-        return [problem("jupyter-server-proxy is not installed",
-                        f"pip install 'jupyter-server-proxy>={PROXY_MIN}'")]
+        return [
+            problem(
+                "jupyter-server-proxy is not installed",
+                f"pip install 'jupyter-server-proxy>={PROXY_MIN}'",
+            )
+        ]
     fix = f"pip install --upgrade 'jupyter-server-proxy>={PROXY_MIN}' (here and in the image)"
-    found = [problem(f"jupyter-server-proxy {installed} is affected by {advisory}", fix)
-             for fixed, advisory in PROXY_ADVISORIES if Version(installed) < fixed]
+    found = [
+        problem(f"jupyter-server-proxy {installed} is affected by {advisory}", fix)
+        for fixed, advisory in PROXY_ADVISORIES
+        if Version(installed) < fixed
+    ]
     if Version(installed) < PROXY_MIN:
-        found.append(problem(f"jupyter-server-proxy {installed} is older than {PROXY_MIN}, "
-                             "which carta-hub needs (its standalone mode, a callable "
-                             "update_last_activity)", fix))
+        found.append(
+            problem(
+                f"jupyter-server-proxy {installed} is older than {PROXY_MIN}, "
+                "which carta-hub needs (its standalone mode, a callable "
+                "update_last_activity)",
+                fix,
+            )
+        )
     return found or [ok(f"jupyter-server-proxy {installed}")]
 
 
@@ -133,9 +145,12 @@ def culler_findings(hub):
     """The idle culler service holds exactly the scopes it needs."""
     cullers = [s for s in hub.services if _is_culler(s)]
     if not cullers:
-        return [warning("no idle culler service: servers nobody uses keep their job or pod",
-                        "load_subconfig('culling.py') (docs/idle-culling.md), or the chart's "
-                        "cull.enabled")]
+        return [
+            warning(
+                "no idle culler service: servers nobody uses keep their job or pod",
+                "load_subconfig('culling.py') (docs/idle-culling.md), or the chart's cull.enabled",
+            )
+        ]
     return [_culler_finding(hub, service) for service in cullers]
 
 
@@ -154,13 +169,17 @@ def _culler_finding(hub, service):
     least = ", ".join(sorted(CULLER_SCOPES))
     missing = CULLER_SCOPES - scopes
     if missing and not admin:
-        return problem(f"the idle culler {name!r} lacks the scopes {', '.join(sorted(missing))}"
-                       ": it cannot find or stop idle servers",
-                       f"give its role the scopes {least} (see culling.py)")
+        return problem(
+            f"the idle culler {name!r} lacks the scopes {', '.join(sorted(missing))}"
+            ": it cannot find or stop idle servers",
+            f"give its role the scopes {least} (see culling.py)",
+        )
     if admin:
-        return warning(f"the idle culler {name!r} has admin rights ({', '.join(admin)}), more "
-                       "than it needs: its token could change any user or server",
-                       f"give it a role with only {least} (see culling.py)")
+        return warning(
+            f"the idle culler {name!r} has admin rights ({', '.join(admin)}), more "
+            "than it needs: its token could change any user or server",
+            f"give it a role with only {least} (see culling.py)",
+        )
     return ok(f"idle culler {name!r} with scopes {least}")
 
 
@@ -175,25 +194,37 @@ async def identity_findings(hub, username):
         try:
             auth_state = await stored_auth_state(hub, username)
         except Exception as e:  # an unreadable database must not hide the other checks
-            found.append(warning(f"cannot read {username}'s auth_state from {hub.db_url}: {e}",
-                                 "run the check as the Hub's user, with its environment "
-                                 "(JUPYTERHUB_CRYPT_KEY) and working directory"))
+            found.append(
+                warning(
+                    f"cannot read {username}'s auth_state from {hub.db_url}: {e}",
+                    "run the check as the Hub's user, with its environment "
+                    "(JUPYTERHUB_CRYPT_KEY) and working directory",
+                )
+            )
     try:
         ident = await resolver.resolve(CheckUser(username, auth_state))
     except (IdentityError, OSError, yaml.YAMLError) as e:  # what fails a spawn
         return None, found + [problem(str(e), _identity_fix(str(e)))]
-    return ident, found + [ok(f"{username} runs as UID {ident.uid}, GID {ident.gid}, groups "
-                              f"{list(ident.groups)}, login {ident.name}, home {ident.home} "
-                              f"(from {ident.source})")]
+    return ident, found + [
+        ok(
+            f"{username} runs as UID {ident.uid}, GID {ident.gid}, groups "
+            f"{list(ident.groups)}, login {ident.name}, home {ident.home} "
+            f"(from {ident.source})"
+        )
+    ]
 
 
 def _identity_fix(message):
     if "allowed range" in message:
-        return ("CARTA never runs as root or a system account: give the user an unprivileged "
-                "UID/GID at its source (c.IdentityResolver.allowed_uids/allowed_gids decide "
-                "what is acceptable)")
-    return ("the user must log in once (auth_state is stored at login), be listed in "
-            "c.IdentityResolver.mapping_file, or be known to this host (sssd)")
+        return (
+            "CARTA never runs as root or a system account: give the user an unprivileged "
+            "UID/GID at its source (c.IdentityResolver.allowed_uids/allowed_gids decide "
+            "what is acceptable)"
+        )
+    return (
+        "the user must log in once (auth_state is stored at login), be listed in "
+        "c.IdentityResolver.mapping_file, or be known to this host (sssd)"
+    )
 
 
 def template_findings(hub):
@@ -210,9 +241,15 @@ def template_findings(hub):
 def host_findings(hub, user: UserContext, container):
     """Paths a server started for ``user`` needs; ``container``: inside an image."""
     mounts = CartaStorage(config=hub.config).render(user)
-    found = [_path_finding(b["source"], f"bind source of {b['target']}",
-                           "c.CartaStorage.mounts (host_path/hpc_path)", directory=True)
-             for b in binds(mounts)]
+    found = [
+        _path_finding(
+            b["source"],
+            f"bind source of {b['target']}",
+            "c.CartaStorage.mounts (host_path/hpc_path)",
+            directory=True,
+        )
+        for b in binds(mounts)
+    ]
     if not container:
         found += backend_findings(CartaBackend(config=hub.config, user_context=user))
     return found
@@ -227,13 +264,24 @@ def backend_findings(backend):
         executable = None
         found = [problem(str(e), "install CARTA or set c.CartaBackend.executable")]
     if backend.frontend_folder:
-        found.append(_path_finding(posixpath.join(backend.frontend_folder, "index.html"),
-                                   "CARTA frontend", "c.CartaBackend.frontend_folder"))
+        found.append(
+            _path_finding(
+                posixpath.join(backend.frontend_folder, "index.html"),
+                "CARTA frontend",
+                "c.CartaBackend.frontend_folder",
+            )
+        )
     elif executable:
         found.append(_default_frontend_finding(executable))
     if backend.top_level_folder:
-        found.append(_path_finding(backend.setting("top_level_folder"), "CARTA top level folder",
-                                   "c.CartaBackend.top_level_folder", directory=True))
+        found.append(
+            _path_finding(
+                backend.setting("top_level_folder"),
+                "CARTA top level folder",
+                "c.CartaBackend.top_level_folder",
+                directory=True,
+            )
+        )
     return found
 
 
@@ -245,18 +293,21 @@ def _default_frontend_finding(executable):
     index = os.path.join(folder, "index.html")
     if os.path.isfile(index) and os.access(index, os.R_OK):
         return ok(f"CARTA frontend (the backend's default): {folder}")
-    return problem(f"CARTA frontend: the backend's default folder {folder} holds no readable "
-                   "index.html, so CARTA would answer every page with 404",
-                   "install the CARTA frontend there, or set c.CartaBackend.frontend_folder "
-                   "(with the Ubuntu PPA: /usr/share/carta/frontend)")
+    return problem(
+        f"CARTA frontend: the backend's default folder {folder} holds no readable "
+        "index.html, so CARTA would answer every page with 404",
+        "install the CARTA frontend there, or set c.CartaBackend.frontend_folder "
+        "(with the Ubuntu PPA: /usr/share/carta/frontend)",
+    )
 
 
 def _path_finding(path, what, setting, directory=False):
     exists = os.path.isdir(path) if directory else os.path.isfile(path)
     if exists:
         return ok(f"{what}: {path}")
-    return problem(f"{what}: {path} does not exist on this host",
-                   f"create it, or correct {setting}")
+    return problem(
+        f"{what}: {path} does not exist on this host", f"create it, or correct {setting}"
+    )
 
 
 # --- Slurm ---
@@ -266,21 +317,36 @@ def slurm_findings(hub, username, ident):
     try:
         spawner = hub.spawner_class(config=hub.config, user=CheckUser(username))
     except Exception as e:  # operator values are validated here
-        return [problem(f"the spawner refuses its settings: {e}",
-                        "correct the c.CARTASlurmSpawner settings named")]
+        return [
+            problem(
+                f"the spawner refuses its settings: {e}",
+                "correct the c.CARTASlurmSpawner settings named",
+            )
+        ]
     user = ident.context(username)
     fields = user.fields()
     job_name = spawner.fill_setting("job_name", fields)
-    log_folder = posixpath.dirname(log_file(spawner.log_pattern(fields), "JOBID", ident.name,
-                                            job_name))
-    found = [_path_finding(ident.home, f"home of {username} (the job's working folder)",
-                           "the user's home (c.IdentityResolver)", directory=True),
-             _path_finding(log_folder, "folder of the job's log",
-                           "c.CARTASlurmSpawner.log_path", directory=True)]
+    log_folder = posixpath.dirname(
+        log_file(spawner.log_pattern(fields), "JOBID", ident.name, job_name)
+    )
+    found = [
+        _path_finding(
+            ident.home,
+            f"home of {username} (the job's working folder)",
+            "the user's home (c.IdentityResolver)",
+            directory=True,
+        ),
+        _path_finding(
+            log_folder, "folder of the job's log", "c.CARTASlurmSpawner.log_path", directory=True
+        ),
+    ]
     container = spawner.container_runtime != "none"
     if container:
-        found.append(_path_finding(spawner.container_image, "container image",
-                                   "c.CARTASlurmSpawner.container_image"))
+        found.append(
+            _path_finding(
+                spawner.container_image, "container image", "c.CARTASlurmSpawner.container_image"
+            )
+        )
     found += host_findings(hub, user, container)
     found += sudo_findings(spawner, ident.name)
     return found + queue_findings(spawner, ident.name)
@@ -300,43 +366,62 @@ def sudo_findings(spawner, login):
     refused = [c for c in SLURM_COMMANDS if _run(["sudo", "-n", "-l", *options, c]).returncode]
     why = "no sudo rule"
     if not refused and "-E" in prefix:  # batchspawner passes the job's environment
-        errors = [line for line in _run(["sudo", "-n", *prefix[1:], "tail", "--version"])
-                  .stderr.splitlines() if line.startswith("sudo:")]
+        errors = [
+            line
+            for line in _run(["sudo", "-n", *prefix[1:], "tail", "--version"]).stderr.splitlines()
+            if line.startswith("sudo:")
+        ]
         refused, why = (list(SLURM_COMMANDS) if errors else []), "; ".join(errors)
     if not refused:
         return [ok(f"{' '.join(prefix)} may run {', '.join(SLURM_COMMANDS)}")]
-    return [problem(f"the Hub's user {_me()} cannot run {', '.join(refused)} as {login} through "
-                    f"sudo ({why})", _sudo_rule())]
+    return [
+        problem(
+            f"the Hub's user {_me()} cannot run {', '.join(refused)} as {login} through "
+            f"sudo ({why})",
+            _sudo_rule(),
+        )
+    ]
 
 
 def _sudo_rule():
     paths = ", ".join(shutil.which(c) or f"/usr/bin/{c}" for c in SLURM_COMMANDS)
-    return ("allow it for the students' group (visudo -f /etc/sudoers.d/carta-hub, see "
-            f"docs/slurm.md):\n    Cmnd_Alias CARTA_SLURM = {paths}\n"
-            f"    {_me()} ALL=(%carta-users) NOPASSWD:SETENV: CARTA_SLURM")
+    return (
+        "allow it for the students' group (visudo -f /etc/sudoers.d/carta-hub, see "
+        f"docs/slurm.md):\n    Cmnd_Alias CARTA_SLURM = {paths}\n"
+        f"    {_me()} ALL=(%carta-users) NOPASSWD:SETENV: CARTA_SLURM"
+    )
 
 
 def queue_findings(spawner, login):
     """squeue answers for the user's jobs, and the offered partitions exist."""
     result = _run(shlex.split(spawner.squeue_command) + ["-h", "-o", "%i", "-u", login])
     if result.returncode:
-        return [problem(f"{spawner.squeue_command} fails: {_last_line(result.stderr)}",
-                        "this host must reach slurmctld (SLURM_CONF, munge); or correct "
-                        "c.CARTASlurmSpawner.squeue_command")]
+        return [
+            problem(
+                f"{spawner.squeue_command} fails: {_last_line(result.stderr)}",
+                "this host must reach slurmctld (SLURM_CONF, munge); or correct "
+                "c.CARTASlurmSpawner.squeue_command",
+            )
+        ]
     found = [ok(f"{spawner.squeue_command} answers")]
     existing = set(_run(["sinfo", "-h", "-o", "%R"]).stdout.split())
     missing = [p for p in spawner.partitions if p not in existing]
     if missing:
-        found.append(problem(f"partitions {', '.join(missing)} offered to students do not exist"
-                             f" (the cluster has {', '.join(sorted(existing)) or 'none'})",
-                             "correct c.CARTASlurmSpawner.partitions"))
+        found.append(
+            problem(
+                f"partitions {', '.join(missing)} offered to students do not exist"
+                f" (the cluster has {', '.join(sorted(existing)) or 'none'})",
+                "correct c.CARTASlurmSpawner.partitions",
+            )
+        )
     return found
 
 
 def _run(argv):
     try:
-        return subprocess.run(argv, check=False, capture_output=True, text=True, timeout=20,
-                              stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            argv, check=False, capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         return subprocess.CompletedProcess(argv, 1, "", str(e))
 
@@ -364,11 +449,19 @@ async def kube_findings(hub, username, ident):
         spawner = hub.spawner_class(config=hub.config, user=CheckUser(username))
         return [await _claim_finding(spawner, claim) for claim in claims]
     except ApiException as e:
-        return [problem(f"the Kubernetes API refuses to show claims: {e.status} {e.reason}",
-                        "give the Hub's service account get on persistentvolumeclaims")]
+        return [
+            problem(
+                f"the Kubernetes API refuses to show claims: {e.status} {e.reason}",
+                "give the Hub's service account get on persistentvolumeclaims",
+            )
+        ]
     except Exception as e:  # no cluster configuration, or the API cannot be reached
-        return [problem(f"cannot reach the Kubernetes API: {e}",
-                        "run the check in the hub pod (kubectl exec deploy/hub -- ...)")]
+        return [
+            problem(
+                f"cannot reach the Kubernetes API: {e}",
+                "run the check in the hub pod (kubectl exec deploy/hub -- ...)",
+            )
+        ]
 
 
 async def _claim_finding(spawner, claim):
@@ -380,12 +473,15 @@ async def _claim_finding(spawner, claim):
     except ApiException as e:
         if e.status != 404:
             raise
-        return problem(f"{where} does not exist",
-                       "create it (carta-hub cephfs-volume), or correct "
-                       "c.CartaStorage.mounts (pvc)")
+        return problem(
+            f"{where} does not exist",
+            "create it (carta-hub cephfs-volume), or correct c.CartaStorage.mounts (pvc)",
+        )
     if pvc.status.phase != "Bound":
-        return problem(f"{where} is {pvc.status.phase}, not Bound: pods using it stay Pending",
-                       "kubectl describe pvc; check its PersistentVolume")
+        return problem(
+            f"{where} is {pvc.status.phase}, not Bound: pods using it stay Pending",
+            "kubectl describe pvc; check its PersistentVolume",
+        )
     return ok(f"{where} is Bound")
 
 
@@ -402,9 +498,13 @@ async def user_findings(hub, username):
     if issubclass(hub.spawner_class, CARTASlurmSpawner):
         return found + slurm_findings(hub, username, ident)
     if not issubclass(hub.spawner_class, CartaSpawnerMixin):
-        return found + [warning(f"{hub.spawner_class.__name__} is not a carta-hub spawner: "
-                                "only the identity was checked",
-                                "set c.JupyterHub.spawner_class (carta-slurm, carta-kube)")]
+        return found + [
+            warning(
+                f"{hub.spawner_class.__name__} is not a carta-hub spawner: "
+                "only the identity was checked",
+                "set c.JupyterHub.spawner_class (carta-slurm, carta-kube)",
+            )
+        ]
     if _in_pods(hub.spawner_class):
         return found + await kube_findings(hub, username, ident)  # images: the nodes' business
     return found + host_findings(hub, ident.context(username), container=False)
@@ -420,12 +520,17 @@ async def run_checks(config_file, usernames):
         hub = load_hub(config_file)
         hub_class = hub.spawner_class
     except (Exception, SystemExit) as e:
-        return {f"configuration {config_file}": [problem(f"it does not load: {e}",
-                                                         "correct it, or set the environment "
-                                                         "it reads")]}
+        return {
+            f"configuration {config_file}": [
+                problem(f"it does not load: {e}", "correct it, or set the environment it reads")
+            ]
+        }
     templates = template_findings(hub)
-    sections = {f"Hub ({config_file}, {hub_class.__name__})":
-                proxy_findings() + culler_findings(hub) + templates}
+    sections = {
+        f"Hub ({config_file}, {hub_class.__name__})": proxy_findings()
+        + culler_findings(hub)
+        + templates
+    }
     if templates[0].level == "problem":  # every user's spawn would fail the same way
         return sections
     for name in usernames:

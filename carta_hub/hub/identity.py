@@ -61,8 +61,9 @@ class Identity:
 
     def context(self, username: str) -> UserContext:
         """The template fields of this identity for JupyterHub user ``username``."""
-        return UserContext(username=username, login=self.name, uid=self.uid, gid=self.gid,
-                           home=self.home)
+        return UserContext(
+            username=username, login=self.name, uid=self.uid, gid=self.gid, home=self.home
+        )
 
     def passwd_lines(self):
         """/etc/passwd content naming this user (plus root) for NSS wrappers."""
@@ -103,9 +104,9 @@ class IdentityResolver(LoggingConfigurable):
         Empty: try both, then the top level of auth_state.""",
     ).tag(config=True)
 
-    uid_attribute = Unicode(
-        "uidNumber", help="Attribute or claim holding the numeric UID."
-    ).tag(config=True)
+    uid_attribute = Unicode("uidNumber", help="Attribute or claim holding the numeric UID.").tag(
+        config=True
+    )
 
     gid_attribute = Unicode(
         "gidNumber", help="Attribute or claim holding the numeric primary GID."
@@ -226,8 +227,13 @@ class IdentityResolver(LoggingConfigurable):
         except KeyError:
             return None, f"no passwd entry for {user.name!r}"
         groups = [g for g in os.getgrouplist(pw.pw_name, pw.pw_gid) if g != pw.pw_gid]
-        entry = {"uid": pw.pw_uid, "gid": pw.pw_gid, "groups": groups,
-                 "name": pw.pw_name, "home": pw.pw_dir}
+        entry = {
+            "uid": pw.pw_uid,
+            "gid": pw.pw_gid,
+            "groups": groups,
+            "name": pw.pw_name,
+            "home": pw.pw_dir,
+        }
         return self._build(user.name, entry, "nss"), ""
 
     # --- helpers ---
@@ -237,11 +243,18 @@ class IdentityResolver(LoggingConfigurable):
             uid, gid = int(entry["uid"]), int(entry["gid"])
             groups = tuple(_gid_list(entry.get("groups")))
         except (TypeError, ValueError) as e:
-            raise IdentityError(f"Malformed identity for {username!r} from {source}: {e}")
+            raise IdentityError(f"Malformed identity for {username!r} from {source}: {e}") from e
         name = str(entry.get("name") or username)
         home = entry.get("home") or self._home(UserContext(username, name, uid, gid))
-        return Identity(name=name, uid=uid, gid=gid, groups=groups, home=str(home),
-                        source=source, group_names=_group_names((gid, *groups)))
+        return Identity(
+            name=name,
+            uid=uid,
+            gid=gid,
+            groups=groups,
+            home=str(home),
+            source=source,
+            group_names=_group_names((gid, *groups)),
+        )
 
     def _home(self, user):
         fields = {k: v for k, v in user.fields().items() if k != "home"}
@@ -263,8 +276,9 @@ class IdentityResolver(LoggingConfigurable):
         if kept != ident.groups:
             dropped = sorted(set(ident.groups) - set(kept))
             self.log.warning("Dropping supplementary GIDs %s of %s: not allowed", dropped, username)
-        return Identity(ident.name, ident.uid, ident.gid, kept, ident.home, ident.source,
-                        ident.group_names)
+        return Identity(
+            ident.name, ident.uid, ident.gid, kept, ident.home, ident.source, ident.group_names
+        )
 
 
 def _check_names(username, ident):

@@ -1,8 +1,8 @@
 """``CARTAKubeSpawner``: KubeSpawner running each user's CARTA as the user's own POSIX identity.
 
-Only wiring: :mod:`carta_hub.hub.identity` gives UID/GID/groups, :mod:`carta_hub.hub.storage` gives the
-CephFS/hostPath mounts, :class:`carta_hub.hub.spawner.CartaSpawnerMixin` gives the command and the
-``CartaBackend`` arguments, and ``profile_list`` chooses resources and CARTA-only
+Only wiring: :mod:`carta_hub.hub.identity` gives UID/GID/groups, :mod:`carta_hub.hub.storage`
+gives the CephFS/hostPath mounts, :class:`carta_hub.hub.spawner.CartaSpawnerMixin` gives the
+command and the ``CartaBackend`` settings, and ``profile_list`` chooses resources and CARTA-only
 (``carta_mode: carta``, the default) vs JupyterLab mode. Everything else is
 KubeSpawner's.
 
@@ -42,19 +42,29 @@ HOME_VOLUME = "carta-home"
 INIT_CONTAINER = "carta-nss"
 CHART_IPTABLES = "block-cloud-metadata"
 # Written by the init container from the two environment variables it is given.
-NSS_SCRIPT = 'printf "%s" "$CARTA_PASSWD" > "$DIR/passwd" && printf "%s" "$CARTA_GROUP" > "$DIR/group"'
+NSS_SCRIPT = (
+    'printf "%s" "$CARTA_PASSWD" > "$DIR/passwd" && printf "%s" "$CARTA_GROUP" > "$DIR/group"'
+)
 
 RESOURCE_CHOICES = {
     "small": {
         "display_name": "2 CPUs, 8 GB memory",
         "default": True,
-        "kubespawner_override": {"cpu_guarantee": 0.5, "cpu_limit": 2.0,
-                                 "mem_guarantee": "2G", "mem_limit": "8G"},
+        "kubespawner_override": {
+            "cpu_guarantee": 0.5,
+            "cpu_limit": 2.0,
+            "mem_guarantee": "2G",
+            "mem_limit": "8G",
+        },
     },
     "large": {
         "display_name": "8 CPUs, 32 GB memory (large cubes)",
-        "kubespawner_override": {"cpu_guarantee": 2.0, "cpu_limit": 8.0,
-                                 "mem_guarantee": "8G", "mem_limit": "32G"},
+        "kubespawner_override": {
+            "cpu_guarantee": 2.0,
+            "cpu_limit": 8.0,
+            "mem_guarantee": "8G",
+            "mem_limit": "32G",
+        },
     },
 }
 
@@ -65,16 +75,18 @@ DEFAULT_PROFILES = [
         "description": "The CARTA viewer on its own.",
         "default": True,
         "kubespawner_override": {"carta_mode": "carta", "default_url": ""},
-        "profile_options": {"resources": {"display_name": "Resources",
-                                          "choices": RESOURCE_CHOICES}},
+        "profile_options": {
+            "resources": {"display_name": "Resources", "choices": RESOURCE_CHOICES}
+        },
     },
     {
         "display_name": "JupyterLab with CARTA",
         "slug": "lab",
         "description": "JupyterLab; CARTA opens from the launcher's CARTA tile.",
         "kubespawner_override": {"carta_mode": "lab", "default_url": "/lab"},
-        "profile_options": {"resources": {"display_name": "Resources",
-                                          "choices": RESOURCE_CHOICES}},
+        "profile_options": {
+            "resources": {"display_name": "Resources", "choices": RESOURCE_CHOICES}
+        },
     },
 ]
 
@@ -87,26 +99,38 @@ class PodSettingError(ValueError):
 # Security-context keys an operator may set to another value than carta-hub's: when it is at
 # least as strict. Any other key carta-hub sets must keep carta-hub's value.
 STRICTER = {
-    "seccompProfile": lambda theirs, ours: (theirs or {}).get("type") in ("RuntimeDefault",
-                                                                          "Localhost"),
+    "seccompProfile": lambda theirs, ours: (
+        (theirs or {}).get("type") in ("RuntimeDefault", "Localhost")
+    ),
     "readOnlyRootFilesystem": lambda theirs, ours: theirs is True or not ours,
     "fsGroupChangePolicy": lambda theirs, ours: True,
 }
-HINTS = {"runAsUser": ", the user's UID", "runAsGroup": ", the user's primary GID",
-         "readOnlyRootFilesystem": "; c.CARTAKubeSpawner.read_only_root_filesystem = False "
-                                   "turns it off",
-         "fsGroup": "; c.CARTAKubeSpawner.fs_group sets it"}
+HINTS = {
+    "runAsUser": ", the user's UID",
+    "runAsGroup": ", the user's primary GID",
+    "readOnlyRootFilesystem": "; c.CARTAKubeSpawner.read_only_root_filesystem = False turns it off",
+    "fsGroup": "; c.CARTAKubeSpawner.fs_group sets it",
+}
 # Values an operator's init container must not set in its own securityContext (else the pod's,
 # carta-hub's, applies): they would run it as root or with more privileges.
-UNSAFE_INIT = {"runAsUser": 0, "runAsNonRoot": False, "privileged": True,
-               "allowPrivilegeEscalation": True}
+UNSAFE_INIT = {
+    "runAsUser": 0,
+    "runAsNonRoot": False,
+    "privileged": True,
+    "allowPrivilegeEscalation": True,
+}
 # Keys of extra_pod_config / extra_container_config that would replace what carta-hub adds,
 # with the setting that is combined with carta-hub's instead.
 REPLACING = {
-    "extra_pod_config": {"securityContext": "pod_security_context", "volumes": "volumes",
-                         "initContainers": "init_containers"},
-    "extra_container_config": {"securityContext": "container_security_context",
-                               "volumeMounts": "volume_mounts"},
+    "extra_pod_config": {
+        "securityContext": "pod_security_context",
+        "volumes": "volumes",
+        "initContainers": "init_containers",
+    },
+    "extra_container_config": {
+        "securityContext": "container_security_context",
+        "volumeMounts": "volume_mounts",
+    },
 }
 
 
@@ -153,8 +177,10 @@ class CARTAKubeSpawner(CartaSpawnerMixin, KubeSpawner):
         super().__init__(**kwargs)
         # an empty profile_list (the z2jh chart's default singleuser.profileList) means ours
         if not callable(self.profile_list):
-            extra = [{"profile_options": DEFAULT_PROFILES[0]["profile_options"], **p}
-                     for p in self.extra_profiles]
+            extra = [
+                {"profile_options": DEFAULT_PROFILES[0]["profile_options"], **p}
+                for p in self.extra_profiles
+            ]
             self.profile_list = [*(self.profile_list or DEFAULT_PROFILES), *extra]
 
     @validate("init_containers")
@@ -176,9 +202,11 @@ class CARTAKubeSpawner(CartaSpawnerMixin, KubeSpawner):
         if ident is not None:
             env.update(HOME=ident.home, USER=ident.name, LOGNAME=ident.name)
             if self.nss_wrapper_library:
-                env.update(LD_PRELOAD=self.nss_wrapper_library,
-                           NSS_WRAPPER_PASSWD=f"{self.nss_dir}/passwd",
-                           NSS_WRAPPER_GROUP=f"{self.nss_dir}/group")
+                env.update(
+                    LD_PRELOAD=self.nss_wrapper_library,
+                    NSS_WRAPPER_PASSWD=f"{self.nss_dir}/passwd",
+                    NSS_WRAPPER_GROUP=f"{self.nss_dir}/group",
+                )
         return env
 
     async def get_pod_manifest(self) -> V1Pod:
@@ -212,12 +240,18 @@ class CARTAKubeSpawner(CartaSpawnerMixin, KubeSpawner):
             _check_init_container(container)
         init = [*self._nss_init_containers(csc), *theirs]
         _check_unique(init, "name", "init_containers")
-        return {"uid": ident.uid, "gid": ident.gid,
-                "fs_gid": ident.gid if self.fs_group else None,
-                "supplemental_gids": psc["supplementalGroups"],
-                "pod_security_context": psc, "container_security_context": csc,
-                "volumes": volumes, "volume_mounts": mounts, "init_containers": init,
-                "working_dir": self.working_dir or ident.home}
+        return {
+            "uid": ident.uid,
+            "gid": ident.gid,
+            "fs_gid": ident.gid if self.fs_group else None,
+            "supplemental_gids": psc["supplementalGroups"],
+            "pod_security_context": psc,
+            "container_security_context": csc,
+            "volumes": volumes,
+            "volume_mounts": mounts,
+            "init_containers": init,
+            "working_dir": self.working_dir or ident.home,
+        }
 
     def _set_traits(self, values):
         for name, value in values.items():
@@ -234,37 +268,52 @@ class CARTAKubeSpawner(CartaSpawnerMixin, KubeSpawner):
                 if key in replaced:
                     raise PodSettingError(
                         f"c.KubeSpawner.{setting} sets {key}, which would replace carta-hub's: "
-                        f"use c.KubeSpawner.{replaced[key]} instead (combined with carta-hub's)")
+                        f"use c.KubeSpawner.{replaced[key]} instead (combined with carta-hub's)"
+                    )
 
     def _note_unused_identity(self):
         for name in ("uid", "gid", "fs_gid"):
             if getattr(self, name) is not None:
-                self.log.info("c.KubeSpawner.%s is not used: %s's pod runs as their own "
-                              "identity%s", name, self.user.name,
-                              " (c.CARTAKubeSpawner.fs_group sets fsGroup)" * (name == "fs_gid"))
+                self.log.info(
+                    "c.KubeSpawner.%s is not used: %s's pod runs as their own identity%s",
+                    name,
+                    self.user.name,
+                    " (c.CARTAKubeSpawner.fs_group sets fsGroup)" * (name == "fs_gid"),
+                )
 
     async def _pod_security(self):
         ident = self.carta_identity
         extra = [int(g) for g in await self._operator("supplemental_gids") or []]
-        ours = {"runAsUser": ident.uid, "runAsGroup": ident.gid, "runAsNonRoot": True,
-                "supplementalGroups": _union(list(ident.groups), extra),
-                "seccompProfile": {"type": "RuntimeDefault"}}
+        ours = {
+            "runAsUser": ident.uid,
+            "runAsGroup": ident.gid,
+            "runAsNonRoot": True,
+            "supplementalGroups": _union(list(ident.groups), extra),
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
         if self.fs_group:
             ours.update(fsGroup=ident.gid, fsGroupChangePolicy="OnRootMismatch")
         theirs = await self._operator("pod_security_context") or {}
         return combine_security(theirs, ours, "pod_security_context")
 
     async def _container_security(self, psc):
-        for setting, key in (("privileged", "privileged"),
-                             ("allow_privilege_escalation", "allowPrivilegeEscalation")):
+        for setting, key in (
+            ("privileged", "privileged"),
+            ("allow_privilege_escalation", "allowPrivilegeEscalation"),
+        ):
             if getattr(self, setting):
                 raise PodSettingError(_weaker(setting, key, True, False))
         ident = self.carta_identity
-        ours = {"runAsUser": ident.uid, "runAsGroup": ident.gid, "runAsNonRoot": True,
-                "privileged": False, "allowPrivilegeEscalation": False,
-                "capabilities": {"drop": ["ALL"]},
-                "seccompProfile": psc["seccompProfile"],  # the pod's, maybe the operator's
-                "readOnlyRootFilesystem": self.read_only_root_filesystem}
+        ours = {
+            "runAsUser": ident.uid,
+            "runAsGroup": ident.gid,
+            "runAsNonRoot": True,
+            "privileged": False,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": psc["seccompProfile"],  # the pod's, maybe the operator's
+            "readOnlyRootFilesystem": self.read_only_root_filesystem,
+        }
         theirs = await self._operator("container_security_context") or {}
         return combine_security(theirs, ours, "container_security_context")
 
@@ -287,11 +336,15 @@ class CARTAKubeSpawner(CartaSpawnerMixin, KubeSpawner):
         paths = [_field(m, "mountPath") for m in mounts]
         wanted = [(TMP_VOLUME, "/tmp")]
         if not any(_under(home, path) for path in paths):
-            self.log.warning("No storage mount holds %s's HOME %s: using an emptyDir",
-                             self.user.name, home)
+            self.log.warning(
+                "No storage mount holds %s's HOME %s: using an emptyDir", self.user.name, home
+            )
             wanted.append((HOME_VOLUME, home))
-        return [({"name": name, "emptyDir": {}}, {"name": name, "mountPath": path})
-                for name, path in wanted if path not in paths]
+        return [
+            ({"name": name, "emptyDir": {}}, {"name": name, "mountPath": path})
+            for name, path in wanted
+            if path not in paths
+        ]
 
     def _nss_volumes(self):
         if not self.nss_wrapper_library:
@@ -309,12 +362,16 @@ class CARTAKubeSpawner(CartaSpawnerMixin, KubeSpawner):
             "name": INIT_CONTAINER,
             "image": self.image,
             "command": ["/bin/sh", "-c", NSS_SCRIPT],
-            "env": [{"name": "DIR", "value": self.nss_dir},
-                    {"name": "CARTA_PASSWD", "value": ident.passwd_lines()},
-                    {"name": "CARTA_GROUP", "value": ident.group_lines()}],
+            "env": [
+                {"name": "DIR", "value": self.nss_dir},
+                {"name": "CARTA_PASSWD", "value": ident.passwd_lines()},
+                {"name": "CARTA_GROUP", "value": ident.group_lines()},
+            ],
             "volumeMounts": [{"name": NSS_VOLUME, "mountPath": self.nss_dir}],
-            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
-                          "limits": {"cpu": "100m", "memory": "32Mi"}},
+            "resources": {
+                "requests": {"cpu": "10m", "memory": "16Mi"},
+                "limits": {"cpu": "100m", "memory": "32Mi"},
+            },
             "securityContext": csc,
         }
         if self.image_pull_policy:
@@ -352,8 +409,7 @@ def _capabilities(theirs, ours, setting):
 def _check_init_container(container):
     """Refuse an operator's init container that asks for root or more privileges."""
     context = _field(container, "securityContext") or {}
-    unsafe = [(key, value) for key, value in UNSAFE_INIT.items()
-              if _field(context, key) == value]
+    unsafe = [(key, value) for key, value in UNSAFE_INIT.items() if _field(context, key) == value]
     added = _field(_field(context, "capabilities") or {}, "add")
     unsafe += [("capabilities.add", added)] if added else []
     if unsafe:
@@ -361,13 +417,16 @@ def _check_init_container(container):
         raise PodSettingError(
             f"c.KubeSpawner.init_containers ({_field(container, 'name')}) sets {key}={value!r} "
             "in its securityContext, which would run it as root or with more privileges than "
-            "the CARTA pod allows: remove it (also from any profile's kubespawner_override)")
+            "the CARTA pod allows: remove it (also from any profile's kubespawner_override)"
+        )
 
 
 def _weaker(setting, key, value, ours):
-    return (f"c.KubeSpawner.{setting} sets {key}={value!r}, which would weaken the CARTA pod's "
-            f"hardening (carta-hub sets {ours!r}{HINTS.get(key, '')}): remove it (also from "
-            "any profile's kubespawner_override)")
+    return (
+        f"c.KubeSpawner.{setting} sets {key}={value!r}, which would weaken the CARTA pod's "
+        f"hardening (carta-hub sets {ours!r}{HINTS.get(key, '')}): remove it (also from "
+        "any profile's kubespawner_override)"
+    )
 
 
 def _check_unique(items, key, setting):
@@ -378,7 +437,8 @@ def _check_unique(items, key, setting):
             raise PodSettingError(
                 f"{key} {value!r} appears twice in the pod (carta-hub adds its storage mounts, "
                 f"/tmp, HOME and nss_dir, and volumes and init containers named carta-*): "
-                f"change c.KubeSpawner.{setting}")
+                f"change c.KubeSpawner.{setting}"
+            )
         seen.add(value)
 
 

@@ -51,7 +51,8 @@ class CartaLDAPAuthenticator(LDAPAuthenticator):
         uids = conn.entries[0].entry_attributes_as_dict.get("uid") if conn.entries else None
         login = uids[0] if uids else ""
         group_filter = self.group_search_filter.format(
-            userdn=escape_filter_chars(userdn), uid=escape_filter_chars(login))
+            userdn=escape_filter_chars(userdn), uid=escape_filter_chars(login)
+        )
         conn.search(self.group_search_base, group_filter, ldap3.SUBTREE, attributes=["gidNumber"])
         dns, gids = [], []
         for entry in conn.entries:

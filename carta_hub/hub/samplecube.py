@@ -46,7 +46,7 @@ def _plane(nx: int, ny: int, channel: int, channels: int, noise: random.Random) 
     values = []
     for y in range(ny):
         for x in range(nx):
-            moving = math.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * width ** 2))
+            moving = math.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * width**2))
             fixed = 0.3 * math.exp(-((x - nx / 4) ** 2 + (y - 3 * ny / 4) ** 2) / 8)
             values.append(moving + fixed + noise.gauss(0, 0.01))
     return values

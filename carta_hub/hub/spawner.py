@@ -135,10 +135,12 @@ class CommandError(web.HTTPError):
     def __init__(self, spawner: LocalProcessSpawner, error: OSError):
         command = spawner.cmd[0]
         where = "" if os.path.isabs(command) else ", looked up on the Hub's PATH"
-        message = (f"The server command {command} cannot be run as {spawner.user.name} "
-                   f"({error.strerror}{where}). Set c.{type(spawner).__name__}.cmd to the absolute "
-                   f"path of {os.path.basename(command)} in an environment every user can "
-                   "read and execute.")
+        message = (
+            f"The server command {command} cannot be run as {spawner.user.name} "
+            f"({error.strerror}{where}). Set c.{type(spawner).__name__}.cmd to the absolute "
+            f"path of {os.path.basename(command)} in an environment every user can "
+            "read and execute."
+        )
         super().__init__(500, message)
         self.jupyterhub_message = message
 

@@ -79,8 +79,10 @@ class CartaStorage(LoggingConfigurable):
 def _check_entry(entry):
     unknown = set(entry) - KEYS
     if unknown:
-        raise ValueError(f"CartaStorage.mounts: unknown keys {sorted(unknown)} in {entry}"
-                         " (in-tree cephfs volumes are not supported: use a ceph-csi PVC)")
+        raise ValueError(
+            f"CartaStorage.mounts: unknown keys {sorted(unknown)} in {entry}"
+            " (in-tree cephfs volumes are not supported: use a ceph-csi PVC)"
+        )
     if not entry.get("mount_path"):
         raise ValueError(f"CartaStorage.mounts: mount_path missing in {entry}")
     if bool(entry.get("pvc")) == bool(entry.get("host_path")):

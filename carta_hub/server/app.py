@@ -18,11 +18,11 @@ from traitlets import Bool, Int, Unicode, default, validate
 from traitlets.config import Application, catch_config_error
 
 from carta_hub import __version__
+from carta_hub.backend import BackendNotFound, CartaBackend, server_config
 from carta_hub.server import hubapi
 from carta_hub.server.activity import SETTING, ActivityReporter, LastUse
-from carta_hub.backend import BackendNotFound, CartaBackend, server_config
-from carta_hub.server.proxy import CartaProxyHandler
 from carta_hub.server.backend_process import BackendFailed, BackendProcess
+from carta_hub.server.proxy import CartaProxyHandler
 
 _Standalone, _ = make_standalone_proxy(CartaProxyHandler, {})
 
@@ -51,12 +51,10 @@ class CartaSingleUserApp(Application):
     ip = Unicode(help="Address to listen on. Default: from $JUPYTERHUB_SERVICE_URL.").tag(
         config=True
     )
-    port = Int(help="Port to listen on. Default: from $JUPYTERHUB_SERVICE_URL.").tag(
+    port = Int(help="Port to listen on. Default: from $JUPYTERHUB_SERVICE_URL.").tag(config=True)
+    base_url = Unicode(help="URL prefix of this server. Default: $JUPYTERHUB_SERVICE_PREFIX.").tag(
         config=True
     )
-    base_url = Unicode(
-        help="URL prefix of this server. Default: $JUPYTERHUB_SERVICE_PREFIX."
-    ).tag(config=True)
     activity_interval = Int(
         60,
         help="""Seconds between activity reports to the Hub. A report is sent only when the
@@ -178,8 +176,14 @@ class CartaSingleUserApp(Application):
         sockets = netutil.bind_sockets(0 if self.report_port else self.port, self.ip or None)
         server.add_sockets(sockets)
         port = sockets[0].getsockname()[1]
-        self.log.info("CARTA for %s at %s://%s:%d%s", os.environ.get("JUPYTERHUB_USER", "?"),
-                      "https" if ssl_context else "http", self.ip or "*", port, self.base_url)
+        self.log.info(
+            "CARTA for %s at %s://%s:%d%s",
+            os.environ.get("JUPYTERHUB_USER", "?"),
+            "https" if ssl_context else "http",
+            self.ip or "*",
+            port,
+            self.base_url,
+        )
         return server, port
 
     async def _report(self, port):
@@ -187,9 +191,12 @@ class CartaSingleUserApp(Application):
         try:
             await hubapi.post(url, {"port": port})
         except Exception as e:
-            self.log.error("Could not tell the Hub this server's port (POST %s): %s. Is the "
-                           "Hub's API reachable from this node (c.JupyterHub.hub_bind_url)?",
-                           url, e)
+            self.log.error(
+                "Could not tell the Hub this server's port (POST %s): %s. Is the "
+                "Hub's API reachable from this node (c.JupyterHub.hub_bind_url)?",
+                url,
+                e,
+            )
             return False
         return True
 

@@ -27,9 +27,11 @@ REDACTED = "<redacted>"
 FRONTEND_FOLDER = re.compile(r"Could not find CARTA frontend files in directory (.+)\.$")
 DEFAULT_FRONTEND = "<the backend executable's folder>/../share/carta/frontend"  # Main.cc, main
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-NO_SETPRIV = ("CARTA cannot be started: {found}. carta-hub starts it with setpriv --pdeathsig "
-              "(util-linux 2.33 or later), so that it ends with this server: install util-linux "
-              "where the server runs (on the node, or in its image).")
+NO_SETPRIV = (
+    "CARTA cannot be started: {found}. carta-hub starts it with setpriv --pdeathsig "
+    "(util-linux 2.33 or later), so that it ends with this server: install util-linux "
+    "where the server runs (on the node, or in its image)."
+)
 PORT_ATTEMPTS = 5
 POLL_SECONDS = 0.05
 LISTEN_STATE = "0A"  # TCP_LISTEN in /proc/net/tcp
@@ -65,8 +67,12 @@ async def die_with_parent() -> list[str]:
         raise BackendNotFound(NO_SETPRIV.format(found="setpriv is not on PATH"))
     prefix = [setpriv, "--pdeathsig", "TERM", "--"]
     probe = await asyncio.create_subprocess_exec(
-        *prefix, "true", stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        *prefix,
+        "true",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
     _, err = await probe.communicate()
     if probe.returncode:
         found = f"{setpriv} says: {err.decode(errors='replace').strip()}"
@@ -162,15 +168,20 @@ def warn_unwritable_home(log):
     home = os.environ.get("HOME") or os.path.expanduser("~")
     problem = carta_folder_problem(home)
     if problem:
-        log.warning("Home folder %s is %s: CARTA keeps preferences, layouts and snippets for "
-                    "this session only (in a private temporary folder)", home, problem)
+        log.warning(
+            "Home folder %s is %s: CARTA keeps preferences, layouts and snippets for "
+            "this session only (in a private temporary folder)",
+            home,
+            problem,
+        )
 
 
 async def _serves_no_frontend(port):
     """The backend answers 404 for its start page: its frontend folder has no index.html.
     (Asked, not read from its log: below verbosity 3 it does not say so.)"""
-    response = await AsyncHTTPClient().fetch(f"http://{LOOPBACK}:{port}/", raise_error=False,
-                                             request_timeout=30)
+    response = await AsyncHTTPClient().fetch(
+        f"http://{LOOPBACK}:{port}/", raise_error=False, request_timeout=30
+    )
     return response.code == 404
 
 
@@ -204,8 +215,7 @@ class BackendProcess:
 
     @property
     def running(self):
-        return (self.proc is not None and self.proc.returncode is None
-                and not _exited(self.proc.pid))
+        return self.proc is not None and self.proc.returncode is None and not _exited(self.proc.pid)
 
     async def ensure_running(self):
         """Start the backend unless it runs; return ``(port, token)``."""
@@ -242,8 +252,12 @@ class BackendProcess:
         self.log.info("Starting CARTA backend: %s", " ".join(cmd))
         self.tail.clear()
         self.proc = await asyncio.create_subprocess_exec(
-            *self._prefix, *cmd, env=env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            *self._prefix,
+            *cmd,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
         )
         launch = _Launch(self.proc, port, token)
         asyncio.ensure_future(self._follow(launch))
@@ -254,7 +268,7 @@ class BackendProcess:
             return f"did not listen within {self.backend.start_timeout} s", launch
 
     async def _outcome(self, launch):
-        """"listening", "busy" or why the backend failed: whatever happens first."""
+        """ "listening", "busy" or why the backend failed: whatever happens first."""
         while True:
             if launch.busy:
                 return "busy"
@@ -279,8 +293,11 @@ class BackendProcess:
             if found := FRONTEND_FOLDER.search(line):
                 launch.frontend_folder = found.group(1)
         launch.exit_code = code = await proc.wait()
-        self.log.log(logging.INFO if code == 0 else logging.WARNING,
-                     "CARTA backend exited with code %s", code)
+        self.log.log(
+            logging.INFO if code == 0 else logging.WARNING,
+            "CARTA backend exited with code %s",
+            code,
+        )
         if self.on_exit and proc is self.proc and proc is self._serving:
             self.on_exit(code)
 
@@ -300,10 +317,12 @@ class BackendProcess:
 
     def _frontend_message(self, launch):
         folder = launch.frontend_folder or self.backend.frontend_folder or DEFAULT_FRONTEND
-        return (f"CARTA's frontend was not found: {folder} holds no readable index.html, so "
-                "CARTA would answer every page with 404 Not Found. Install the CARTA frontend "
-                "or set c.CartaBackend.frontend_folder to the folder holding it (with the "
-                "Ubuntu PPA: /usr/share/carta/frontend).")
+        return (
+            f"CARTA's frontend was not found: {folder} holds no readable index.html, so "
+            "CARTA would answer every page with 404 Not Found. Install the CARTA frontend "
+            "or set c.CartaBackend.frontend_folder to the folder holding it (with the "
+            "Ubuntu PPA: /usr/share/carta/frontend)."
+        )
 
     def _failure_message(self, outcome):
         tail = "\n".join(self.tail) or "(no output)"

@@ -20,10 +20,11 @@ def _ssl_files():
     if not any(files):
         return None
     if not all(files):
-        missing = ", ".join(n for n, f in zip(SSL_ENV, files) if not f)
+        missing = ", ".join(n for n, f in zip(SSL_ENV, files, strict=True) if not f)
         raise SSLConfigError(
             f"{missing} not set: JupyterHub's internal_ssl needs all of {', '.join(SSL_ENV)} "
-            "(the spawner sets them: check its move_certs)")
+            "(the spawner sets them: check its move_certs)"
+        )
     return files
 
 
@@ -58,7 +59,12 @@ def client_ssl_context() -> ssl.SSLContext | None:
 async def post(url: str, body: dict) -> None:
     """POST ``body`` as JSON to ``url`` (a Hub API URL); raises on failure."""
     await httpclient.AsyncHTTPClient().fetch(
-        url, method="POST", body=json.dumps(body), ssl_options=client_ssl_context(),
-        headers={"Authorization": f"token {os.environ.get('JUPYTERHUB_API_TOKEN', '')}",
-                 "Content-Type": "application/json"},
+        url,
+        method="POST",
+        body=json.dumps(body),
+        ssl_options=client_ssl_context(),
+        headers={
+            "Authorization": f"token {os.environ.get('JUPYTERHUB_API_TOKEN', '')}",
+            "Content-Type": "application/json",
+        },
     )

@@ -24,7 +24,10 @@ def _warn_if_extension_disabled():
     if ServerApp.initialized() and not ServerApp.instance().jpserver_extensions.get(EXTENSION):
         ServerApp.instance().log.warning(
             "carta-hub: the CARTA tile needs the %s server extension, which is disabled; "
-            "enable it with: jupyter server extension enable %s", EXTENSION, EXTENSION)
+            "enable it with: jupyter server extension enable %s",
+            EXTENSION,
+            EXTENSION,
+        )
 
 
 def setup_carta() -> dict:

@@ -18,7 +18,7 @@ class HubOnlyFinder:
     def find_spec(self, name, path, target=None):
         if name not in HUB_ONLY:
             return None
-        for finder in sys.meta_path[sys.meta_path.index(self) + 1:]:
+        for finder in sys.meta_path[sys.meta_path.index(self) + 1 :]:
             spec = finder.find_spec(name, path, target)
             if spec is not None:
                 spec.loader = importlib.util.LazyLoader(spec.loader)

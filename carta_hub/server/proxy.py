@@ -54,8 +54,10 @@ OBJECT_ROUTE = re.compile(r"/*api/database/+(layout|snippet|workspace)(?:/(.*))?
 #: A name that stays a file name inside its folder: not "." or "..", no "/", "\\", NUL or
 #: other control character.
 OBJECT_NAME = re.compile(r"(?!\.\.?\Z)[^/\\\x00-\x1f\x7f]+")
-BAD_NAME = ("Layout, snippet and workspace names may not hold '/', '\\' or control characters, "
-            "nor be '.' or '..': choose another name.")
+BAD_NAME = (
+    "Layout, snippet and workspace names may not hold '/', '\\' or control characters, "
+    "nor be '.' or '..': choose another name."
+)
 
 
 class _Pairs(list):
@@ -147,8 +149,11 @@ class CartaProxyHandler(SuperviseAndProxyHandler):
         # jupyter-server-proxy switches XSRF checks off (check_xsrf_cookie): another site's
         # page could otherwise change the student's preferences or layouts with their cookies
         if self.request.method not in SAFE_METHODS and (reason := self._cross_site()):
-            raise web.HTTPError(403, f"{reason}: CARTA refuses changes sent by another "
-                                "site's page. Use CARTA from its own tab.")
+            raise web.HTTPError(
+                403,
+                f"{reason}: CARTA refuses changes sent by another "
+                "site's page. Use CARTA from its own tab.",
+            )
         check_object_names(self.request.method, path, self.request.body)
         await self.ensure_process()
         return await super().proxy(self.port, path)
@@ -185,8 +190,11 @@ class CartaProxyHandler(SuperviseAndProxyHandler):
             raise web.HTTPError(403, f"{reason}: cross-origin websocket refused")
         target = request_target("/" + path, self.request.query)
         if target is None:
-            raise web.HTTPError(400, "The websocket URL holds a space, a control character or "
-                                "a non-ASCII character: open CARTA from its usual link")
+            raise web.HTTPError(
+                400,
+                "The websocket URL holds a space, a control character or "
+                "a non-ASCII character: open CARTA from its usual link",
+            )
         await self.ensure_process()
         last_use = self.settings[SETTING]
         last_use.touch()
@@ -215,8 +223,11 @@ class CartaProxyHandler(SuperviseAndProxyHandler):
     def write_error(self, status_code: int, **kwargs) -> None:
         exc = kwargs.get("exc_info", (None, None))[1]
         # the reason tornado sends in the status line (RequestHandler.send_error)
-        reason = (getattr(exc, "reason", None) or kwargs.get("reason")
-                  or responses.get(status_code, "Unknown"))
+        reason = (
+            getattr(exc, "reason", None)
+            or kwargs.get("reason")
+            or responses.get(status_code, "Unknown")
+        )
         message = getattr(exc, "log_message", None) or reason
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.finish(

@@ -34,7 +34,7 @@ BODY = re.compile(rb"<body[^>]*>", re.IGNORECASE)
 
 
 def carta_folder_problem(home: str) -> str | None:
-    """"not writable" or "full" when the backend could not keep files in ``home``/.carta/config,
+    """ "not writable" or "full" when the backend could not keep files in ``home``/.carta/config,
     else None. Tried by writing a file into the deepest of these folders that exists (none is
     created)."""
     config = os.path.join(home, ".carta", "config")
@@ -64,8 +64,9 @@ def make_session_home(home: str) -> str:
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     config = os.path.join(folder, ".carta", "config")
     try:
-        shutil.copytree(os.path.join(home, ".carta", "config"), config,
-                        copy_function=shutil.copyfile)
+        shutil.copytree(
+            os.path.join(home, ".carta", "config"), config, copy_function=shutil.copyfile
+        )
     except (OSError, shutil.Error):
         pass  # nothing saved yet, or unreadable: CARTA's defaults
     for parent, _, files in os.walk(config):  # copytree kept the folders' read-only modes

@@ -23,9 +23,16 @@ CHUNK = 1 << 20  # bytes per recv: larger reads, fewer system calls per byte
 # src/Session/SessionManager.cc OnUpgrade: x-forwarded-for). uWebSockets refuses a request
 # head over 4 KiB (src/HttpParser.h MAX_FALLBACK_SIZE): the Hub's cookies or a Referer
 # holding a long deep link would exceed it.
-FORWARDED = {"upgrade", "connection", "sec-websocket-key", "sec-websocket-version",
-             "sec-websocket-protocol", "sec-websocket-extensions", "user-agent",
-             "x-forwarded-for"}
+FORWARDED = {
+    "upgrade",
+    "connection",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "sec-websocket-extensions",
+    "user-agent",
+    "x-forwarded-for",
+}
 # What may stand in the backend's request line: visible ASCII. The path comes URL-decoded (a
 # %0d%0a in the browser's URL is a CR LF here) and would otherwise inject headers.
 TARGET = re.compile(r"[!-~]+")
@@ -74,7 +81,7 @@ class ClientFrames:
                 self._skip -= step
                 pos += step
                 continue
-            part = data[pos:pos + self._header_len() - len(self._head)]
+            part = data[pos : pos + self._header_len() - len(self._head)]
             self._head += part
             pos += len(part)
             if len(self._head) == self._header_len():
@@ -85,7 +92,7 @@ class ClientFrames:
         opcode, size = head[0] & 0x0F, head[1] & 0x7F
         if size >= 126:
             n = 2 if size == 126 else 8
-            size = int.from_bytes(head[2:2 + n], "big")
+            size = int.from_bytes(head[2 : 2 + n], "big")
         self._skip = size
         if opcode in (1, 2):
             self._binary = opcode == 2
@@ -145,8 +152,9 @@ async def _relay_sockets(stream, backend, observe):
             sock.setblocking(True)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            await asyncio.gather(_in_thread(browser, backend, observe),
-                                 _in_thread(backend, browser, None))
+            await asyncio.gather(
+                _in_thread(browser, backend, observe), _in_thread(backend, browser, None)
+            )
         finally:
             _end(browser, backend)
 
@@ -184,8 +192,7 @@ async def tunnel(handler, port, token, target, on_interaction):
     with socket.socket() as backend:
         backend.setblocking(False)
         await loop.sock_connect(backend, (LOOPBACK, port))
-        await loop.sock_sendall(
-            backend, upgrade_request(target, request.headers, port, token))
+        await loop.sock_sendall(backend, upgrade_request(target, request.headers, port, token))
         stream = handler.detach()
         relay = _relay_streams if isinstance(stream, iostream.SSLIOStream) else _relay_sockets
         await relay(stream, backend, ClientFrames(on_interaction).feed)

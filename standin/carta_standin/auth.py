@@ -13,7 +13,7 @@ def offered_tokens(request):
         yield cookie.value
     authorization = request.headers.get("Authorization", "")
     if authorization.startswith("Bearer "):
-        yield authorization[len("Bearer "):]
+        yield authorization[len("Bearer ") :]
     for value in request.query_arguments.get("token", [])[:1]:
         yield value.decode("utf-8", "replace")
     if HEADER in request.headers:
@@ -25,5 +25,6 @@ def authorised(request, token):
     if not token:
         return True
     expected = token.encode()
-    return any(hmac.compare_digest(offered.encode(), expected)
-               for offered in offered_tokens(request))
+    return any(
+        hmac.compare_digest(offered.encode(), expected) for offered in offered_tokens(request)
+    )

@@ -29,38 +29,74 @@ VERSION = "5.1.0 (carta-standin)"
 DEFAULT_PORT, PORT_TRIALS = 3002, 100
 PREFIX_CHARS = re.compile(r"[0-9A-Za-z+/@_-]*")
 SYSTEM_CONFIG = "/etc/carta/backend.json"
-BANNER = ("carta-standin: this is a STAND-IN for carta_backend (CARTA 5.x, ICD 30) for tests "
-          "and demos, NOT CARTA. It lists folders but cannot open images.")
+BANNER = (
+    "carta-standin: this is a STAND-IN for carta_backend (CARTA 5.x, ICD 30) for tests "
+    "and demos, NOT CARTA. It lists folders but cannot open images."
+)
 
 # Options as carta_backend's: long name -> (kind, default, short name). Kinds: bool (a flag),
 # int, str, ports ("N" or "N,M").
 OPTIONS = {
-    "version": (bool, False, "v"), "verbosity": (int, 4, None), "no_log": (bool, False, None),
-    "log_performance": (bool, False, None), "log_protocol_messages": (bool, False, None),
-    "no_frontend": (bool, False, None), "no_database": (bool, False, None),
-    "no_browser": (bool, False, None), "browser": (str, None, None),
-    "host": (str, "0.0.0.0", None), "port": ("ports", None, "p"),
-    "omp_threads": (int, -1, "t"), "top_level_folder": (str, None, None),
-    "frontend_folder": (str, None, None), "exit_timeout": (int, -1, None),
-    "initial_timeout": (int, -1, None), "idle_timeout": (int, -1, None),
-    "read_only_mode": (bool, False, None), "enable_scripting": (bool, False, None),
-    "no_user_config": (bool, False, None), "no_system_config": (bool, False, None),
-    "reserved_memory": (int, 0, "m"), "http_url_prefix": (str, "", None),
-    "debug_no_auth": (bool, False, None), "no_runtime_config": (bool, False, None),
+    "version": (bool, False, "v"),
+    "verbosity": (int, 4, None),
+    "no_log": (bool, False, None),
+    "log_performance": (bool, False, None),
+    "log_protocol_messages": (bool, False, None),
+    "no_frontend": (bool, False, None),
+    "no_database": (bool, False, None),
+    "no_browser": (bool, False, None),
+    "browser": (str, None, None),
+    "host": (str, "0.0.0.0", None),
+    "port": ("ports", None, "p"),
+    "omp_threads": (int, -1, "t"),
+    "top_level_folder": (str, None, None),
+    "frontend_folder": (str, None, None),
+    "exit_timeout": (int, -1, None),
+    "initial_timeout": (int, -1, None),
+    "idle_timeout": (int, -1, None),
+    "read_only_mode": (bool, False, None),
+    "enable_scripting": (bool, False, None),
+    "no_user_config": (bool, False, None),
+    "no_system_config": (bool, False, None),
+    "reserved_memory": (int, 0, "m"),
+    "http_url_prefix": (str, "", None),
+    "debug_no_auth": (bool, False, None),
+    "no_runtime_config": (bool, False, None),
     "controller_deployment": (bool, False, None),
     # deprecated in carta_backend, still accepted
-    "threads": (int, None, None), "base": (str, None, None), "root": (str, None, None),
+    "threads": (int, None, None),
+    "base": (str, None, None),
+    "root": (str, None, None),
     "no_http": (bool, False, None),
 }
 
 
 # Keys a backend.json may set, as carta_backend's (src/Main/ProgramSettings.h, the int, bool,
 # string and port key maps): not debug_no_auth; starting_folder is a key without a flag.
-CONFIG_KEYS = {"verbosity", "omp_threads", "exit_timeout", "initial_timeout", "idle_timeout",
-               "no_log", "log_performance", "log_protocol_messages", "no_http", "no_browser",
-               "read_only_mode", "enable_scripting", "no_frontend", "no_database",
-               "no_runtime_config", "host", "top_level_folder", "starting_folder",
-               "frontend_folder", "browser", "http_url_prefix", "port"}
+CONFIG_KEYS = {
+    "verbosity",
+    "omp_threads",
+    "exit_timeout",
+    "initial_timeout",
+    "idle_timeout",
+    "no_log",
+    "log_performance",
+    "log_protocol_messages",
+    "no_http",
+    "no_browser",
+    "read_only_mode",
+    "enable_scripting",
+    "no_frontend",
+    "no_database",
+    "no_runtime_config",
+    "host",
+    "top_level_folder",
+    "starting_folder",
+    "frontend_folder",
+    "browser",
+    "http_url_prefix",
+    "port",
+}
 
 
 class StartupError(Exception):
@@ -87,8 +123,9 @@ def build_parser():
         if kind is bool:
             parser.add_argument(*flags, action="store_true", default=default)
         else:
-            parser.add_argument(*flags, type=port_range if kind == "ports" else kind,
-                                default=default)
+            parser.add_argument(
+                *flags, type=port_range if kind == "ports" else kind, default=default
+            )
     parser.add_argument("files", nargs="*", help="starting folder (the first existing folder)")
     return parser
 
@@ -113,8 +150,10 @@ def _config_file_settings(path):
                 raise ValueError(value)
             valid[key] = value
         except ValueError:
-            log.warning(f"Problem in config file {path} at key {key}: current value is "
-                        f"{json.dumps(value)}, which is not valid for this option.")
+            log.warning(
+                f"Problem in config file {path} at key {key}: current value is "
+                f"{json.dumps(value)}, which is not valid for this option."
+            )
     return valid
 
 
@@ -173,19 +212,21 @@ def check_folders(args):
     CheckFolderPaths: symbolic links resolved before the subfolder test), or StartupError."""
     top = args.top_level_folder or args.root or "/"
     if not _usable_folder(top):
-        raise StartupError("Invalid top level directory, does not exist or is not a readable "
-                           "directory. Exiting carta.")
+        raise StartupError(
+            "Invalid top level directory, does not exist or is not a readable "
+            "directory. Exiting carta."
+        )
     top = os.path.realpath(top)
     starting = args.starting_folder or _positional_folder(args)
     if _usable_folder(starting):
         starting = os.path.realpath(starting)
     else:
-        log.warning("Invalid starting directory, using the provided top level directory "
-                    "instead.")
+        log.warning("Invalid starting directory, using the provided top level directory instead.")
         starting = top
     if starting != top and not starting.startswith(top.rstrip("/") + "/"):
-        raise StartupError(f"Starting {starting} must be a subdirectory of top level {top}. "
-                           "Exiting carta.")
+        raise StartupError(
+            f"Starting {starting} must be a subdirectory of top level {top}. Exiting carta."
+        )
     return top, starting
 
 
@@ -202,8 +243,10 @@ def frontend_folder(args):
         log.info(f"Serving CARTA frontend from {os.path.realpath(folder)}")
     else:
         log.warning(f"Could not find CARTA frontend files in directory {folder}.")
-        log.warning("Failed to host the CARTA frontend. Please specify a custom location "
-                    "using the frontend_folder argument.")
+        log.warning(
+            "Failed to host the CARTA frontend. Please specify a custom location "
+            "using the frontend_folder argument."
+        )
     return os.path.realpath(folder)
 
 
@@ -233,10 +276,15 @@ def listen(server, host, ports):
 
 
 def log_startup(args, ctx, port):
-    threads = (f", and {args.omp_threads} OpenMP worker threads." if args.omp_threads > 0
-               else ". The number of OpenMP worker threads will be handled automatically.")
-    log.info(f"Listening on port {port} with top level folder {ctx.top_level_folder}, "
-             f"starting folder {ctx.starting_folder}{threads}")
+    threads = (
+        f", and {args.omp_threads} OpenMP worker threads."
+        if args.omp_threads > 0
+        else ". The number of OpenMP worker threads will be handled automatically."
+    )
+    log.info(
+        f"Listening on port {port} with top level folder {ctx.top_level_folder}, "
+        f"starting folder {ctx.starting_folder}{threads}"
+    )
     host = args.host
     if host in ("", "0.0.0.0"):
         host = os.environ.get("SERVER_IP", "localhost")
@@ -253,14 +301,20 @@ def build_context(args, home, stop):
     # Like carta_backend, a set but empty CARTA_AUTH_TOKEN means no token is required.
     token = "" if args.debug_no_auth else os.environ.get("CARTA_AUTH_TOKEN", str(uuid.uuid4()))
     return Context(
-        top_level_folder=top, starting_folder=starting, token=token,
-        url_prefix=url_prefix(args.http_url_prefix), frontend_folder=frontend_folder(args),
-        database=not args.no_database, runtime_config=not args.no_runtime_config,
-        enable_scripting=args.enable_scripting, read_only=args.read_only_mode,
+        top_level_folder=top,
+        starting_folder=starting,
+        token=token,
+        url_prefix=url_prefix(args.http_url_prefix),
+        frontend_folder=frontend_folder(args),
+        database=not args.no_database,
+        runtime_config=not args.no_runtime_config,
+        enable_scripting=args.enable_scripting,
+        read_only=args.read_only_mode,
         idle_timeout=args.idle_timeout,
         store=ConfigStore(os.path.join(home, ".carta", "config"), args.read_only_mode),
         lifecycle=Lifecycle(args.exit_timeout, args.initial_timeout, stop),
-        platform_strings=platform_strings(args.controller_deployment))
+        platform_strings=platform_strings(args.controller_deployment),
+    )
 
 
 async def serve(args, home):
@@ -295,8 +349,10 @@ def main(argv=None):
         if args.version:
             print(VERSION)
             return 0
-        log.configure(args.verbosity,
-                      None if args.no_log else os.path.join(home, ".carta", "log", "carta.log"))
+        log.configure(
+            args.verbosity,
+            None if args.no_log else os.path.join(home, ".carta", "log", "carta.log"),
+        )
         log.info(f"{os.path.realpath(sys.argv[0])}: Version {VERSION}")
         return asyncio.run(serve(args, home))
     except (StartupError, log.LogFileError) as e:

@@ -20,9 +20,10 @@ from carta_standin import log
 
 SUCCESS = {"success": True}
 OBJECT_TYPES = ("layout", "snippet", "workspace")
-SCHEMAS = {name: f"https://cartavis.org/schemas/{name}_schema_{version}.json"
-           for name, version in (("preferences", 2), ("layout", 2), ("snippet", 1),
-                                 ("workspace", 1))}
+SCHEMAS = {
+    name: f"https://cartavis.org/schemas/{name}_schema_{version}.json"
+    for name, version in (("preferences", 2), ("layout", 2), ("snippet", 1), ("workspace", 1))
+}
 
 
 def _parse(body):
@@ -42,8 +43,9 @@ def _write_json(path, obj):
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
     except OSError as e:
-        log.warning(f"filesystem error: cannot create directories: {e.strerror} "
-                    f"[{os.path.dirname(path)}]")
+        log.warning(
+            f"filesystem error: cannot create directories: {e.strerror} [{os.path.dirname(path)}]"
+        )
         return False
     try:
         with open(path, "w", encoding="utf-8") as f:
@@ -62,10 +64,13 @@ def _exists(path):
     except (FileNotFoundError, NotADirectoryError):
         return False
     except OSError as e:
-        print("terminate called after throwing an instance of "
-              "'std::filesystem::__cxx11::filesystem_error'\n"
-              f"  what():  filesystem error: status: {e.strerror} [{path}]",
-              file=sys.stderr, flush=True)
+        print(
+            "terminate called after throwing an instance of "
+            "'std::filesystem::__cxx11::filesystem_error'\n"
+            f"  what():  filesystem error: status: {e.strerror} [{path}]",
+            file=sys.stderr,
+            flush=True,
+        )
         os.abort()
     return True
 
@@ -148,8 +153,10 @@ class ConfigStore:
 
     def _backup_preferences(self):
         backup = self.preferences_path + ".bak"
-        log.warning("Preferences file is malformed. All preferences will be reset to defaults "
-                    "before update. Attempting to back up preferences file.")
+        log.warning(
+            "Preferences file is malformed. All preferences will be reset to defaults "
+            "before update. Attempting to back up preferences file."
+        )
         try:
             shutil.copyfile(self.preferences_path, backup)
             log.info(f"Backed up preferences file to {backup}.")
@@ -177,13 +184,18 @@ class ConfigStore:
             names = sorted(os.listdir(folder))
         except OSError:
             return []
-        return [n[:-5] for n in names
-                if n.endswith(".json") and len(n) > 5 and os.path.isfile(os.path.join(folder, n))]
+        return [
+            n[:-5]
+            for n in names
+            if n.endswith(".json") and len(n) > 5 and os.path.isfile(os.path.join(folder, n))
+        ]
 
     def list_objects(self, kind):
         """``{"success": true, "<kind>s": [{"name", "date"}...]}`` sorted by name."""
-        entries = [{"name": name, "date": int(os.stat(self._object_path(kind, name)).st_mtime)}
-                   for name in self._names(kind)]
+        entries = [
+            {"name": name, "date": int(os.stat(self._object_path(kind, name)).st_mtime)}
+            for name in self._names(kind)
+        ]
         return 200, {"success": True, f"{kind}s": entries}
 
     def get_objects(self, kind):
@@ -227,9 +239,11 @@ class ConfigStore:
             return 400, None
         data = _parse(body)
         name = data.get(f"{kind}Name") if isinstance(data, dict) else None
-        if not isinstance(name, str) or not name \
-                or not os.path.isfile(self._object_path(kind, name)):
+        if (
+            not isinstance(name, str)
+            or not name
+            or not os.path.isfile(self._object_path(kind, name))
+        ):
             return 400, None
         os.remove(self._object_path(kind, name))
         return 200, SUCCESS
-

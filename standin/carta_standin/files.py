@@ -38,13 +38,11 @@ def fill_listing(response, top, starting, directory, filter_mode, regions=False)
         if not os.path.exists(path):
             raise ListingError(f"File list failed: Directory {relative} does not exist.")
         if not os.path.isdir(path):
-            raise ListingError(
-                f"File list failed: requested path {directory} is not a directory.")
+            raise ListingError(f"File list failed: requested path {directory} is not a directory.")
         try:
             entries = sorted(os.scandir(path), key=lambda entry: entry.name)
         except OSError:
-            raise ListingError(
-                f"File list failed: Directory {relative} is not readable.") from None
+            raise ListingError(f"File list failed: Directory {relative} is not readable.") from None
     except ListingError as e:
         response.success, response.message = False, str(e)
         return response
@@ -69,8 +67,9 @@ def _add_entry(response, entry, filter_mode, regions):
             return
         folder_type = folder_image_type(entry.path)
         if folder_type == FileType.UNKNOWN or filter_mode == FileListFilterMode.AllFiles:
-            response.subdirectories.add(name=entry.name, item_count=_item_count(entry.path),
-                                        date=int(stat.st_mtime))
+            response.subdirectories.add(
+                name=entry.name, item_count=_item_count(entry.path), date=int(stat.st_mtime)
+            )
         elif not regions:
             _add_file(response, entry.name, folder_type, _folder_size(entry.path), stat)
         return
@@ -82,8 +81,7 @@ def _add_entry(response, entry, filter_mode, regions):
 
 def _add_file(response, name, file_type, size, stat):
     hdus = ["0"] if file_type in (FileType.FITS, FileType.HDF5) else [""]
-    response.files.add(name=name, type=file_type, size=size, HDU_list=hdus,
-                       date=int(stat.st_mtime))
+    response.files.add(name=name, type=file_type, size=size, HDU_list=hdus, date=int(stat.st_mtime))
 
 
 def image_type(path, by_content=True):
@@ -92,7 +90,8 @@ def image_type(path, by_content=True):
     if by_content:
         magic = _head(path, 9)
         if magic.startswith(FITS_MAGIC) or (
-                magic.startswith(GZIP_MAGIC) and name.endswith(FITS_EXTENSIONS)):
+            magic.startswith(GZIP_MAGIC) and name.endswith(FITS_EXTENSIONS)
+        ):
             return FileType.FITS
         return FileType.HDF5 if magic.startswith(HDF5_MAGIC) else FileType.UNKNOWN
     if name.endswith(FITS_EXTENSIONS):
@@ -139,6 +138,9 @@ def _item_count(path):
 
 
 def _folder_size(path):
-    return sum(os.path.getsize(os.path.join(root, f))
-               for root, _, names in os.walk(path) for f in names
-               if os.path.isfile(os.path.join(root, f)))
+    return sum(
+        os.path.getsize(os.path.join(root, f))
+        for root, _, names in os.walk(path)
+        for f in names
+        if os.path.isfile(os.path.join(root, f))
+    )

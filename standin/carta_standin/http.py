@@ -31,8 +31,10 @@ MAX_MESSAGE_SIZE = 256 * 2**20
 # getHeaders); beyond either it writes this and closes (src/HttpContext.h, HttpErrors.h).
 MAX_HEAD = 4096
 MAX_FIELDS = 48
-TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\n\r\n<h1>Request Header Fields "
-             b"Too Large</h1><hr><i>uWebSockets/20 Server</i>")
+TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\n\r\n<h1>Request Header Fields "
+    b"Too Large</h1><hr><i>uWebSockets/20 Server</i>"
+)
 mimetypes.add_type("application/wasm", ".wasm")
 
 
@@ -84,8 +86,11 @@ class ApiHandler(BaseHandler):
     """Token-checked, uncached, CORS-enabled /api route."""
 
     def prepare(self):
-        for name, value in (("Cache-Control", "private, no-cache, no-store, must-revalidate"),
-                            ("Expires", "-1"), ("Pragma", "no-cache")):
+        for name, value in (
+            ("Cache-Control", "private, no-cache, no-store, must-revalidate"),
+            ("Expires", "-1"),
+            ("Pragma", "no-cache"),
+        ):
             self.set_header(name, value)
         self.set_cors_headers()
         if self.request.method != "OPTIONS" and not authorised(self.request, self.ctx.token):
@@ -95,8 +100,9 @@ class ApiHandler(BaseHandler):
     def set_cors_headers(self):
         self.set_header("Access-Control-Allow-Origin", "*")
         self.set_header("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
-        self.set_header("Access-Control-Allow-Headers",
-                        "origin, content-type, accept, x-requested-with")
+        self.set_header(
+            "Access-Control-Allow-Headers", "origin, content-type, accept, x-requested-with"
+        )
         self.set_header("Access-Control-Max-Age", "3600")
 
     def options(self, *_):
@@ -134,8 +140,7 @@ class ObjectHandler(ApiHandler):
         self.reply(*(self.ctx.store.set_object(kind, self.request.body) if not name else (404,)))
 
     def delete(self, kind, name=None):
-        self.reply(*(self.ctx.store.clear_object(kind, self.request.body) if not name
-                     else (404,)))
+        self.reply(*(self.ctx.store.clear_object(kind, self.request.body) if not name else (404,)))
 
 
 class ScriptingHandler(ApiHandler):
@@ -159,13 +164,14 @@ class StaticHandler(BaseHandler):
         root = self.ctx.frontend_folder
         if root is None:
             return self.reply(501)
-        relative = unquote(self.request.path)[len(self.ctx.url_prefix):].strip("/")
+        relative = unquote(self.request.path)[len(self.ctx.url_prefix) :].strip("/")
         path = os.path.normpath(os.path.join(root, relative or "index.html"))
         if not path.startswith(root.rstrip("/") + "/"):
             return self.reply(403)
         content_type = mimetypes.guess_type(path)[0]
-        if "gzip" in self.request.headers.get("Accept-Encoding", "") \
-                and os.path.isfile(path + ".gz"):
+        if "gzip" in self.request.headers.get("Accept-Encoding", "") and os.path.isfile(
+            path + ".gz"
+        ):
             path += ".gz"
             self.set_header("Content-Encoding", "gzip")
         if not os.path.isfile(path):
@@ -226,19 +232,27 @@ def make_app(ctx):
     kinds = "(layout|snippet|workspace)"
     rules = [Rule(UpgradeMatcher(), SessionHandler, kw)]
     if ctx.database:
-        rules += [(rf"{p}/api/database/preferences", PreferencesHandler, kw),
-                  (rf"{p}/api/database/list/{kinds}s", ObjectListHandler, kw),
-                  (rf"{p}/api/database/{kinds}s", ObjectsHandler, kw),
-                  (rf"{p}/api/database/{kinds}(?:/([^/]+))?", ObjectHandler, kw)]
+        rules += [
+            (rf"{p}/api/database/preferences", PreferencesHandler, kw),
+            (rf"{p}/api/database/list/{kinds}s", ObjectListHandler, kw),
+            (rf"{p}/api/database/{kinds}s", ObjectsHandler, kw),
+            (rf"{p}/api/database/{kinds}(?:/([^/]+))?", ObjectHandler, kw),
+        ]
     else:
         rules.append((rf"{p}/api/database/.*", NotImplementedHandler, kw))
-    rules.append((rf"{p}/api/scripting/action",
-                  ScriptingHandler if ctx.enable_scripting else NotImplementedHandler, kw))
+    rules.append(
+        (
+            rf"{p}/api/scripting/action",
+            ScriptingHandler if ctx.enable_scripting else NotImplementedHandler,
+            kw,
+        )
+    )
     if ctx.frontend_folder is not None:
         rules.append((rf"{p}/config", ConfigHandler, kw))
     rules.append((rf"{p}(?:/.*)?", StaticHandler, kw))
-    return BackendApplication(rules, websocket_max_message_size=MAX_MESSAGE_SIZE,
-                              log_function=_log_request)
+    return BackendApplication(
+        rules, websocket_max_message_size=MAX_MESSAGE_SIZE, log_function=_log_request
+    )
 
 
 def _log_request(handler):

@@ -42,8 +42,10 @@ FITTING_RESPONSE=80 SET_VECTOR_OVERLAY_PARAMETERS=81 VECTOR_OVERLAY_TILE_DATA=82
 FITTING_PROGRESS=83 STOP_FITTING=84 PV_PREVIEW_DATA=85 STOP_PV_PREVIEW=86 CLOSE_PV_PREVIEW=87
 REMOTE_FILE_REQUEST=88 REMOTE_FILE_RESPONSE=89 CHANNEL_MAP_FLOW_CONTROL=90
 """
-EventType = enum.IntEnum("EventType", [(name, int(number)) for name, number in
-                                       (pair.split("=") for pair in _EVENTS.split())])
+EventType = enum.IntEnum(
+    "EventType",
+    [(name, int(number)) for name, number in (pair.split("=") for pair in _EVENTS.split())],
+)
 EventType.__doc__ = "CARTA.EventType (ICD 30)."
 EventType.__module__ = __name__
 
@@ -62,16 +64,16 @@ _ENUMS = {
 _MESSAGES = {
     "RegisterViewer": "session_id:1:fixed32 api_key:2:string client_feature_flags:3:fixed32",
     "RegisterViewerAck": "session_id:1:fixed32 success:2:bool message:3:string "
-                         "session_type:4:SessionType server_feature_flags:5:fixed32 "
-                         "user_preferences:6:map user_layouts:7:map platform_strings:8:map",
+    "session_type:4:SessionType server_feature_flags:5:fixed32 "
+    "user_preferences:6:map user_layouts:7:map platform_strings:8:map",
     "FileListRequest": "directory:1:string filter_mode:2:FileListFilterMode",
     "RegionListRequest": "directory:1:string filter_mode:2:FileListFilterMode",
     "FileInfo": "name:1:string type:2:FileType size:3:sfixed64 HDU_list:4:*string date:5:sfixed64",
     "DirectoryInfo": "name:1:string item_count:2:sfixed32 date:3:sfixed64",
     "FileListResponse": "success:1:bool message:2:string directory:3:string parent:4:string "
-                        "files:5:*FileInfo subdirectories:6:*DirectoryInfo cancel:7:bool",
+    "files:5:*FileInfo subdirectories:6:*DirectoryInfo cancel:7:bool",
     "RegionListResponse": "success:1:bool message:2:string directory:3:string parent:4:string "
-                          "files:5:*FileInfo subdirectories:6:*DirectoryInfo cancel:7:bool",
+    "files:5:*FileInfo subdirectories:6:*DirectoryInfo cancel:7:bool",
     "StopFileList": "file_list_type:1:FileListType",
     "FileInfoRequest": "directory:1:string file:2:string hdu:3:string support_aips_beam:4:bool",
     "FileInfoResponse": "success:1:bool message:2:string file_info:3:FileInfo",
@@ -99,8 +101,13 @@ EVENT_MESSAGES = {
 }
 
 _F = descriptor_pb2.FieldDescriptorProto
-_SCALARS = {"string": _F.TYPE_STRING, "bool": _F.TYPE_BOOL, "fixed32": _F.TYPE_FIXED32,
-            "sfixed32": _F.TYPE_SFIXED32, "sfixed64": _F.TYPE_SFIXED64}
+_SCALARS = {
+    "string": _F.TYPE_STRING,
+    "bool": _F.TYPE_BOOL,
+    "fixed32": _F.TYPE_FIXED32,
+    "sfixed32": _F.TYPE_SFIXED32,
+    "sfixed64": _F.TYPE_SFIXED64,
+}
 
 
 def _add_field(message, name, number, kind):
@@ -124,8 +131,9 @@ def _add_field(message, name, number, kind):
 
 
 def _build():
-    proto = descriptor_pb2.FileDescriptorProto(name="carta_standin_icd.proto", package="CARTA",
-                                               syntax="proto3")
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="carta_standin_icd.proto", package="CARTA", syntax="proto3"
+    )
     for name, values in _ENUMS.items():
         enum_proto = proto.enum_type.add(name=name)
         for number, value in enumerate(values.split()):
@@ -136,10 +144,12 @@ def _build():
             _add_field(message, *field.split(":"))
     pool = descriptor_pool.DescriptorPool()
     pool.Add(proto)
-    return SimpleNamespace(**{
-        name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"CARTA.{name}"))
-        for name in _MESSAGES
-    })
+    return SimpleNamespace(
+        **{
+            name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"CARTA.{name}"))
+            for name in _MESSAGES
+        }
+    )
 
 
 #: Message classes by name, e.g. ``messages.FileListResponse``.
@@ -183,7 +193,7 @@ def decode_header(frame):
         event_type = EventType(event_type)
     except ValueError:
         pass  # unknown to ICD 30: keep the number
-    return event_type, icd_version, request_id, bytes(frame[HEADER.size:])
+    return event_type, icd_version, request_id, bytes(frame[HEADER.size :])
 
 
 def decode_message(frame):
@@ -191,5 +201,9 @@ def decode_message(frame):
     type is in :data:`EVENT_MESSAGES`, else the raw payload bytes."""
     event_type, icd_version, request_id, payload = decode_header(frame)
     name = EVENT_MESSAGES.get(event_type)
-    return event_type, icd_version, request_id, (
-        message_class(name).FromString(payload) if name else payload)
+    return (
+        event_type,
+        icd_version,
+        request_id,
+        (message_class(name).FromString(payload) if name else payload),
+    )

@@ -16,8 +16,13 @@ import sys
 
 # CARTA's --verbosity: 0 off, 1 critical, 2 error, 3 warning, 4 info, 5 debug.
 LEVELS = {"critical": 1, "error": 2, "warning": 3, "info": 4, "debug": 5}
-COLOURS = {"critical": "\033[1m\033[41m", "error": "\033[31m\033[1m",
-           "warning": "\033[33m\033[1m", "info": "\033[32m", "debug": "\033[36m"}
+COLOURS = {
+    "critical": "\033[1m\033[41m",
+    "error": "\033[31m\033[1m",
+    "warning": "\033[33m\033[1m",
+    "info": "\033[32m",
+    "debug": "\033[36m",
+}
 RESET = "\033[m"
 
 _state = {"verbosity": 4, "file": None, "configured": False}
@@ -38,8 +43,9 @@ def configure(verbosity, log_file=None):
         try:
             _state["file"] = open(log_file, "a", buffering=1, encoding="utf-8")
         except OSError as e:
-            raise LogFileError(f"Failed opening file {log_file} for writing: "
-                               f"{e.strerror}") from None
+            raise LogFileError(
+                f"Failed opening file {log_file} for writing: {e.strerror}"
+            ) from None
     _state.update(verbosity=verbosity, configured=True)
 
 

@@ -15,8 +15,7 @@ from google.protobuf.message import DecodeError
 from tornado.ioloop import IOLoop
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from carta_standin import icd
-from carta_standin import log
+from carta_standin import icd, log
 from carta_standin.auth import authorised
 from carta_standin.files import fill_listing
 from carta_standin.icd import EventType
@@ -31,9 +30,12 @@ def platform_strings(controller_deployment=False):
         release = platform.freedesktop_os_release().get("PRETTY_NAME", "unknown")
     except OSError:
         release = "unknown"
-    strings = {"release_info": release, "deployment": "carta-standin",
-               "architecture": platform.machine(),
-               "platform": "macOS" if platform.system() == "Darwin" else "Linux"}
+    strings = {
+        "release_info": release,
+        "deployment": "carta-standin",
+        "architecture": platform.machine(),
+        "platform": "macOS" if platform.system() == "Darwin" else "Linux",
+    }
     if controller_deployment:
         strings["controller_deployment"] = "true"
     if os.environ.get("CARTA_DOCKER_DEPLOYMENT"):
@@ -66,12 +68,16 @@ class SessionHandler(WebSocketHandler):
         self.session_id = (time.time_ns() // 1000) & 0xFFFFFFFF or 1
         self.address = self.request.headers.get("X-Forwarded-For") or self.request.remote_ip
         self.ctx.lifecycle.connected()
-        log.info(f"Session {self.session_id} [{self.address}] Connected. "
-                 f"Num sessions: {self.ctx.lifecycle.sessions}")
+        log.info(
+            f"Session {self.session_id} [{self.address}] Connected. "
+            f"Num sessions: {self.ctx.lifecycle.sessions}"
+        )
 
     def on_close(self):
-        log.info(f"Session {self.session_id} [{self.address}] Deleted. "
-                 f"Remaining sessions: {self.ctx.lifecycle.sessions - 1}")
+        log.info(
+            f"Session {self.session_id} [{self.address}] Deleted. "
+            f"Remaining sessions: {self.ctx.lifecycle.sessions - 1}"
+        )
         self.ctx.lifecycle.disconnected()
 
     async def on_message(self, message):
@@ -98,8 +104,9 @@ class SessionHandler(WebSocketHandler):
     def on_ping_text(self):
         idle = int(time.monotonic() - self.last_message)
         if 0 < self.ctx.idle_timeout <= idle:
-            log.warning(f"Client {self.session_id} has been idle for {idle} seconds. "
-                        "Disconnecting..")
+            log.warning(
+                f"Client {self.session_id} has been idle for {idle} seconds. Disconnecting.."
+            )
             self.ws_connection.stream.close()  # no close frame, like uWS's close()
         else:
             self.write_message("PONG")
@@ -114,12 +121,14 @@ class SessionHandler(WebSocketHandler):
 
     async def register_viewer(self, icd_version, request_id, payload):
         request = icd.messages.RegisterViewer.FromString(payload)
-        ack = icd.messages.RegisterViewerAck(session_id=request.session_id, success=True,
-                                             session_type=icd.SessionType.NEW)
+        ack = icd.messages.RegisterViewerAck(
+            session_id=request.session_id, success=True, session_type=icd.SessionType.NEW
+        )
         if icd_version != icd.ICD_VERSION:
             ack.success = False
-            ack.message = (f"Invalid ICD version number. Expected {icd.ICD_VERSION}, "
-                           f"got {icd_version}")
+            ack.message = (
+                f"Invalid ICD version number. Expected {icd.ICD_VERSION}, got {icd_version}"
+            )
         elif not request.session_id:
             ack.session_id = self.session_id
             ack.message = f"Start a new frontend and assign it with session id {self.session_id}"
@@ -130,19 +139,29 @@ class SessionHandler(WebSocketHandler):
                 ack.message = f"Start a new backend and assign it with session id {self.session_id}"
             else:
                 ack.message = f"Network reconnected with session id {self.session_id}"
-        ack.server_feature_flags = ((READ_ONLY if self.ctx.read_only else 0)
-                                    | (SCRIPTING if self.ctx.enable_scripting else 0))
+        ack.server_feature_flags = (READ_ONLY if self.ctx.read_only else 0) | (
+            SCRIPTING if self.ctx.enable_scripting else 0
+        )
         ack.platform_strings.update(self.ctx.platform_strings)
         self.send(EventType.REGISTER_VIEWER_ACK, request_id, ack)
 
     async def file_list(self, icd_version, request_id, payload, regions=False):
         request = icd.messages.FileListRequest.FromString(payload)
-        reply, reply_type = ((icd.messages.RegionListResponse(), EventType.REGION_LIST_RESPONSE)
-                             if regions else
-                             (icd.messages.FileListResponse(), EventType.FILE_LIST_RESPONSE))
+        reply, reply_type = (
+            (icd.messages.RegionListResponse(), EventType.REGION_LIST_RESPONSE)
+            if regions
+            else (icd.messages.FileListResponse(), EventType.FILE_LIST_RESPONSE)
+        )
         await IOLoop.current().run_in_executor(
-            None, fill_listing, reply, self.ctx.top_level_folder, self.ctx.starting_folder,
-            request.directory, request.filter_mode, regions)
+            None,
+            fill_listing,
+            reply,
+            self.ctx.top_level_folder,
+            self.ctx.starting_folder,
+            request.directory,
+            request.filter_mode,
+            regions,
+        )
         self.send(reply_type, request_id, reply)
 
     async def region_list(self, icd_version, request_id, payload):
@@ -153,14 +172,20 @@ class SessionHandler(WebSocketHandler):
 
     async def file_info(self, icd_version, request_id, payload):
         icd.messages.FileInfoRequest.FromString(payload)
-        self.send(EventType.FILE_INFO_RESPONSE, request_id,
-                  icd.messages.FileInfoResponse(success=False, message=NOT_CARTA))
+        self.send(
+            EventType.FILE_INFO_RESPONSE,
+            request_id,
+            icd.messages.FileInfoResponse(success=False, message=NOT_CARTA),
+        )
 
     async def open_file(self, icd_version, request_id, payload):
         request = icd.messages.OpenFile.FromString(payload)
         log.warning(f"Cannot open {request.directory}/{request.file}: {NOT_CARTA}")
-        self.send(EventType.OPEN_FILE_ACK, request_id, icd.messages.OpenFileAck(
-            success=False, file_id=request.file_id, message=NOT_CARTA))
+        self.send(
+            EventType.OPEN_FILE_ACK,
+            request_id,
+            icd.messages.OpenFileAck(success=False, file_id=request.file_id, message=NOT_CARTA),
+        )
 
     async def resume_session(self, icd_version, request_id, payload):
         # An empty ResumeSession (no images, no catalogs) is trivially resumed.
@@ -171,9 +196,15 @@ class SessionHandler(WebSocketHandler):
 
     def unsupported(self, event_type, request_id):
         log.warning(f"{event_type.name} is not supported by carta-standin")
-        self.send(EventType.ERROR_DATA, request_id, icd.messages.ErrorData(
-            severity=icd.ErrorSeverity.ERROR, tags=["carta-standin"],
-            message=f"{event_type.name}: {NOT_CARTA}"))
+        self.send(
+            EventType.ERROR_DATA,
+            request_id,
+            icd.messages.ErrorData(
+                severity=icd.ErrorSeverity.ERROR,
+                tags=["carta-standin"],
+                message=f"{event_type.name}: {NOT_CARTA}",
+            ),
+        )
 
     HANDLERS = {
         EventType.REGISTER_VIEWER: register_viewer,

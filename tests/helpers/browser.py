@@ -28,8 +28,16 @@ from playwright.sync_api import expect, sync_playwright
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Playwright's own browser download does not work here: Debian's chromium, quiet (no Google
 # services, updates or QUIC probes, so every request counted comes from the page itself).
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 VIEWPORT = {"width": 1280, "height": 800}
 LOOPBACK = re.compile(r"^(127\.\d+\.\d+\.\d+|localhost|\[::1\]|::1)$")
 CONNECTED = re.compile(r"Connected with session ID (\d+)")
@@ -56,7 +64,8 @@ def is_loopback(url):
     """True for loopback hosts, and for URLs that name no host (data:, blob:)."""
     parsed = urlparse(url)
     return not parsed.scheme.startswith(("http", "ws")) or bool(
-        LOOPBACK.match(parsed.hostname or ""))
+        LOOPBACK.match(parsed.hostname or "")
+    )
 
 
 class Student:
@@ -102,8 +111,7 @@ class Student:
         page = page or self.page
         page.wait_for_selector(ONLINE)
         session = self.wait_console(CONNECTED, since).group(1)
-        expect(page.locator("#info-session-id")).to_have_text(session,
-                                                              timeout=self.timeout * 1000)
+        expect(page.locator("#info-session-id")).to_have_text(session, timeout=self.timeout * 1000)
         return session
 
     def wait_console(self, pattern, since=0):
@@ -116,8 +124,10 @@ class Student:
                     return match
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"no console line matching {pattern.pattern!r}:\n"
-                                   + "\n".join(self.console[since:]))
+                raise TimeoutError(
+                    f"no console line matching {pattern.pattern!r}:\n"
+                    + "\n".join(self.console[since:])
+                )
             # our own listener was added first: it has recorded the line when this returns
             self.context.wait_for_event("console", timeout=left * 1000)
 
@@ -131,7 +141,8 @@ class Student:
         for name in expected:
             exact = re.compile(f"^{re.escape(name)}$")
             expect(page.locator(FILE_NAMES, has_text=exact)).to_have_count(
-                1, timeout=self.timeout * 1000)
+                1, timeout=self.timeout * 1000
+            )
         return page.locator(FILE_NAMES).all_inner_texts()
 
     def folder(self, page=None):
@@ -147,8 +158,9 @@ class Student:
         text = page.inner_text("body")
         for bad in ("You have been disconnected", "Disconnected from server", CONSENT):
             assert bad not in text, f"{bad!r} is shown"
-        assert page.locator(".bp6-toast.bp6-intent-danger").count() == 0, \
-            page.locator(".bp6-toast").all_inner_texts()
+        assert page.locator(".bp6-toast.bp6-intent-danger").count() == 0, page.locator(
+            ".bp6-toast"
+        ).all_inner_texts()
 
     def outside_requests(self):
         """``[(url, failure)]`` of this browser's requests to hosts other than loopback, in

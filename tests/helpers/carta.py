@@ -15,10 +15,19 @@ async def request(ws, event_type, message, request_id=1, icd_version=icd.ICD_VER
 
 def register(ws, icd_version=icd.ICD_VERSION):
     """REGISTER_VIEWER as the frontend sends it (session 0, flags 5, request 1)."""
-    return request(ws, EventType.REGISTER_VIEWER,
-                   icd.messages.RegisterViewer(client_feature_flags=5), 1, icd_version)
+    return request(
+        ws,
+        EventType.REGISTER_VIEWER,
+        icd.messages.RegisterViewer(client_feature_flags=5),
+        1,
+        icd_version,
+    )
 
 
 def file_list(ws, directory="$BASE", request_id=2):
-    return request(ws, EventType.FILE_LIST_REQUEST,
-                   icd.messages.FileListRequest(directory=directory), request_id)
+    return request(
+        ws,
+        EventType.FILE_LIST_REQUEST,
+        icd.messages.FileListRequest(directory=directory),
+        request_id,
+    )

@@ -53,10 +53,17 @@ async def main():
         if not hmac.compare_digest(sent, token):
             return conn.respond(403, "wrong token\n")
 
-    async with websockets.serve(serve_client, args.host, args.port, max_size=300 * 2**20,
-                                compression=None, process_request=authorised):
-        print(f"[echo] [CARTA] [info] Listening on port {args.port} (echo test backend)",
-              flush=True)
+    async with websockets.serve(
+        serve_client,
+        args.host,
+        args.port,
+        max_size=300 * 2**20,
+        compression=None,
+        process_request=authorised,
+    ):
+        print(
+            f"[echo] [CARTA] [info] Listening on port {args.port} (echo test backend)", flush=True
+        )
         await asyncio.Future()
 
 

@@ -88,7 +88,7 @@ c.IdentityResolver.mapping_file = {mapping}
 class FaultSite:
     """A Hub on a "login node" with three students; ``restart()`` keeps its DB and ports."""
 
-    def __init__(self, slurm):  # noqa: F811
+    def __init__(self, slurm):
         self.slurm = slurm
         self.dir = Path(tempfile.mkdtemp(prefix="carta-faults-", dir="/tmp"))
         self.dir.chmod(0o755)
@@ -114,10 +114,16 @@ class FaultSite:
         self.workdir = Path(tempfile.mkdtemp(prefix="carta-faults-hub-", dir="/tmp"))
         os.chown(self.workdir, hub_entry.pw_uid, hub_entry.pw_gid)
         self.config = CONFIG.format(
-            hub_port=free_port(), group=dumps(GROUP), poll=POLL, start_timeout=START_TIMEOUT,
+            hub_port=free_port(),
+            group=dumps(GROUP),
+            poll=POLL,
+            start_timeout=START_TIMEOUT,
             prologue=dumps(PROLOGUE.format(venv=VENV_BIN, dir=self.dir)),
-            submit=dumps(f"{self.sbatch} --parsable"), backend=dumps(str(backend)),
-            backend_timeout=BACKEND_TIMEOUT, mapping=dumps(str(self.mapping)))
+            submit=dumps(f"{self.sbatch} --parsable"),
+            backend=dumps(str(backend)),
+            backend_timeout=BACKEND_TIMEOUT,
+            mapping=dumps(str(self.mapping)),
+        )
         self.proxy_token = secrets.token_hex(16)
         self.env = {"SLURM_CONF": str(slurm.conf), "CONFIGPROXY_AUTH_TOKEN": self.proxy_token}
         self.hub = None
@@ -169,13 +175,14 @@ class FaultSite:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def live_jobs(slurm):  # noqa: F811
+def live_jobs(slurm):
     """``{job_id: user}`` of the students' jobs that are not over."""
-    return {i: user for i, (state, user) in slurm.jobs().items()
-            if user in STUDENTS and state in LIVE}
+    return {
+        i: user for i, (state, user) in slurm.jobs().items() if user in STUDENTS and state in LIVE
+    }
 
 
-def job_of(slurm, name):  # noqa: F811
+def job_of(slurm, name):
     (job,) = [i for i, user in live_jobs(slurm).items() if user == name]
     return job
 
@@ -185,11 +192,13 @@ def spawn(site, name, session=None, form=None):
     hub = site.hub
     session = session or hub.login(name, STUDENTS[name])
     started = time.monotonic()
-    poster = threading.Thread(target=post_form, args=(hub, session, name, form or {}),
-                              daemon=True)
+    poster = threading.Thread(target=post_form, args=(hub, session, name, form or {}), daemon=True)
     poster.start()
-    wait_for(lambda: hub.server(name).get("pending") == "spawn" or not poster.is_alive(),
-             30, f"{name}'s spawn to begin")
+    wait_for(
+        lambda: hub.server(name).get("pending") == "spawn" or not poster.is_alive(),
+        30,
+        f"{name}'s spawn to begin",
+    )
     messages = read_progress(hub, name)
     poster.join(30)
     return messages, time.monotonic() - started

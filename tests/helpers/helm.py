@@ -12,10 +12,24 @@ from traitlets.config import Config
 ROOT = Path(__file__).resolve().parents[2]
 VALUES = ROOT / "helm-values"
 CHART = ROOT.parent / "shared" / "z2jh-4.4.0"
-VARIANTS = {"oidc": {"oauth_user": {"preferred_username": "jo", "uidNumber": 23502,
-                                    "gidNumber": 23500, "gidNumbers": [23600]}},
-            "ldap": {"user_attributes": {"uid": ["alice"], "uidNumber": [23501],
-                                         "gidNumber": [23500], "homeDirectory": ["/ceph/home/alice"]}}}
+VARIANTS = {
+    "oidc": {
+        "oauth_user": {
+            "preferred_username": "jo",
+            "uidNumber": 23502,
+            "gidNumber": 23500,
+            "gidNumbers": [23600],
+        }
+    },
+    "ldap": {
+        "user_attributes": {
+            "uid": ["alice"],
+            "uidNumber": [23501],
+            "gidNumber": [23500],
+            "homeDirectory": ["/ceph/home/alice"],
+        }
+    },
+}
 
 
 def load(path):
@@ -37,8 +51,10 @@ def merge(base, override):
 
 
 def values_for(variant):
-    return merge(merge(load(CHART / "values.yaml"), load(VALUES / "base.yaml")),
-                 load(VALUES / f"{variant}.yaml"))
+    return merge(
+        merge(load(CHART / "values.yaml"), load(VALUES / "base.yaml")),
+        load(VALUES / f"{variant}.yaml"),
+    )
 
 
 def hub_config(values):
@@ -57,16 +73,33 @@ def hub_config(values):
             setattr(c.KubeSpawner, trait, su[key])
     if su["storage"]["type"] == "dynamic":
         c.KubeSpawner.storage_pvc_ensure = True
-        c.KubeSpawner.volumes = [{"name": "home", "persistentVolumeClaim": {
-            "claimName": "claim-{username}"}}]
-        c.KubeSpawner.volume_mounts = [{"name": "home",
-                                        "mountPath": su["storage"]["homeMountPath"]}]
+        c.KubeSpawner.volumes = [
+            {"name": "home", "persistentVolumeClaim": {"claimName": "claim-{username}"}}
+        ]
+        c.KubeSpawner.volume_mounts = [
+            {"name": "home", "mountPath": su["storage"]["homeMountPath"]}
+        ]
     if su["cloudMetadata"]["blockWithIptables"]:
-        c.KubeSpawner.init_containers = [{
-            "name": "block-cloud-metadata", "image": "quay.io/jupyterhub/k8s-network-tools",
-            "command": ["iptables", "-A", "OUTPUT", "-d", su["cloudMetadata"]["ip"], "-j", "DROP"],
-            "securityContext": {"privileged": True, "runAsUser": 0,
-                                "capabilities": {"add": ["NET_ADMIN"]}}}]
+        c.KubeSpawner.init_containers = [
+            {
+                "name": "block-cloud-metadata",
+                "image": "quay.io/jupyterhub/k8s-network-tools",
+                "command": [
+                    "iptables",
+                    "-A",
+                    "OUTPUT",
+                    "-d",
+                    su["cloudMetadata"]["ip"],
+                    "-j",
+                    "DROP",
+                ],
+                "securityContext": {
+                    "privileged": True,
+                    "runAsUser": 0,
+                    "capabilities": {"add": ["NET_ADMIN"]},
+                },
+            }
+        ]
     c.merge(Config(values["hub"]["config"]))
     for path in sorted((ROOT / "images" / "hub-config.d").glob("*.py")):
         exec(path.read_text(), {"c": c})

@@ -84,16 +84,27 @@ class Hub:
         self.proxy_api = f"{scheme}://127.0.0.1:{ports['api_port']}"  # CHP's own API
         # requests' options for CHP's API: under internal_ssl, the Hub's own client certificate
         certs = self.workdir / "certs"
-        self.proxy_api_tls = {} if not internal_ssl else {
-            "cert": (str(certs / "hub-internal" / "hub-internal.crt"),
-                     str(certs / "hub-internal" / "hub-internal.key")),
-            "verify": str(certs / "hub-ca_trust.crt")}
+        self.proxy_api_tls = (
+            {}
+            if not internal_ssl
+            else {
+                "cert": (
+                    str(certs / "hub-internal" / "hub-internal.crt"),
+                    str(certs / "hub-internal" / "hub-internal.key"),
+                ),
+                "verify": str(certs / "hub-ca_trust.crt"),
+            }
+        )
         self.api_token = api_token
         self.password = password
 
     def api(self, method, path, **kwargs):
-        r = requests.request(method, f"{self.url}/hub/api{path}",
-                             headers={"Authorization": f"token {self.api_token}"}, **kwargs)
+        r = requests.request(
+            method,
+            f"{self.url}/hub/api{path}",
+            headers={"Authorization": f"token {self.api_token}"},
+            **kwargs,
+        )
         return r
 
     def user_url(self, name, path=""):
@@ -104,8 +115,15 @@ class Hub:
         session = requests.Session()
         session.get(f"{self.url}/hub/login")
         xsrf = session.cookies.get("_xsrf", "")
-        r = session.post(f"{self.url}/hub/login?next=", allow_redirects=False, data={
-            "username": name, "password": self.password if password is None else password, "_xsrf": xsrf})
+        r = session.post(
+            f"{self.url}/hub/login?next=",
+            allow_redirects=False,
+            data={
+                "username": name,
+                "password": self.password if password is None else password,
+                "_xsrf": xsrf,
+            },
+        )
         if r.status_code != 302:
             raise PermissionError(f"login as {name} refused: {r.status_code}")
         return session
@@ -187,9 +205,16 @@ def start_hub(workdir, config="", user=None, env=None, internal_ssl=False):
     workdir = Path(workdir)
     ports = {k: free_port() for k in ("proxy_port", "hub_port", "api_port")}
     api_token, password = secrets.token_hex(16), secrets.token_hex(8)
-    values = dict(workdir=workdir, chp=CHP, api_token=api_token, password=password,
-                  venv_bin=VENV_BIN, frontend=FRONTEND,
-                  api_scheme="https" if internal_ssl else "http", **ports)
+    values = dict(
+        workdir=workdir,
+        chp=CHP,
+        api_token=api_token,
+        password=password,
+        venv_bin=VENV_BIN,
+        frontend=FRONTEND,
+        api_scheme="https" if internal_ssl else "http",
+        **ports,
+    )
     if internal_ssl:
         config += INTERNAL_SSL.format(**values)
     text = BASE_CONFIG.format(**values) + "\n" + config + "\n" + ISOLATION.format(**values)
@@ -197,8 +222,12 @@ def start_hub(workdir, config="", user=None, env=None, internal_ssl=False):
     cmd = [str(VENV_BIN / "jupyterhub"), "-f", str(workdir / "jupyterhub_config.py")]
     if user:
         cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--"] + cmd
-    full_env = {**os.environ, "PATH": NEWCOMER_PATH,
-                "CONFIGPROXY_AUTH_TOKEN": secrets.token_hex(16), **(env or {})}
+    full_env = {
+        **os.environ,
+        "PATH": NEWCOMER_PATH,
+        "CONFIGPROXY_AUTH_TOKEN": secrets.token_hex(16),
+        **(env or {}),
+    }
     log = open(workdir / "hub.log", "wb")
     proc = subprocess.Popen(cmd, cwd=workdir, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     hub = Hub(workdir, proc, ports, api_token, password, internal_ssl)

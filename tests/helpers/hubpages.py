@@ -5,7 +5,6 @@ import asyncio
 import json
 
 import requests
-
 from carta_standin import icd
 
 from .client import connect, open_carta
@@ -37,8 +36,9 @@ def read_progress(hub, name, until=lambda message: False):
 def proxy_routes(hub, token):
     """The routes configurable-http-proxy holds right now (asked through its own API; the
     Hub was started with ``CONFIGPROXY_AUTH_TOKEN=token``)."""
-    r = requests.get(f"{hub.proxy_api}/api/routes", headers={"Authorization": f"token {token}"},
-                     timeout=5)
+    r = requests.get(
+        f"{hub.proxy_api}/api/routes", headers={"Authorization": f"token {token}"}, timeout=5
+    )
     r.raise_for_status()
     return r.json()
 

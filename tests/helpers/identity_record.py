@@ -6,7 +6,9 @@ import json
 
 from .hub import SAME_USER_CARTA
 
-RECORD_IDENTITY = SAME_USER_CARTA + """
+RECORD_IDENTITY = (
+    SAME_USER_CARTA
+    + """
 import json
 from carta_hub.hub.identity import IdentityResolver
 
@@ -22,6 +24,7 @@ class IdentityRecordingSpawner(SameUserCartaSpawner):
 c.JupyterHub.spawner_class = IdentityRecordingSpawner
 c.IdentityResolver.sources = ["auth_state"]
 """
+)
 
 
 def recorded_identity(hub, name):

@@ -19,8 +19,12 @@ class JupyterServer:
         self.verify = cafile or True
 
     def get(self, path, **kwargs):
-        return requests.get(self.url + path, headers={"Authorization": f"token {self.token}"},
-                            verify=self.verify, **kwargs)
+        return requests.get(
+            self.url + path,
+            headers={"Authorization": f"token {self.token}"},
+            verify=self.verify,
+            **kwargs,
+        )
 
     def log(self):
         return Path(self.log_path).read_text(errors="replace")
@@ -34,18 +38,30 @@ def start_jupyter(workdir, base_url, args=(), user=None, tls=None, env=None):
     ``tls``: (certificate and key file, CA file) to serve HTTPS itself; ``env``: added to
     its environment."""
     port, token = free_port(), secrets.token_hex(16)
-    cmd = [str(VENV_BIN / "jupyter-server"), "--no-browser", f"--port={port}",
-           "--ip=127.0.0.1", f"--ServerApp.base_url={base_url}",
-           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={workdir}", *args]
+    cmd = [
+        str(VENV_BIN / "jupyter-server"),
+        "--no-browser",
+        f"--port={port}",
+        "--ip=127.0.0.1",
+        f"--ServerApp.base_url={base_url}",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={workdir}",
+        *args,
+    ]
     if tls:
         cmd += [f"--ServerApp.certfile={tls[0]}", f"--ServerApp.keyfile={tls[0]}"]
     if user:
         cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--"] + cmd
     log_path = Path(workdir) / "jupyter.log"
-    env = {**os.environ, "HOME": str(workdir), "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
-           **(env or {})}
-    proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=open(log_path, "wb"),
-                            stderr=subprocess.STDOUT)
+    env = {
+        **os.environ,
+        "HOME": str(workdir),
+        "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+        **(env or {}),
+    }
+    proc = subprocess.Popen(
+        cmd, cwd=workdir, env=env, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT
+    )
     server = JupyterServer(proc, port, base_url, token, log_path, tls and tls[1])
 
     def up():

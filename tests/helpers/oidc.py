@@ -29,9 +29,13 @@ def new_client():
 def provider_env(port, client):
     """oauthenticator's environment variables for this provider and client."""
     issuer = f"http://127.0.0.1:{port}"
-    return {"OAUTH_CLIENT_ID": client["client_id"], "OAUTH_CLIENT_SECRET": client["client_secret"],
-            "OAUTH2_AUTHORIZE_URL": f"{issuer}/auth", "OAUTH2_TOKEN_URL": f"{issuer}/token",
-            "OAUTH2_USERDATA_URL": f"{issuer}/me"}
+    return {
+        "OAUTH_CLIENT_ID": client["client_id"],
+        "OAUTH_CLIENT_SECRET": client["client_secret"],
+        "OAUTH2_AUTHORIZE_URL": f"{issuer}/auth",
+        "OAUTH2_TOKEN_URL": f"{issuer}/token",
+        "OAUTH2_USERDATA_URL": f"{issuer}/me",
+    }
 
 
 class OIDCProvider:
@@ -52,15 +56,23 @@ def start_oidc_provider(directory, port, client, redirect_uri, accounts):
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "oidc.json"
-    config.write_text(json.dumps({"modules": str(MODULES), "port": port, "accounts": accounts,
-                                  "client": {**client, "redirect_uri": redirect_uri}}))
+    config.write_text(
+        json.dumps(
+            {
+                "modules": str(MODULES),
+                "port": port,
+                "accounts": accounts,
+                "client": {**client, "redirect_uri": redirect_uri},
+            }
+        )
+    )
     log_path = directory / "oidc.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([shutil.which("node"), str(SCRIPT), str(config)],
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [shutil.which("node"), str(SCRIPT), str(config)], stdout=log, stderr=subprocess.STDOUT
+        )
     provider = OIDCProvider(proc, port, log_path)
-    return await_server(provider, lambda: _listening(provider), 20,
-                        "the OIDC provider to listen")
+    return await_server(provider, lambda: _listening(provider), 20, "the OIDC provider to listen")
 
 
 def _listening(provider):
@@ -77,8 +89,9 @@ def authorize(hub, login, password):
     session = requests.Session()
     form = session.get(f"{hub.url}/hub/oauth_login")
     assert "/interaction/" in form.url, form.url
-    r = session.post(f"{form.url}/login", data={"login": login, "password": password},
-                     allow_redirects=False)
+    r = session.post(
+        f"{form.url}/login", data={"login": login, "password": password}, allow_redirects=False
+    )
     while r.is_redirect and not r.headers["Location"].startswith(f"{hub.url}/hub/oauth_callback"):
         r = session.get(r.headers["Location"], allow_redirects=False)
     if not r.is_redirect:

@@ -115,11 +115,23 @@ def probe_as(user, backends, wrappers, pids, folder, control=None):
     script = Path(folder) / "carta-attack-probe.py"
     script.write_text(PROBE)
     script.chmod(0o644)
-    arg = json.dumps({"backends": backends, "wrappers": wrappers, "pids": pids,
-                      "control": control})
-    r = subprocess.run(["setpriv", f"--reuid={user}", f"--regid={pwd.getpwnam(user).pw_gid}", "--init-groups", "--",
-                        sys.executable, str(script), arg],
-                       capture_output=True, text=True, timeout=120, cwd="/")
+    arg = json.dumps({"backends": backends, "wrappers": wrappers, "pids": pids, "control": control})
+    r = subprocess.run(
+        [
+            "setpriv",
+            f"--reuid={user}",
+            f"--regid={pwd.getpwnam(user).pw_gid}",
+            "--init-groups",
+            "--",
+            sys.executable,
+            str(script),
+            arg,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
+    )
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 

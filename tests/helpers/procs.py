@@ -58,8 +58,11 @@ def processes(home, program):
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if state != "Z" and f"HOME={home}".encode() in environ and \
-                any(arg.endswith(program.encode()) for arg in argv[:2]):
+        if (
+            state != "Z"
+            and f"HOME={home}".encode() in environ
+            and any(arg.endswith(program.encode()) for arg in argv[:2])
+        ):
             found.append(int(pid))
     return found
 
@@ -70,8 +73,11 @@ def user_processes(name, program="carta-standin"):
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            environ = dict(v.split(b"=", 1) for v in
-                           Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in v)
+            environ = dict(
+                v.split(b"=", 1)
+                for v in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                if b"=" in v
+            )
             uid = os.stat(f"/proc/{pid}").st_uid
         except OSError:
             continue

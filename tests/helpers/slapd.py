@@ -83,7 +83,8 @@ def _ldif(people, groups):
             f"dn: {person_dn(p.login)}\nobjectClass: inetOrgPerson\nobjectClass: posixAccount\n"
             f"uid: {p.login}\ncn: {p.login}\nsn: {p.login}\nuidNumber: {p.uid}\n"
             f"gidNumber: {p.gid}\nhomeDirectory: /home/{p.login}\n"
-            f"userPassword: {_ssha(p.password)}")
+            f"userPassword: {_ssha(p.password)}"
+        )
     for g in groups:
         if g.gid is not None:
             lines = [f"objectClass: posixGroup\ngidNumber: {g.gid}"]
@@ -97,10 +98,27 @@ def _ldif(people, groups):
 
 def _self_signed(directory):
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", f"{directory}/key.pem", "-out", f"{directory}/cert.pem"],
-        check=True, capture_output=True)
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            f"{directory}/key.pem",
+            "-out",
+            f"{directory}/cert.pem",
+        ],
+        check=True,
+        capture_output=True,
+    )
 
 
 class Slapd:
@@ -122,12 +140,18 @@ def start_slapd(directory, people, groups):
     conf = directory / "slapd.conf"
     conf.write_text(CONF.format(dir=directory, suffix=SUFFIX))
     (directory / "seed.ldif").write_text(_ldif(people, groups))
-    subprocess.run(["slapadd", "-q", "-f", conf, "-l", directory / "seed.ldif"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["slapadd", "-q", "-f", conf, "-l", directory / "seed.ldif"],
+        check=True,
+        capture_output=True,
+    )
     port = free_port()
     with open(directory / "slapd.log", "wb") as log:
-        proc = subprocess.Popen(["slapd", "-d", "0", "-f", conf, "-h", f"ldap://127.0.0.1:{port}/"],
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            ["slapd", "-d", "0", "-f", conf, "-h", f"ldap://127.0.0.1:{port}/"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     server = Slapd(directory, proc, port)
     return await_server(server, lambda: _answers(server), 20, "slapd to answer")
 
@@ -136,6 +160,21 @@ def _answers(server):
     if server.proc.poll() is not None:
         log = (server.directory / "slapd.log").read_text(errors="replace")
         raise RuntimeError(f"slapd exited with {server.proc.returncode}:\n{log}")
-    return subprocess.run(["ldapsearch", "-x", "-H", f"ldap://127.0.0.1:{server.port}/",
-                           "-b", "", "-s", "base", "namingContexts"],
-                          capture_output=True, check=False).returncode == 0
+    return (
+        subprocess.run(
+            [
+                "ldapsearch",
+                "-x",
+                "-H",
+                f"ldap://127.0.0.1:{server.port}/",
+                "-b",
+                "",
+                "-s",
+                "base",
+                "namingContexts",
+            ],
+            capture_output=True,
+            check=False,
+        ).returncode
+        == 0
+    )

@@ -74,15 +74,23 @@ class SlurmCluster:
     def start(self):
         try:
             self._write_files()
-            self._spawn("munged", ["munged", "-F", "--force",
-                                   f"--socket={self.root}/run/munge.socket",
-                                   f"--key-file={self.root}/munge/munge.key",
-                                   f"--pid-file={self.root}/munge/munged.pid",
-                                   f"--seed-file={self.root}/munge/munged.seed"])
+            self._spawn(
+                "munged",
+                [
+                    "munged",
+                    "-F",
+                    "--force",
+                    f"--socket={self.root}/run/munge.socket",
+                    f"--key-file={self.root}/munge/munge.key",
+                    f"--pid-file={self.root}/munge/munged.pid",
+                    f"--seed-file={self.root}/munge/munged.seed",
+                ],
+            )
             wait_for(lambda: (self.root / "run/munge.socket").exists(), 20, "munged")
             self._spawn("slurmctld", ["slurmctld", "-D", "-i", "-f", str(self.conf)])
-            wait_for(lambda: self.run("scontrol", "ping", check=False).returncode == 0,
-                     30, "slurmctld")
+            wait_for(
+                lambda: self.run("scontrol", "ping", check=False).returncode == 0, 30, "slurmctld"
+            )
             self._spawn("slurmd", ["slurmd", "-D", "-N", NODE, "-f", str(self.conf)])
             wait_for(self._node_ready, 60, "the Slurm node to be idle")
         except BaseException:
@@ -101,20 +109,19 @@ class SlurmCluster:
         key.write_bytes(os.urandom(1024))
         os.chmod(key, 0o600)
         (self.root / "plugstack.conf").write_text("")
-        self.conf.write_text(CONF.format(root=self.root, node=NODE, ctld_port=free_port(),
-                                         slurmd_port=free_port()))
+        self.conf.write_text(
+            CONF.format(root=self.root, node=NODE, ctld_port=free_port(), slurmd_port=free_port())
+        )
         os.chmod(self.conf, 0o644)
 
     def _spawn(self, name, cmd):
         log = open(self.root / "log" / f"{name}.out", "wb")
-        self.procs.append(subprocess.Popen(cmd, env=self.env, stdout=log,
-                                           stderr=subprocess.STDOUT))
+        self.procs.append(subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT))
 
     def _node_ready(self):
         for proc in self.procs:
             if proc.poll() is not None:
-                raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}:\n"
-                                   + self.logs())
+                raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}:\n" + self.logs())
         out = self.run("sinfo", "-h", "-n", NODE, "-o", "%T", check=False).stdout
         return "idle" in out
 
@@ -122,8 +129,9 @@ class SlurmCluster:
         """A Slurm command against this cluster (as ``user`` through sudo if given)."""
         if user:
             cmd = ("sudo", "-E", "-u", user, *cmd)
-        return subprocess.run(cmd, env=self.env, capture_output=True, text=True,
-                              check=check, input=input)
+        return subprocess.run(
+            cmd, env=self.env, capture_output=True, text=True, check=check, input=input
+        )
 
     def submit(self, script, user):
         """Submit ``script`` (text) as ``user``; returns the job id."""
@@ -136,20 +144,31 @@ class SlurmCluster:
         return {i: (s, u) for i, s, u in (line.split() for line in out.splitlines())}
 
     def wait_state(self, job_id, states, timeout=60):
-        return wait_for(lambda: self.jobs().get(job_id, ("GONE",))[0] in states, timeout,
-                        f"job {job_id} in {states}")
+        return wait_for(
+            lambda: self.jobs().get(job_id, ("GONE",))[0] in states,
+            timeout,
+            f"job {job_id} in {states}",
+        )
 
     def cancel_all(self, timeout=30):
         live = [i for i, (s, _) in self.jobs().items() if s in ("PENDING", "RUNNING")]
         if live:
             self.run("scancel", *live, check=False)
-        wait_for(lambda: not [s for s, _ in self.jobs().values()
-                              if s in ("PENDING", "RUNNING", "COMPLETING")],
-                 timeout, "the cluster's jobs to end")
+        wait_for(
+            lambda: (
+                not [
+                    s for s, _ in self.jobs().values() if s in ("PENDING", "RUNNING", "COMPLETING")
+                ]
+            ),
+            timeout,
+            "the cluster's jobs to end",
+        )
 
     def logs(self):
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
-                         for p in sorted((self.root / "log").glob("*")))
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+            for p in sorted((self.root / "log").glob("*"))
+        )
 
     def stop(self):
         """Cancel the jobs, then end the daemons this cluster started (slurmd first)."""

@@ -23,8 +23,9 @@ from helpers.ports import free_port
 
 __all__ = ["FRONTEND", "STANDIN", "Standin", "free_port", "running_standin", "start_standin"]
 
-STANDIN = shutil.which("carta-standin") or os.path.join(os.path.dirname(sys.executable),
-                                                        "carta-standin")
+STANDIN = shutil.which("carta-standin") or os.path.join(
+    os.path.dirname(sys.executable), "carta-standin"
+)
 #: The real built frontend (carta-frontend@6.0.0 from npm), installed by dev/install.sh.
 FRONTEND = "/opt/carta-hub/node/node_modules/carta-frontend/build"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -103,10 +104,24 @@ def start_standin(home, *args, port=None, token="test-token", env=None, wait=Tru
     environment.update(HOME=str(home), **(env or {}))
     if token is not None:
         environment["CARTA_AUTH_TOKEN"] = token
-    cmd = [STANDIN, "--host", "127.0.0.1", "--port", str(port), "--no_browser", "--no_log",
-           *map(str, args)]
-    proc = subprocess.Popen(cmd, env=environment, stdin=subprocess.DEVNULL, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    cmd = [
+        STANDIN,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no_browser",
+        "--no_log",
+        *map(str, args),
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        env=environment,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     backend = Standin(proc, port, token)
     if wait:
         try:

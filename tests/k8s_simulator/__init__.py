@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 import requests
-
 from helpers.ports import await_server, free_port
 
 from .kubeconfig import write_kubeconfig
@@ -65,9 +64,23 @@ def start_simulator(state_dir, volume_root, kube_version="1.30.0"):
     port = free_port()
     log = open(Path(state_dir) / "simulator.log", "ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "k8s_simulator", "--port", str(port), "--state-dir", str(state_dir),
-         "--volume-root", str(volume_root), "--kube-version", kube_version],
-        cwd=Path(__file__).parent.parent, stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "k8s_simulator",
+            "--port",
+            str(port),
+            "--state-dir",
+            str(state_dir),
+            "--volume-root",
+            str(volume_root),
+            "--kube-version",
+            kube_version,
+        ],
+        cwd=Path(__file__).parent.parent,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     sim = Simulator(proc, f"http://127.0.0.1:{port}", state_dir)
     return await_server(sim, lambda: _up(sim), 30, "the Kubernetes API simulator")
 

@@ -15,8 +15,13 @@ import uuid
 import kubernetes_validate
 from aiohttp import web
 
-KINDS = {"pods": "Pod", "events": "Event", "persistentvolumeclaims": "PersistentVolumeClaim",
-         "secrets": "Secret", "services": "Service"}
+KINDS = {
+    "pods": "Pod",
+    "events": "Event",
+    "persistentvolumeclaims": "PersistentVolumeClaim",
+    "secrets": "Secret",
+    "services": "Service",
+}
 
 
 def now():
@@ -60,8 +65,15 @@ class Store:
 
 
 def status(code, reason, message):
-    body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": message, "reason": reason, "code": code}
+    body = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
     return web.json_response(body, status=code)
 
 
@@ -108,8 +120,9 @@ class Api:
 
     async def version(self, request):
         major, minor = self.kube_version.split(".")[:2]
-        return web.json_response({"major": major, "minor": minor,
-                                  "gitVersion": f"v{self.kube_version}-simulator"})
+        return web.json_response(
+            {"major": major, "minor": minor, "gitVersion": f"v{self.kube_version}-simulator"}
+        )
 
     def _plural(self, request):
         plural = request.match_info["plural"]
@@ -122,11 +135,19 @@ class Api:
         ns = request.match_info.get("ns")
         if q.get("watch", "").lower() in ("true", "1"):
             return await self.watch(request, plural, ns)
-        items = [o for o in self.store.list(plural, ns)
-                 if matches(o, q.get("labelSelector"), q.get("fieldSelector"))]
-        return web.json_response({"kind": KINDS[plural] + "List", "apiVersion": "v1",
-                                  "metadata": {"resourceVersion": str(self.store.version)},
-                                  "items": items})
+        items = [
+            o
+            for o in self.store.list(plural, ns)
+            if matches(o, q.get("labelSelector"), q.get("fieldSelector"))
+        ]
+        return web.json_response(
+            {
+                "kind": KINDS[plural] + "List",
+                "apiVersion": "v1",
+                "metadata": {"resourceVersion": str(self.store.version)},
+                "items": items,
+            }
+        )
 
     async def watch(self, request, plural, ns):
         q = request.query
@@ -137,8 +158,11 @@ class Api:
         sent = since
         while time.monotonic() < deadline:
             for rv, p, kind, obj in self.store.log[sent:]:
-                if p == plural and ns in (None, obj["metadata"]["namespace"]) and matches(
-                        obj, q.get("labelSelector"), q.get("fieldSelector")):
+                if (
+                    p == plural
+                    and ns in (None, obj["metadata"]["namespace"])
+                    and matches(obj, q.get("labelSelector"), q.get("fieldSelector"))
+                ):
                     line = json.dumps({"type": kind, "object": obj}) + "\n"
                     await response.write(line.encode())
             sent = len(self.store.log)
@@ -146,7 +170,8 @@ class Api:
                 try:
                     await asyncio.wait_for(
                         self.store.changed.wait_for(lambda: len(self.store.log) > sent),
-                        max(0.0, deadline - time.monotonic()))
+                        max(0.0, deadline - time.monotonic()),
+                    )
                 except asyncio.TimeoutError:
                     break
         await response.write_eof()
@@ -166,22 +191,33 @@ class Api:
         if self.store.get(plural, ns, meta.get("name")):
             return status(409, "AlreadyExists", f'{plural} "{meta.get("name")}" already exists')
         meta.update(namespace=ns, uid=str(uuid.uuid4()), creationTimestamp=now())
-        obj["status"] = {"phase": "Bound"} if plural == "persistentvolumeclaims" else (
-            {"phase": "Pending"} if plural == "pods" else obj.get("status", {}))
+        obj["status"] = (
+            {"phase": "Bound"}
+            if plural == "persistentvolumeclaims"
+            else ({"phase": "Pending"} if plural == "pods" else obj.get("status", {}))
+        )
         await self.store.put(plural, obj, "ADDED")
         if plural == "pods":
             self.kubelet.start(obj)
         return web.json_response(obj, status=201)
 
     async def read(self, request):
-        plural, ns, name = self._plural(request), request.match_info["ns"], request.match_info["name"]
+        plural, ns, name = (
+            self._plural(request),
+            request.match_info["ns"],
+            request.match_info["name"],
+        )
         obj = self.store.get(plural, ns, name)
         if obj is None:
             return status(404, "NotFound", f'{plural} "{name}" not found')
         return web.json_response(obj)
 
     async def delete(self, request):
-        plural, ns, name = self._plural(request), request.match_info["ns"], request.match_info["name"]
+        plural, ns, name = (
+            self._plural(request),
+            request.match_info["ns"],
+            request.match_info["name"],
+        )
         obj = self.store.get(plural, ns, name)
         if obj is None:
             return status(404, "NotFound", f'{plural} "{name}" not found')

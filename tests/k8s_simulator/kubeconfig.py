@@ -10,8 +10,12 @@ def write_kubeconfig(path, server):
         "kind": "Config",
         "clusters": [{"name": "simulator", "cluster": {"server": server}}],
         "users": [{"name": "hub", "user": {"token": "simulator-token"}}],
-        "contexts": [{"name": "simulator",
-                      "context": {"cluster": "simulator", "user": "hub", "namespace": "carta"}}],
+        "contexts": [
+            {
+                "name": "simulator",
+                "context": {"cluster": "simulator", "user": "hub", "namespace": "carta"},
+            }
+        ],
         "current-context": "simulator",
     }
     with open(path, "w") as f:

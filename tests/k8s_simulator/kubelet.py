@@ -102,32 +102,58 @@ class Kubelet:
     # --- containers ---
 
     async def _exec(self, pod, container, volumes):
-        ctx = {**(pod["spec"].get("securityContext") or {}),
-               **(container.get("securityContext") or {})}
+        ctx = {
+            **(pod["spec"].get("securityContext") or {}),
+            **(container.get("securityContext") or {}),
+        }
         uid, gid = ctx.get("runAsUser", 0), ctx.get("runAsGroup", ctx.get("runAsUser", 0))
         if ctx.get("runAsNonRoot") and uid == 0:
-            await self._event(pod, "Warning", "Failed",
-                              "Error: container has runAsNonRoot and image will run as root")
+            await self._event(
+                pod,
+                "Warning",
+                "Failed",
+                "Error: container has runAsNonRoot and image will run as root",
+            )
             return None
         groups = [gid, *(ctx.get("supplementalGroups") or [])]  # as container runtimes do
         if "fsGroup" in ctx:
             groups.append(ctx["fsGroup"])
         env = {"PATH": self.image_path}
         env.update({e["name"]: e.get("value", "") for e in container.get("env") or []})
-        mounts = [[volumes[m["name"]] + ("/" + m["subPath"] if m.get("subPath") else ""),
-                   m["mountPath"], bool(m.get("readOnly"))]
-                  for m in container.get("volumeMounts") or []]
-        spec = {"mounts": sorted(mounts, key=lambda m: m[1].count("/")), "uid": uid, "gid": gid,
-                "groups": groups, "env": env, "cwd": container.get("workingDir") or "/",
-                "argv": (container.get("command") or []) + (container.get("args") or [])}
+        mounts = [
+            [
+                volumes[m["name"]] + ("/" + m["subPath"] if m.get("subPath") else ""),
+                m["mountPath"],
+                bool(m.get("readOnly")),
+            ]
+            for m in container.get("volumeMounts") or []
+        ]
+        spec = {
+            "mounts": sorted(mounts, key=lambda m: m[1].count("/")),
+            "uid": uid,
+            "gid": gid,
+            "groups": groups,
+            "env": env,
+            "cwd": container.get("workingDir") or "/",
+            "argv": (container.get("command") or []) + (container.get("args") or []),
+        }
         pod_dir = self._pod_dir(pod)
         spec_file = pod_dir / f"{container['name']}.json"
         spec_file.write_text(json.dumps(spec))
         log = open(pod_dir / f"{container['name']}.log", "ab")
         proc = await asyncio.create_subprocess_exec(
-            "unshare", "--mount", "--propagation", "private", sys.executable, str(RUNTIME),
-            str(spec_file), stdout=log, stderr=log, stdin=asyncio.subprocess.DEVNULL,
-            start_new_session=True)
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            sys.executable,
+            str(RUNTIME),
+            str(spec_file),
+            stdout=log,
+            stderr=log,
+            stdin=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+        )
         log.close()
         self.procs.setdefault(pod["metadata"]["uid"], []).append(proc)
         await self._event(pod, "Normal", "Started", f"Started container {container['name']}")
@@ -174,24 +200,49 @@ class Kubelet:
         else:
             state, ready = {"terminated": {"exitCode": exit_code, "finishedAt": now()}}, False
         pod["status"] = {
-            "phase": phase, "podIP": "127.0.0.1", "hostIP": "127.0.0.1", "startTime": now(),
+            "phase": phase,
+            "podIP": "127.0.0.1",
+            "hostIP": "127.0.0.1",
+            "startTime": now(),
             "conditions": [{"type": "Ready", "status": str(ready)}],
-            "containerStatuses": [{"name": n, "ready": ready, "restartCount": 0, "state": state,
-                                   "image": pod["spec"]["containers"][0]["image"],
-                                   "imageID": "", "started": ready} for n in names],
+            "containerStatuses": [
+                {
+                    "name": n,
+                    "ready": ready,
+                    "restartCount": 0,
+                    "state": state,
+                    "image": pod["spec"]["containers"][0]["image"],
+                    "imageID": "",
+                    "started": ready,
+                }
+                for n in names
+            ],
         }
         await self.store.put("pods", pod)
 
     async def _event(self, pod, kind, reason, message):
         meta = pod["metadata"]
         event = {
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": f"{meta['name']}.{next(self._events)}",
-                         "namespace": meta["namespace"], "uid": os.urandom(8).hex()},
-            "involvedObject": {"kind": "Pod", "name": meta["name"],
-                               "namespace": meta["namespace"], "uid": meta["uid"]},
-            "type": kind, "reason": reason, "message": message, "count": 1,
-            "firstTimestamp": now(), "lastTimestamp": now(), "eventTime": None,
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{meta['name']}.{next(self._events)}",
+                "namespace": meta["namespace"],
+                "uid": os.urandom(8).hex(),
+            },
+            "involvedObject": {
+                "kind": "Pod",
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "type": kind,
+            "reason": reason,
+            "message": message,
+            "count": 1,
+            "firstTimestamp": now(),
+            "lastTimestamp": now(),
+            "eventTime": None,
             "source": {"component": "kubelet", "host": "simulator-node"},
         }
         await self.store.put("events", event, "ADDED")

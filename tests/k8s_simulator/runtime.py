@@ -24,10 +24,19 @@ def main(spec_file):
     os.makedirs(spec["cwd"], exist_ok=True)
     groups = ",".join(str(g) for g in spec["groups"])
     argv = [
-        "setpriv", f"--reuid={spec['uid']}", f"--regid={spec['gid']}",
+        "setpriv",
+        f"--reuid={spec['uid']}",
+        f"--regid={spec['gid']}",
         f"--groups={groups}" if groups else "--clear-groups",
-        "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--",
-        "env", "-i", "-C", spec["cwd"], *[f"{k}={v}" for k, v in spec["env"].items()],
+        "--no-new-privs",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--",
+        "env",
+        "-i",
+        "-C",
+        spec["cwd"],
+        *[f"{k}={v}" for k, v in spec["env"].items()],
         *spec["argv"],
     ]
     os.execvp("setpriv", argv)

@@ -83,8 +83,12 @@ class Choice:
             f"{html.escape(self.text(v))}</option>"
             for v in self.values
         )
-        return _row(self.label, f'<select class="form-select form-control" name="{self.name}" '
-                                f'id="carta-{self.name}">{options}</select>', self.name)
+        return _row(
+            self.label,
+            f'<select class="form-select form-control" name="{self.name}" '
+            f'id="carta-{self.name}">{options}</select>',
+            self.name,
+        )
 
 
 @dataclass(frozen=True)
@@ -102,18 +106,23 @@ class Range:
         if not isinstance(raw, str) or not COUNT_RE.fullmatch(raw):
             raise FormError(f"{self.label}: {_show(raw)} is not a whole number.")
         if not self.low <= int(raw) <= self.high:
-            raise FormError(f"{self.label}: {raw} is outside {self.low}-{self.high}. "
-                            "Choose a value within that range.")
+            raise FormError(
+                f"{self.label}: {raw} is outside {self.low}-{self.high}. "
+                "Choose a value within that range."
+            )
         return raw
 
     def default(self):
         return str(self.start)
 
     def html(self, value):
-        return _row(self.label, f'<input type="number" class="form-control" name="{self.name}" '
-                                f'id="carta-{self.name}" min="{self.low}" max="{self.high}" '
-                                f'step="1" value="{html.escape(value)}"> {html.escape(self.unit)}',
-                    self.name)
+        return _row(
+            self.label,
+            f'<input type="number" class="form-control" name="{self.name}" '
+            f'id="carta-{self.name}" min="{self.low}" max="{self.high}" '
+            f'step="1" value="{html.escape(value)}"> {html.escape(self.unit)}',
+            self.name,
+        )
 
 
 @dataclass(frozen=True)
@@ -133,17 +142,23 @@ class Folder:
                 "digits and _ . @ + - between single slashes, without '.' or '..' parts."
             )
         if not any(raw == r or raw.startswith(r.rstrip("/") + "/") for r in self.roots):
-            raise FormError(f"{self.label}: {raw} is not inside your folders "
-                            f"({', '.join(self.roots)}). Pick a folder under one of them.")
+            raise FormError(
+                f"{self.label}: {raw} is not inside your folders "
+                f"({', '.join(self.roots)}). Pick a folder under one of them."
+            )
         return raw
 
     def default(self):
         return ""
 
     def html(self, value):
-        return _row(self.label, f'<input type="text" class="form-control" name="{self.name}" '
-                                f'id="carta-{self.name}" value="{html.escape(value)}" '
-                                f'placeholder="{html.escape(self.roots[0])}">', self.name)
+        return _row(
+            self.label,
+            f'<input type="text" class="form-control" name="{self.name}" '
+            f'id="carta-{self.name}" value="{html.escape(value)}" '
+            f'placeholder="{html.escape(self.roots[0])}">',
+            self.name,
+        )
 
 
 def _show(raw):
@@ -157,7 +172,9 @@ def _not_normal(path):
 
 def _row(label, control, name=""):
     target = f' for="carta-{name}"' if name else ""
-    return f'<div class="form-group mb-2"><label{target}>{html.escape(label)}</label> {control}</div>'
+    return (
+        f'<div class="form-group mb-2"><label{target}>{html.escape(label)}</label> {control}</div>'
+    )
 
 
 def _count_field(name, label, spec, unit=""):
@@ -168,8 +185,10 @@ def _count_field(name, label, spec, unit=""):
 
 def _count_trait(default, help):
     return Union(
-        [List(Int(min=0)), Dict(per_key_traits={"min": Int(min=0), "max": Int(min=0),
-                                                "default": Int(min=0)})],
+        [
+            List(Int(min=0)),
+            Dict(per_key_traits={"min": Int(min=0), "max": Int(min=0), "default": Int(min=0)}),
+        ],
         default_value=default,
         help=help,
     ).tag(config=True)
@@ -182,16 +201,28 @@ def _name_list(help):
 class ResourceFormMixin(HasTraits):
     """Mix into a spawner: the choices, the form and the validation."""
 
-    partitions = _name_list("Slurm partitions a student may pick; the first is the default. "
-                            "Empty: no --partition (the cluster's default).")
-    cores = _count_trait([1, 2, 4], "CPU cores per job: a list of choices (the first is the "
-                         "default) or a range {'min': 1, 'max': 16, 'default': 2}.")
-    memory_gb = _count_trait([4, 8, 16], "Memory per job in GB: a list of choices or a range "
-                             "{'min': 1, 'max': 64, 'default': 4}.")
-    gpus = _count_trait([0], "GPUs per job: a list of choices or a range. Jobs with GPUs get "
-                        "--gres=<gpu_gres>:N and the container's --nv.")
-    runtimes = _name_list("Wall times a student may pick, Slurm's [D-]HH:MM:SS, the first "
-                          "is the default. Empty: no --time (the partition's default).")
+    partitions = _name_list(
+        "Slurm partitions a student may pick; the first is the default. "
+        "Empty: no --partition (the cluster's default)."
+    )
+    cores = _count_trait(
+        [1, 2, 4],
+        "CPU cores per job: a list of choices (the first is the "
+        "default) or a range {'min': 1, 'max': 16, 'default': 2}.",
+    )
+    memory_gb = _count_trait(
+        [4, 8, 16],
+        "Memory per job in GB: a list of choices or a range {'min': 1, 'max': 64, 'default': 4}.",
+    )
+    gpus = _count_trait(
+        [0],
+        "GPUs per job: a list of choices or a range. Jobs with GPUs get "
+        "--gres=<gpu_gres>:N and the container's --nv.",
+    )
+    runtimes = _name_list(
+        "Wall times a student may pick, Slurm's [D-]HH:MM:SS, the first "
+        "is the default. Empty: no --time (the partition's default)."
+    )
     accounts = _name_list("Slurm accounts a student may pick. Empty: no --account.")
     qos = _name_list("Slurm QoS names a student may pick. Empty: no --qos.")
     mode_choices = List(
@@ -224,8 +255,10 @@ class ResourceFormMixin(HasTraits):
         spec = proposal.value
         if isinstance(spec, dict):
             if set(spec) - {"min", "max", "default"} or {"min", "max"} - set(spec):
-                raise ValueError(f"{proposal.trait.name}: a range needs 'min' and 'max' "
-                                 f"(and optionally 'default'), got {spec}")
+                raise ValueError(
+                    f"{proposal.trait.name}: a range needs 'min' and 'max' "
+                    f"(and optionally 'default'), got {spec}"
+                )
             if not spec["min"] <= spec.get("default", spec["min"]) <= spec["max"]:
                 raise ValueError(f"{proposal.trait.name}: need min <= default <= max, got {spec}")
         elif not spec:
@@ -274,18 +307,26 @@ class ResourceFormMixin(HasTraits):
         fields = {f.name: f for f in self.resource_fields(names)}
         unknown = sorted(set(options) - set(fields) - IGNORED, key=str)
         if unknown:
-            raise FormError(f"Unknown option(s) {', '.join(_show(k) for k in unknown)}. "
-                            f"Allowed: {', '.join(fields)}.")
+            raise FormError(
+                f"Unknown option(s) {', '.join(_show(k) for k in unknown)}. "
+                f"Allowed: {', '.join(fields)}."
+            )
         values = {}
         for name, field in fields.items():
             raw = options.get(name, field.default())
-            values[name] = field.parse(str(raw) if isinstance(raw, int) and not
-                                       isinstance(raw, bool) else raw)
+            values[name] = field.parse(
+                str(raw) if isinstance(raw, int) and not isinstance(raw, bool) else raw
+            )
         values.setdefault("folder", "")
         return Resources(
-            mode=values["mode"], partition=values["partition"], cores=int(values["cores"]),
-            memory_gb=int(values["memory_gb"]), gpus=int(values["gpus"]),
-            runtime=values["runtime"], account=values["account"], qos=values["qos"],
+            mode=values["mode"],
+            partition=values["partition"],
+            cores=int(values["cores"]),
+            memory_gb=int(values["memory_gb"]),
+            gpus=int(values["gpus"]),
+            runtime=values["runtime"],
+            account=values["account"],
+            qos=values["qos"],
             folder=values["folder"],
         )
 

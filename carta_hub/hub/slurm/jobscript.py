@@ -26,8 +26,13 @@ def load_template(path: str = "") -> Template:
 
 
 def _environment() -> Environment:
-    env = Environment(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
-                      undefined=StrictUndefined, autoescape=False)
+    env = Environment(
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=StrictUndefined,
+        autoescape=False,
+    )
     env.filters["quote"] = shlex.quote
     return env
 
@@ -70,8 +75,9 @@ def container_argv(runtime, image, binds, gpus, extra_args=()):
 def sbatch_value(what, value):
     """``value`` if it can stand on an ``#SBATCH`` line, else ValueError naming ``what``."""
     if not SBATCH_VALUE.fullmatch(value):
-        raise ValueError(f"{what} {value!r} cannot go on an #SBATCH line "
-                         "(no spaces, quotes or shell characters)")
+        raise ValueError(
+            f"{what} {value!r} cannot go on an #SBATCH line (no spaces, quotes or shell characters)"
+        )
     return value
 
 
@@ -83,6 +89,7 @@ def log_file(path, job_id, login, job_name):
         if match.group(1) not in values:
             raise ValueError(f"log path {path!r}: only %j, %u, %x and %% are supported")
         return values[match.group(1)]
+
     return LOG_CODES.sub(value, path)
 
 

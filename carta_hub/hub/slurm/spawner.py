@@ -43,14 +43,32 @@ from carta_hub.hub.spawner import CartaSpawnerMixin
 from carta_hub.hub.storage import CartaStorage, binds
 
 # What a job script template may read (docs/slurm.md lists them)
-SCRIPT_VARIABLES = ("username", "login", "res", "job_name", "log_file", "workdir", "keepvars",
-                    "gres", "sbatch_options", "prologue", "epilogue", "srun", "container",
-                    "server", "command")
+SCRIPT_VARIABLES = (
+    "username",
+    "login",
+    "res",
+    "job_name",
+    "log_file",
+    "workdir",
+    "keepvars",
+    "gres",
+    "sbatch_options",
+    "prologue",
+    "epilogue",
+    "srun",
+    "container",
+    "server",
+    "command",
+)
 _FORM = "use c.{cls}.%s (the choices on the spawn form) instead"
-_SQUEUE = ("carta-hub reads every job's state from one squeue call: set "
-           "c.{cls}.squeue_command to change that call")
-_CLUSTER = ("sbatch, scancel and squeue use the cluster of the Hub's slurm.conf: set "
-            "SLURM_CONF in the Hub's environment for another")
+_SQUEUE = (
+    "carta-hub reads every job's state from one squeue call: set "
+    "c.{cls}.squeue_command to change that call"
+)
+_CLUSTER = (
+    "sbatch, scancel and squeue use the cluster of the Hub's slurm.conf: set "
+    "SLURM_CONF in the Hub's environment for another"
+)
 # batchspawner's settings that CARTASlurmSpawner inherits but never reads, and what to do
 UNUSED_SETTINGS = {
     "req_partition": _FORM % "partitions",
@@ -79,10 +97,13 @@ def unused_settings(cls: type, config: Config) -> list[str]:
     """A message for each batchspawner setting in ``config`` that ``cls`` never reads (set in
     its own section or in one of its bases', e.g. c.SlurmSpawner.req_runtime)."""
     sections = [k.__name__ for k in cls.__mro__ if issubclass(k, Configurable)]
-    return [f"c.{section}.{name} has no effect on {cls.__name__}: "
-            + hint.format(cls=cls.__name__)
-            for section in sections if section in config
-            for name, hint in UNUSED_SETTINGS.items() if name in config[section]]
+    return [
+        f"c.{section}.{name} has no effect on {cls.__name__}: " + hint.format(cls=cls.__name__)
+        for section in sections
+        if section in config
+        for name, hint in UNUSED_SETTINGS.items()
+        if name in config[section]
+    ]
 
 
 def check_script_template(text: str, setting: str) -> None:
@@ -93,11 +114,15 @@ def check_script_template(text: str, setting: str) -> None:
         raise ValueError(f"{setting} is no Jinja template: {e} (line {e.lineno})") from None
     unknown = sorted(used - set(SCRIPT_VARIABLES))
     if unknown:
-        raise ValueError(f"{setting} reads {', '.join(unknown)}, which carta-hub's job script "
-                         f"does not have; it has {', '.join(SCRIPT_VARIABLES)}")
+        raise ValueError(
+            f"{setting} reads {', '.join(unknown)}, which carta-hub's job script "
+            f"does not have; it has {', '.join(SCRIPT_VARIABLES)}"
+        )
     if not used & {"command", "server"}:
-        raise ValueError(f"{setting} starts no server: it needs {{{{ command }}}} (or "
-                         "{{ server }} in your own command line)")
+        raise ValueError(
+            f"{setting} starts no server: it needs {{{{ command }}}} (or "
+            "{{ server }} in your own command line)"
+        )
 
 
 class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
@@ -147,9 +172,9 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         help="Extra arguments for `apptainer exec` before the image, e.g. ['--cleanenv'].",
     ).tag(config=True)
 
-    gpu_gres = Unicode(
-        "gpu", help="GRES name GPUs are requested with: --gres=<gpu_gres>:N."
-    ).tag(config=True)
+    gpu_gres = Unicode("gpu", help="GRES name GPUs are requested with: --gres=<gpu_gres>:N.").tag(
+        config=True
+    )
 
     sbatch_options = List(
         Unicode(),
@@ -186,9 +211,11 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         problems = unused_settings(type(self), self.config)
         if self.batch_script and self.job_template:
             name = type(self).__name__
-            problems.append(f"c.{name}.batch_script and c.{name}.job_template are both set: "
-                            "keep one (batch_script holds the template, job_template names "
-                            "its file)")
+            problems.append(
+                f"c.{name}.batch_script and c.{name}.job_template are both set: "
+                "keep one (batch_script holds the template, job_template names "
+                "its file)"
+            )
         if problems:
             raise ValueError("\n".join(problems))
 
@@ -250,7 +277,7 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         try:
             await self._resources(options)
         except (FormError, IdentityError) as e:
-            raise web.HTTPError(400, str(e))
+            raise web.HTTPError(400, str(e)) from e
 
     async def _names(self):
         """The user fields of this user's templates (carta_hub.usercontext.FIELDS)."""
@@ -263,8 +290,10 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
     def get_req_subvars(self):
         """batchspawner's values for its command templates, shell-quoted: exec_prefix
         (``sudo -E -u {username}``) and batch_submit_cmd/batch_cancel_cmd run in a shell."""
-        return {key: shlex.quote(value) if isinstance(value, str) else value
-                for key, value in super().get_req_subvars().items()}
+        return {
+            key: shlex.quote(value) if isinstance(value, str) else value
+            for key, value in super().get_req_subvars().items()
+        }
 
     # --- the job script ---
 
@@ -313,20 +342,30 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         res, names = self._job, self._job_names
         storage = CartaStorage(parent=self).render(self.carta_user)
         srun = shlex.split(self.req_srun)
-        container = container_argv(self.container_runtime, self.container_image,
-                                   binds(storage), res.gpus, self.container_args)
+        container = container_argv(
+            self.container_runtime,
+            self.container_image,
+            binds(storage),
+            res.gpus,
+            self.container_args,
+        )
         server = self.server_argv()
         login, job_name = names["login"], self.fill_setting("job_name", names)
         return self.job_script_template().render(
-            username=names["username"], login=login, res=res,
+            username=names["username"],
+            login=login,
+            res=res,
             job_name=sbatch_value("job_name", job_name),
             log_file=shell_log_file(self.log_pattern(names), login, job_name),
             workdir=sbatch_value("home directory", names["home"]),
             keepvars=sbatch_value("keepvars", subvars["keepvars"]),
             gres=f"{sbatch_value('gpu_gres', self.gpu_gres)}:{res.gpus}" if res.gpus else "",
             sbatch_options=self.sbatch_options,
-            prologue=self.req_prologue, epilogue=self.req_epilogue,
-            srun=srun, container=container, server=server,
+            prologue=self.req_prologue,
+            epilogue=self.req_epilogue,
+            srun=srun,
+            container=container,
+            server=server,
             command=shlex.join(srun + container + server),
         )
 
@@ -404,8 +443,9 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
 
     def _queue(self):
         """The Hub's one squeue poller, shared by all servers (kept for clear_state)."""
-        self._poller = QueuePoller.shared(self.squeue_command, self.log,
-                                          self.poll_interval, self.startup_poll_interval)
+        self._poller = QueuePoller.shared(
+            self.squeue_command, self.log, self.poll_interval, self.startup_poll_interval
+        )
         return self._poller
 
     async def _refresh(self, fresh):
@@ -428,8 +468,12 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
                 # Slurm requeued the job of a started server (its node failed, an admin ran
                 # `scontrol requeue`): that server is gone, and the job would come back later
                 # on another port the Hub never routes. Cancel it: the student starts anew.
-                self.log.warning("Job %s of %s was requeued (%s): cancelling it", self.job_id,
-                                 self.user.name, info.reason)
+                self.log.warning(
+                    "Job %s of %s was requeued (%s): cancelling it",
+                    self.job_id,
+                    self.user.name,
+                    info.reason,
+                )
                 await self.cancel_batch_job()
             elif info is not None and info.status != JobStatus.NOTFOUND:
                 return None
@@ -498,8 +542,10 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         state = _describe(info)
         tail = await self._log_tail(path)
         self.clear_state()
-        return (f"Your CARTA job {job_id} ended before CARTA was ready ({state}). "
-                f"Last lines of its log {path}:\n{tail}")
+        return (
+            f"Your CARTA job {job_id} ended before CARTA was ready ({state}). "
+            f"Last lines of its log {path}:\n{tail}"
+        )
 
     async def _gave_up(self, waited):
         """Cancel a job that did not get CARTA ready in time; say why, with its log tail."""
@@ -514,13 +560,19 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         tail = await self._log_tail(path)
         if cancelled:
             self.clear_state()
-        return (f"CARTA was not ready within {waited:.0f} s, so your CARTA job {job_id} was "
-                f"cancelled ({state}). Last lines of its log {path}:\n{tail}")
+        return (
+            f"CARTA was not ready within {waited:.0f} s, so your CARTA job {job_id} was "
+            f"cancelled ({state}). Last lines of its log {path}:\n{tail}"
+        )
 
     def _log_file(self):
         names = self._job_names
-        return log_file(self.log_pattern(names), self.job_id, names["login"],
-                        self.fill_setting("job_name", names))
+        return log_file(
+            self.log_pattern(names),
+            self.job_id,
+            names["login"],
+            self.fill_setting("job_name", names),
+        )
 
     def log_pattern(self, names: dict[str, str]) -> str:
         """log_path with the user fields filled in, Slurm's %-codes not yet: a '%' of a
@@ -598,7 +650,8 @@ def check_hub(app) -> None:
             f"{path} would be served by {getattr(handler, '__name__', handler)}, not by "
             "carta-hub's PortOnlyHandler: batchspawner's handler lets a job's token set any "
             "attribute of its spawner, e.g. the commands the Hub runs. Install batchspawner "
-            "1.3 (pip install 'batchspawner~=1.3.0') and register no other handler there")
+            "1.3 (pip install 'batchspawner~=1.3.0') and register no other handler there"
+        )
 
 
 def _check_at_hub_start() -> None:

@@ -14,8 +14,15 @@ from dataclasses import dataclass
 from batchspawner import JobStatus
 
 FORMAT = "%i %T %B %r"  # id, long state, batch host, reason (last: it may contain spaces)
-PENDING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
-           "SUSPENDED"}
+PENDING = {
+    "PENDING",
+    "CONFIGURING",
+    "REQUEUED",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+    "RESIZING",
+    "SUSPENDED",
+}
 RUNNING = {"RUNNING", "COMPLETING"}
 UNKNOWN = "UNKNOWN"  # squeue itself failed: keep the server, ask again later
 
@@ -162,14 +169,16 @@ class QueuePoller:
         self.jobs = {i: found.get(i) for i in ids if i in self.watched}
         for job_id in [i for i in self.on_gone if i in self.jobs]:
             info = self.jobs[job_id]
-            if answered and (info is None or info.status in (JobStatus.NOTFOUND,
-                                                              JobStatus.PENDING)):
+            if answered and (
+                info is None or info.status in (JobStatus.NOTFOUND, JobStatus.PENDING)
+            ):
                 self.on_gone.pop(job_id)()
 
     async def _run_command(self, cmd):
         try:
             proc = await asyncio.create_subprocess_shell(
-                cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            )
         except OSError as e:
             return "", str(e), -1
         try:
