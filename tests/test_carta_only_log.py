@@ -1,29 +1,18 @@
 """What a CARTA-only server (under a real Hub, with the stand-in backend ``carta-standin``,
 NOT CARTA) writes to its log: the backend's output, without the backend's token."""
 
-import os
 from pathlib import Path
 
 from helpers.client import open_carta
 from helpers.hub import SAME_USER_CARTA
+from helpers.procs import every_process, runs
 
 
 def backend_token(home):
     """``(pid, CARTA_AUTH_TOKEN)`` of the running carta-standin whose HOME is ``home``."""
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            environ = dict(
-                item.split(b"=", 1)
-                for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-                if b"=" in item
-            )
-        except OSError:
-            continue
-        if environ.get(b"HOME") == str(home).encode() and any(
-            a.endswith(b"carta-standin") for a in argv[:2]
-        ):
-            return int(pid), environ[b"CARTA_AUTH_TOKEN"].decode()
+    for pid, argv, env, _ in every_process():
+        if env.get(b"HOME") == str(home).encode() and runs(argv, "carta-standin"):
+            return pid, env[b"CARTA_AUTH_TOKEN"].decode()
     raise AssertionError(f"no carta-standin with HOME={home}")
 
 

@@ -9,7 +9,6 @@ is gone when the server stops."""
 
 import contextlib
 import json
-import os
 import stat
 import subprocess
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 from helpers.browser import Student, browser  # noqa: F401  (fixture)
 from helpers.client import open_carta
 from helpers.hub import SAME_USER_CARTA
+from helpers.procs import user_processes
 from playwright.sync_api import expect
 
 SAVED = {"version": 2, "colormap": "viridis", "telemetryMode": "none"}
@@ -69,20 +69,8 @@ def unusable(home, how, owner):
 
 def backend_home(name):
     """HOME of ``name``'s running carta-standin."""
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            environ = dict(
-                v.split(b"=", 1)
-                for v in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-                if b"=" in v
-            )
-        except OSError:
-            continue
-        if environ.get(b"JUPYTERHUB_USER") == name.encode() and any(
-            a.endswith(b"/carta-standin") for a in argv[:2]
-        ):
-            return Path(environ[b"HOME"].decode())
+    for _, env in user_processes(name):
+        return Path(env[b"HOME"].decode())
     raise AssertionError(f"no backend of {name}")
 
 

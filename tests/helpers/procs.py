@@ -67,24 +67,30 @@ def processes(home, program):
     return found
 
 
-def user_processes(name, program="carta-standin"):
-    """``[(uid, environ)]`` of the ``program`` processes started for Hub user ``name``."""
-    found = []
+def every_process():
+    """``(pid, argv, environ, uid)`` of every process still there while read."""
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            environ = dict(
-                v.split(b"=", 1)
-                for v in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-                if b"=" in v
-            )
+            raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
             uid = os.stat(f"/proc/{pid}").st_uid
         except OSError:
             continue
-        mine = environ.get(b"JUPYTERHUB_USER") == name.encode()
-        if mine and any(arg.endswith(f"/{program}".encode()) for arg in argv[:2]):
-            found.append((uid, environ))
-    return found
+        yield int(pid), argv, dict(v.split(b"=", 1) for v in raw if b"=" in v), uid
+
+
+def runs(argv, program):
+    """Whether ``argv`` is ``program``'s (as a script: the interpreter comes first)."""
+    return any(arg.endswith(program.encode()) for arg in argv[:2])
+
+
+def user_processes(name, program="carta-standin"):
+    """``[(uid, environ)]`` of the ``program`` processes started for Hub user ``name``."""
+    return [
+        (uid, env)
+        for _, argv, env, uid in every_process()
+        if env.get(b"JUPYTERHUB_USER") == name.encode() and runs(argv, f"/{program}")
+    ]
 
 
 def carta_uids(name):
