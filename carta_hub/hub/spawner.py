@@ -32,6 +32,12 @@ class CartaSpawnerMixin(Configurable):
         'lab': JupyterLab with a CARTA launcher tile (CARTA at /user/NAME/carta/).""",
     ).tag(config=True)
 
+    @classmethod
+    def check_hub(cls, app) -> None:
+        """Checks made once at Hub start (``app``: the JupyterHub, its handlers built); an
+        error stops the Hub. Here: the user templates of ``app.config``."""
+        check_user_templates(app.config)
+
     def carta_command(self, mode: str) -> list[str]:
         """The server command of ``mode``: a name looked up on the PATH where the server runs
         (a pod's image, a Slurm job)."""
@@ -153,10 +159,11 @@ def check_user_templates(config: Config) -> None:
     IdentityResolver(config=config)
 
 
-def _check_templates_at_hub_start() -> None:
+def _check_at_hub_start() -> None:
     """JupyterHub makes a spawner only when someone spawns, and has no hook for checking
-    settings at start: check the user templates once it has built its handlers (its
-    configuration is loaded then), so that a wrong field stops the Hub, not every spawn."""
+    settings at start: run the spawner class's ``check_hub`` once the Hub has built its
+    handlers (its configuration is loaded then), so that a wrong setting stops the Hub
+    instead of failing every spawn."""
     from jupyterhub.app import JupyterHub
 
     init_handlers = JupyterHub.init_handlers
@@ -165,9 +172,9 @@ def _check_templates_at_hub_start() -> None:
     def checked(app):
         init_handlers(app)
         if issubclass(app.spawner_class, CartaSpawnerMixin):
-            check_user_templates(app.config)
+            app.spawner_class.check_hub(app)
 
     JupyterHub.init_handlers = checked
 
 
-_check_templates_at_hub_start()
+_check_at_hub_start()

@@ -10,7 +10,6 @@ the Hub starts.
 """
 
 import asyncio
-import functools
 import json
 import os
 import re
@@ -198,6 +197,23 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
     ).tag(config=True)
 
     connect_retry = 0.1  # seconds between connection attempts to a starting server
+
+    @classmethod
+    def check_hub(cls, app) -> None:
+        """At Hub start, besides the user templates: these settings (a spawner is made from
+        them) and the port-only handler in place of batchspawner's. An error stops the Hub."""
+        super().check_hub(app)
+        cls(config=app.config)
+        path = url_path_join(app.hub_prefix, "api/batchspawner")
+        handler = _served_by(app, path)
+        if handler is not PortOnlyHandler:
+            raise RuntimeError(
+                f"{path} would be served by {getattr(handler, '__name__', handler)}, not by "
+                "carta-hub's PortOnlyHandler: batchspawner's handler lets a job's token set "
+                "any attribute of its spawner, e.g. the commands the Hub runs. Install "
+                "batchspawner 1.3 (pip install 'batchspawner~=1.3.0') and register no other "
+                "handler there"
+            )
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -637,38 +653,4 @@ def _served_by(app, path: str):
     return None
 
 
-def check_hub(app) -> None:
-    """At Hub start: its CARTASlurmSpawner settings (a spawner is made from them) and the
-    port-only handler in place of batchspawner's. An error stops the Hub."""
-    if not issubclass(app.spawner_class, CARTASlurmSpawner):
-        return
-    app.spawner_class(config=app.config)
-    path = url_path_join(app.hub_prefix, "api/batchspawner")
-    handler = _served_by(app, path)
-    if handler is not PortOnlyHandler:
-        raise RuntimeError(
-            f"{path} would be served by {getattr(handler, '__name__', handler)}, not by "
-            "carta-hub's PortOnlyHandler: batchspawner's handler lets a job's token set any "
-            "attribute of its spawner, e.g. the commands the Hub runs. Install batchspawner "
-            "1.3 (pip install 'batchspawner~=1.3.0') and register no other handler there"
-        )
-
-
-def _check_at_hub_start() -> None:
-    """JupyterHub makes a spawner only when someone spawns, and has no hook for checking a
-    spawner's settings at start: check them (and the API handler) once it has built its
-    handlers, so that a refused setting stops the Hub instead of failing every spawn."""
-    from jupyterhub.app import JupyterHub
-
-    init_handlers = JupyterHub.init_handlers
-
-    @functools.wraps(init_handlers)
-    def checked(app):
-        init_handlers(app)
-        check_hub(app)
-
-    JupyterHub.init_handlers = checked
-
-
 _replace_batchspawner_handler()
-_check_at_hub_start()
