@@ -50,9 +50,15 @@ def test_hub_and_server_never_import_each_other():
         assert not {f: n for f, n in wrong.items() if n}, f"carta_hub/{part} imports {other}"
 
 
-def test_shared_settings_import_neither_program():
-    names = imported(PACKAGE / "backend.py") | imported(PACKAGE / "__init__.py")
-    assert not [n for n in names if n.startswith(("carta_hub.hub", "carta_hub.server"))]
+def test_shared_modules_import_neither_program():
+    """The package's top-level modules (backend settings, user context) serve both."""
+    shared = {p.name: imported(p) for p in PACKAGE.glob("*.py")}
+    assert {"__init__.py", "backend.py", "usercontext.py"} <= set(shared)
+    wrong = {
+        f: [n for n in names if n.startswith(("carta_hub.hub", "carta_hub.server"))]
+        for f, names in shared.items()
+    }
+    assert not {f: n for f, n in wrong.items() if n}
 
 
 def test_the_product_never_imports_the_standin():
