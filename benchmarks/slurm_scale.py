@@ -8,7 +8,7 @@ on a "login node" (PAM, CHP, CARTASlurmSpawner run bare), one student with named
      at once through the REST API; each must become ready and answer an ICD
      REGISTER_VIEWER through CHP and its wrapper (the student's browser session).
   2. 150 more servers in three simultaneous batches of 50, each a tiny standard-library
-     server that reports its port as batchspawner-singleuser does (tests/test_slurm_scale.py's)
+     server that reports its port as batchspawner-singleuser does (tests/helpers/tiny_server.py)
      so that 200 fit in this machine's memory: 200 CARTA wrappers + stand-ins would need
      ~19 GB. The Hub's steady-state work per server (its poll, its share of the one squeue)
      does not depend on what the job runs.
