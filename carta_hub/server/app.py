@@ -23,6 +23,7 @@ from carta_hub.server import hubapi
 from carta_hub.server.activity import SETTING, ActivityReporter, LastUse
 from carta_hub.server.backend_process import BackendFailed, BackendProcess
 from carta_hub.server.proxy import CartaProxyHandler
+from carta_hub.server.routes import route_handlers
 
 _Standalone, _ = make_standalone_proxy(CartaProxyHandler, {})
 
@@ -102,10 +103,12 @@ class CartaSingleUserApp(Application):
         prefix = re.escape(self.base_url)
         last_use = LastUse()
         self.reporter = ActivityReporter(last_use, self.activity_interval, self.log)
+        state = {"backend": backend}
         handlers = [
             (f"^{prefix[:-1]}$", web.RedirectHandler, {"url": self.base_url}),
             (f"^{prefix}oauth_callback", HubOAuthCallbackHandler),
-            (f"^{prefix}(.*)", CartaOnlyHandler, {"state": {"backend": backend}}),
+            *route_handlers(self.base_url, state, lab=False),
+            (f"^{prefix}(.*)", CartaOnlyHandler, {"state": state}),
         ]
         return web.Application(
             handlers,

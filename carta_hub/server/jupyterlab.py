@@ -12,6 +12,7 @@ from carta_hub.server.activity import SETTING, LastUse, publish
 from carta_hub.server.backend_process import BackendProcess
 from carta_hub.server.launcher import TILE_PATH
 from carta_hub.server.proxy import CartaProxyHandler
+from carta_hub.server.routes import route_handlers
 
 
 def _load_jupyter_server_extension(serverapp):
@@ -20,8 +21,13 @@ def _load_jupyter_server_extension(serverapp):
     backend = BackendProcess(CartaBackend(parent=serverapp, config=config), serverapp.log)
     serverapp.web_app.settings[SETTING] = LastUse()
     pattern = url_path_join(serverapp.base_url, TILE_PATH, "(.*)")
+    state = {"backend": backend}
     serverapp.web_app.add_handlers(
-        ".*", [(pattern, CartaProxyHandler, {"state": {"backend": backend}})]
+        ".*",
+        [
+            *route_handlers(serverapp.base_url, state, lab=True),
+            (pattern, CartaProxyHandler, {"state": state}),
+        ],
     )
     serverapp.log.info("carta-hub: CARTA at %s", url_path_join(serverapp.base_url, TILE_PATH))
 

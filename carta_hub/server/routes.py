@@ -1,0 +1,80 @@
+"""carta-hub's own routes on the user's server, under ``<prefix>carta-hub/``, in both modes:
+the CARTA-only app (the Hub's OAuth, as CARTA's page) and JupyterLab (the Jupyter Server's
+authentication and XSRF rules). A route is a small :class:`Route` subclass with ``path``
+(a regex after ``carta-hub/``) and ``get``/``post`` methods; :func:`route_handlers` gives it
+each mode's authentication. Every route answers only the server's owner.
+"""
+
+import json
+import os
+
+from jupyter_server.base.handlers import JupyterHandler
+from jupyterhub.services.auth import HubOAuthenticated
+from jupyterhub.utils import url_path_join
+from tornado import web
+
+ROUTE_PREFIX = "carta-hub/"
+
+
+def owner() -> str:
+    """The Hub user this server belongs to."""
+    return os.environ.get("JUPYTERHUB_USER", "")
+
+
+class Route:
+    """What every route has: the server's state, owner-only access, JSON answers."""
+
+    path = ""
+
+    def initialize(self, state: dict) -> None:
+        self.state = state
+
+    @property
+    def backend(self):
+        """The server's :class:`~carta_hub.server.backend_process.BackendProcess`."""
+        return self.state["backend"]
+
+    async def prepare(self):
+        result = super().prepare()  # the Jupyter Server's is a coroutine, tornado's is not
+        if result is not None:
+            await result
+        if self.user_name() is None:
+            raise web.HTTPError(403, "Log in to the Hub first")
+        if self.user_name() != owner():
+            raise web.HTTPError(403, "Only the owner of this server can use this")
+
+    def write_json(self, model: dict, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(model))
+
+
+class _CartaOnly(HubOAuthenticated, web.RequestHandler):
+    def user_name(self) -> str | None:
+        user = self.current_user
+        return user["name"] if user else None
+
+
+class _Lab(JupyterHandler):
+    def user_name(self) -> str | None:
+        user = self.current_user
+        return user.username if user else None
+
+
+def routes() -> list[type[Route]]:
+    """Every route (imported here: the route modules import this one)."""
+    return []
+
+
+def route_handlers(base_url: str, state: dict, lab: bool) -> list[tuple]:
+    """Tornado handlers for every route of :func:`routes`, under ``base_url``."""
+    base = _Lab if lab else _CartaOnly
+    return [
+        (
+            url_path_join(base_url, ROUTE_PREFIX, route.path) + "$",
+            type(route.__name__, (route, base), {}),
+            {"state": state},
+        )
+        for route in routes()
+    ]
