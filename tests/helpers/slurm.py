@@ -1,10 +1,14 @@
 """A real one-node Slurm cluster on this machine, students, and a Hub on a "login node".
 
-``SlurmCluster(root).start()`` writes a private munge key and slurm.conf under ``root``, then
-starts munged, slurmctld and slurmd (as root, in the foreground, on free loopback ports).
-``stop()`` cancels the cluster's jobs and ends exactly the daemons it started, by PID. The
-node claims 64 CPUs (``SlurmdParameters=config_overrides``) so many jobs run at once, without
-cgroups (``proctrack/linuxproc``, ``task/none``). Clients find it through ``SLURM_CONF``.
+``SlurmCluster(root).start()`` writes a private munge key, a JWT key and slurm.conf under
+``root``, then starts munged, slurmctld and slurmd (in the foreground, on free loopback ports;
+slurmctld drops to Debian's ``slurm`` account, ``SlurmUser``, which owns its state and log
+folders and the JWT key: a Slurm operator account that is not root). ``stop()`` cancels the
+cluster's jobs and ends exactly the daemons it started, by PID. The node claims 64 CPUs
+(``SlurmdParameters=config_overrides``) so many jobs run at once, without cgroups
+(``proctrack/linuxproc``, ``task/none``). Clients find it through ``SLURM_CONF``.
+``AuthAltTypes=auth/jwt`` lets slurmrestd (:class:`SlurmRestd`) pass on tokens signed with
+the JWT key.
 """
 
 import atexit
@@ -13,6 +17,7 @@ import pwd
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -26,6 +31,7 @@ from .users import ensure_user, remove_user
 STUDENTS = {name: secrets.token_hex(8) for name in ("cs-alice", "cs-bob")}  # name: password
 
 NODE = "localhost"
+SLURM_USER = "slurm"  # SlurmUser: Debian's account of the slurm-wlm packages
 PARTITIONS = ("debug", "short")
 
 CONF = """\
@@ -33,9 +39,11 @@ ClusterName=cartahubtest
 SlurmctldHost=localhost(127.0.0.1)
 SlurmctldPort={ctld_port}
 SlurmdPort={slurmd_port}
-SlurmUser=root
+SlurmUser=slurm
 SlurmdUser=root
 AuthType=auth/munge
+AuthAltTypes=auth/jwt
+AuthAltParameters=jwt_key={root}/jwt/jwt_hs256.key
 CredType=cred/munge
 AuthInfo=socket={root}/run/munge.socket
 StateSaveLocation={root}/state
@@ -68,6 +76,7 @@ class SlurmCluster:
     def __init__(self, root):
         self.root = Path(root)
         self.conf = self.root / "slurm.conf"
+        self.jwt_key = self.root / "jwt" / "jwt_hs256.key"
         self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
         self.procs = []
 
@@ -100,7 +109,7 @@ class SlurmCluster:
         return self
 
     def _write_files(self):
-        for sub in ("run", "state", "spool", "log", "munge"):
+        for sub in ("run", "state", "spool", "log", "munge", "jwt"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o755)
         os.chmod(self.root / "run", 0o755)  # jobs and users reach munged's socket here
@@ -108,6 +117,13 @@ class SlurmCluster:
         key = self.root / "munge" / "munge.key"
         key.write_bytes(os.urandom(1024))
         os.chmod(key, 0o600)
+        slurm = pwd.getpwnam(SLURM_USER)
+        for sub in ("state", "log", "jwt"):  # slurmctld writes them as SlurmUser
+            os.chown(self.root / sub, slurm.pw_uid, slurm.pw_gid)
+        os.chmod(self.root / "jwt", 0o700)
+        self.jwt_key.write_bytes(secrets.token_bytes(32))
+        os.chown(self.jwt_key, slurm.pw_uid, slurm.pw_gid)
+        os.chmod(self.jwt_key, 0o600)
         (self.root / "plugstack.conf").write_text("")
         self.conf.write_text(
             CONF.format(root=self.root, node=NODE, ctld_port=free_port(), slurmd_port=free_port())
@@ -311,3 +327,63 @@ class SlurmHub:
         """Stop the Hub and remove its folder (database, logs)."""
         self.hub.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+REST_USER = "slurmrest"  # slurmrestd's own account: neither root nor SlurmUser
+REST_VERSION = "v0.0.38"
+
+
+class SlurmRestd:
+    """Debian's slurmrestd for ``cluster``, run as REST_USER with JWT authentication and
+    OpenAPI v0.0.38 on a free loopback port; ``stop()`` ends it by PID, ``start()`` runs it
+    again on the same port. Each request is in its log (``-vv``): :meth:`submissions`."""
+
+    def __init__(self, cluster):
+        ensure_user(REST_USER)
+        self.cluster = cluster
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = cluster.root / "log" / "slurmrestd.out"
+        self.proc = None
+
+    def start(self):
+        user = REST_USER
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--"]
+        cmd += ["slurmrestd", "-vv", "-a", "rest_auth/jwt", "-s", f"openapi/{REST_VERSION}"]
+        cmd += [f"127.0.0.1:{self.port}"]
+        env = {**self.cluster.env, "SLURM_JWT": "daemon"}
+        log = open(self.log, "ab")
+        self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        wait_for(self._up, 30, "slurmrestd to answer")
+        return self
+
+    def _up(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"slurmrestd exited with {self.proc.returncode}:\n{self.logs()}")
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), 1):
+                return True
+        except OSError:
+            return False
+
+    def logs(self):
+        return self.log.read_text(errors="replace")[-3000:]
+
+    def submissions(self):
+        """How many job submissions slurmrestd received so far."""
+        return self.log.read_text(errors="replace").count(f"POST /slurm/{REST_VERSION}/job/submit")
+
+    def stop(self):
+        if self.proc is not None:
+            _end(self.proc)
+            self.proc = None
+
+    def key_for(self, account, folder):
+        """A copy of the cluster's JWT key in ``folder`` for ``account`` only (0600): the
+        Hub's copy (e.g. a Kubernetes Secret on a real site)."""
+        entry = pwd.getpwnam(account)
+        path = Path(folder) / "jwt_hs256.key"
+        path.write_bytes(self.cluster.jwt_key.read_bytes())
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+        path.chmod(0o600)
+        return path
