@@ -300,6 +300,11 @@ def _check_names(username, ident):
         )
 
 
+def valid_login(name: str) -> bool:
+    """``name`` is a login name the identity rules accept (safe in commands and tokens)."""
+    return bool(_POSIX_NAME.fullmatch(name))
+
+
 def _within(value, bounds):
     return bounds[0] <= value <= bounds[1]
 

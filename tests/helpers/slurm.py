@@ -335,12 +335,13 @@ REST_VERSION = "v0.0.38"
 
 class SlurmRestd:
     """Debian's slurmrestd for ``cluster``, run as REST_USER with JWT authentication and
-    OpenAPI v0.0.38 on a free loopback port; ``stop()`` ends it by PID, ``start()`` runs it
+    OpenAPI ``version`` (v0.0.38) on a free loopback port; ``stop()`` ends it by PID, ``start()`` runs it
     again on the same port. Each request is in its log (``-vv``): :meth:`submissions`."""
 
-    def __init__(self, cluster):
+    def __init__(self, cluster, version=REST_VERSION):
         ensure_user(REST_USER)
         self.cluster = cluster
+        self.version = version
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = cluster.root / "log" / "slurmrestd.out"
@@ -349,7 +350,7 @@ class SlurmRestd:
     def start(self):
         user = REST_USER
         cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--"]
-        cmd += ["slurmrestd", "-vv", "-a", "rest_auth/jwt", "-s", f"openapi/{REST_VERSION}"]
+        cmd += ["slurmrestd", "-vv", "-a", "rest_auth/jwt", "-s", f"openapi/{self.version}"]
         cmd += [f"127.0.0.1:{self.port}"]
         env = {**self.cluster.env, "SLURM_JWT": "daemon"}
         log = open(self.log, "ab")
