@@ -113,9 +113,18 @@ class CartaBackend(Configurable):
         not stop CARTA.""",
     ).tag(config=True)
 
+    enable_scripting = Bool(
+        False,
+        help="""Let students script their open CARTA from a notebook with carta-python
+        (carta_backend's --enable_scripting: POST <CARTA URL>/api/scripting/action, which the
+        backend passes to the student's open CARTA tab). Through carta-hub a script
+        authenticates with the student's JupyterHub token, never the backend's; only the
+        server's owner may use it. Off: such requests are answered 501 with a message.""",
+    ).tag(config=True)
+
     extra_args = List(
         Unicode(),
-        help="Further carta_backend arguments, appended as given (e.g. ['--enable_scripting']).",
+        help="Further carta_backend arguments, appended as given (e.g. ['--read_only_mode']).",
     ).tag(config=True)
 
     preference_defaults = JSONDict(
@@ -207,9 +216,21 @@ class CartaBackend(Configurable):
             cmd += ["--frontend_folder", self.frontend_folder]
         if self.top_level_folder:
             cmd += ["--top_level_folder", self.setting("top_level_folder")]
+        if self.enable_scripting:
+            # a flag (src/Main/ProgramSettings.cc, ApplyCommandLineSettings); main passes it
+            # to HttpServer, whose RegisterRoutes serves /api/scripting/action with
+            # HandleScriptingAction (else NotImplemented: 501), and Session::OnRegisterViewer
+            # tells the frontend (ServerFeatureFlags SCRIPTING)
+            cmd.append("--enable_scripting")
         cmd += list(self.extra_args)
         cmd.append(self.start_in())
         return cmd
+
+    @property
+    def scripting(self) -> bool:
+        """Scripting is on: :attr:`enable_scripting`, or ``--enable_scripting`` in
+        :attr:`extra_args` (as this setting's help suggested before enable_scripting)."""
+        return self.enable_scripting or "--enable_scripting" in self.extra_args
 
     def start_in(self):
         """The starting folder: as configured, else home when it is under the top level

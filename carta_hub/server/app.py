@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 
 from jupyter_server_proxy.standalone.proxy import make_standalone_proxy
 from jupyterhub.services.auth import HubOAuthCallbackHandler
+from jupyterhub.singleuser.mixins import JupyterHubLoginHandlerMixin
 from jupyterhub.utils import url_path_join
 from tornado import httpserver, netutil, web
 from traitlets import Bool, Int, Unicode, default, validate
@@ -32,6 +33,16 @@ class CartaOnlyHandler(_Standalone):
     """The standalone proxy's Hub OAuth in front of our CARTA handler."""
 
     write_error = CartaProxyHandler.write_error
+
+    @property
+    def token_authenticated(self) -> bool:
+        """The Hub OAuth took a token (``Authorization: token|Bearer``), not the cookie."""
+        return JupyterHubLoginHandlerMixin.is_token_authenticated(self)
+
+    def check_scripting_xsrf(self) -> None:
+        """JupyterHub's XSRF rule for cookie-authenticated requests (which the standalone
+        proxy switches off for everything it proxies)."""
+        self.hub_auth.check_xsrf_cookie(self)
 
 
 def _service_url():

@@ -13,6 +13,7 @@ import sys
 from tornado.httpclient import AsyncHTTPClient
 
 from carta_hub.backend import LOOPBACK, BackendNotFound
+from carta_hub.server.scripting import LiveSessions
 from carta_hub.server.sessionhome import add_notice, carta_folder_problem, make_session_home
 
 # carta_backend logs this at error level (src/Session/SessionManager.cc, Listen), shown at
@@ -206,6 +207,7 @@ class BackendProcess:
         self.token = None
         self.proc = None
         self.tail = collections.deque(maxlen=40)
+        self.sessions = LiveSessions()  # the frontend sessions it logged as connected
         self._serving = None  # the process that listened (its exit ends the session)
         self._lock = asyncio.Lock()
         self._home_checked = False
@@ -251,6 +253,7 @@ class BackendProcess:
         env = {**os.environ, "CARTA_AUTH_TOKEN": token, "HOME": self.backend_home()}
         self.log.info("Starting CARTA backend: %s", " ".join(cmd))
         self.tail.clear()
+        self.sessions.clear()
         self.proc = await asyncio.create_subprocess_exec(
             *self._prefix,
             *cmd,
@@ -289,6 +292,8 @@ class BackendProcess:
             line = redact(ANSI.sub("", raw.decode(errors="replace")).rstrip(), launch.token)
             self.tail.append(line)
             self.log.info("[carta_backend] %s", line)
+            if proc is self.proc:
+                self.sessions.feed(line)
             launch.busy = launch.busy or bool(PORT_BUSY.search(line))
             if found := FRONTEND_FOLDER.search(line):
                 launch.frontend_folder = found.group(1)

@@ -6,12 +6,14 @@ import json
 import re
 from urllib.parse import urlsplit
 
+from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server_proxy.handlers import SuperviseAndProxyHandler
 from tornado import web
 from tornado.escape import xhtml_escape
 from tornado.httputil import HTTPHeaders, responses
 
 from carta_hub.backend import LOOPBACK, BackendNotFound
+from carta_hub.server import scripting
 from carta_hub.server.activity import SETTING, count_request
 from carta_hub.server.backend_process import BackendFailed
 from carta_hub.server.tunnel import request_target, tunnel
@@ -147,16 +149,28 @@ class CartaProxyHandler(SuperviseAndProxyHandler):
 
     async def proxy(self, port, path):
         # jupyter-server-proxy switches XSRF checks off (check_xsrf_cookie): another site's
-        # page could otherwise change the student's preferences or layouts with their cookies
-        if self.request.method not in SAFE_METHODS and (reason := self._cross_site()):
+        # page could otherwise change the student's preferences or layouts with their cookies.
+        # A script with a token is no page: as for the Jupyter Server's own API, it may post
+        # from anywhere (its scripting requests only: the frontend sends no token).
+        script = scripting.is_scripting(path)
+        token = script and self.token_authenticated
+        if self.request.method not in SAFE_METHODS and not token and (reason := self._cross_site()):
             raise web.HTTPError(
                 403,
                 f"{reason}: CARTA refuses changes sent by another "
                 "site's page. Use CARTA from its own tab.",
             )
+        if script:
+            scripting.check_action(self, token)
         check_object_names(self.request.method, path, self.request.body)
         await self.ensure_process()
         return await super().proxy(self.port, path)
+
+    def check_scripting_xsrf(self) -> None:
+        """The Jupyter Server's XSRF rule (with JupyterHub's singleuser extension, JupyterHub's:
+        it replaces JupyterHandler.check_xsrf_cookie), which jupyter-server-proxy's handler
+        switches off for what it proxies."""
+        JupyterHandler.check_xsrf_cookie(self)
 
     def get_client_uri(self, protocol, host, port, proxied_path):
         # jupyter-server-proxy passes "localhost", which resolves to ::1 first where
@@ -229,6 +243,11 @@ class CartaProxyHandler(SuperviseAndProxyHandler):
             or responses.get(status_code, "Unknown")
         )
         message = getattr(exc, "log_message", None) or reason
+        if scripting.SCRIPTING_URL.search(self.request.path):
+            # for scripts: carta_backend's answer with carta-hub's message (the body of a
+            # scripting error is empty otherwise: HttpServer.cc, HandleScriptingAction)
+            self.set_header("Content-Type", "application/json")
+            return self.finish(json.dumps({"success": False, "message": message}))
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.finish(
             f"<!doctype html><title>{status_code} {xhtml_escape(reason)}</title>"

@@ -64,7 +64,9 @@ class _Lab(JupyterHandler):
 
 def routes() -> list[type[Route]]:
     """Every route (imported here: the route modules import this one)."""
-    return []
+    from carta_hub.server.scripting import Sessions
+
+    return [Sessions]
 
 
 def route_handlers(base_url: str, state: dict, lab: bool) -> list[tuple]:

@@ -7,18 +7,20 @@ Request heads over 4 KiB or with more than 48 header fields are refused with uWe
 431 (see :class:`HeadLimit`).
 """
 
+import asyncio
+import itertools
 import json
 import mimetypes
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from tornado import httputil
 from tornado.routing import Matcher, Rule
 from tornado.web import Application, RequestHandler
 
-from carta_standin import log
+from carta_standin import icd, log
 from carta_standin.auth import authorised
 from carta_standin.database import ConfigStore
 from carta_standin.lifecycle import Lifecycle
@@ -55,6 +57,7 @@ class Context:
     store: ConfigStore
     lifecycle: Lifecycle
     platform_strings: dict
+    sessions: dict = field(default_factory=dict)  # SessionManager's _sessions: key -> session
 
 
 class UpgradeMatcher(Matcher):
@@ -143,10 +146,104 @@ class ObjectHandler(ApiHandler):
         self.reply(*(self.ctx.store.clear_object(kind, self.request.body) if not name else (404,)))
 
 
+class BadScriptingRequest(ValueError):
+    """What nlohmann::json throws for a body SendScriptingRequest cannot read (400)."""
+
+
+def _no_constant(name):
+    raise BadScriptingRequest(f"syntax error: {name} is no JSON")
+
+
+def _field(data, name, kinds):
+    """``data[name]`` read with nlohmann's ``get<T>``: a type it cannot convert throws."""
+    value = data.get(name)
+    if not isinstance(value, kinds):
+        raise BadScriptingRequest(f"[json.exception.type_error.302] {name}: wrong type")
+    return value
+
+
+def _dump(value):
+    """nlohmann's ``dump()``: compact, object keys sorted (std::map), UTF-8 unescaped."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+#: HttpServer::_scripting_request_id: one counter for the process, from 1
+_scripting_ids = itertools.count(1)
+
+
+def scripting_request(body):
+    """``(session_id, ScriptingRequest)`` from a POSTed body, as HttpServer::
+    SendScriptingRequest (src/HttpServer/HttpServer.cc) reads it: ``session_id``
+    (``get<int>``: a number or a bool), ``path`` and ``action`` (strings), ``parameters``
+    (any JSON, passed on as its ``dump()``), ``async`` (a bool), optional ``return_path``."""
+    try:
+        data = json.loads(body, parse_constant=_no_constant)
+    except ValueError as e:
+        raise BadScriptingRequest(f"[json.exception.parse_error.101] {e}") from None
+    if data is None:
+        data = {}  # nlohmann's operator[] makes null an object
+    if not isinstance(data, dict):
+        raise BadScriptingRequest("[json.exception.type_error.305] not an object")
+    session_id = int(_field(data, "session_id", (int, float))) & 0xFFFFFFFF  # int -> uint32
+    request = icd.messages.ScriptingRequest(
+        scripting_request_id=next(_scripting_ids),
+        target=_field(data, "path", str),
+        action=_field(data, "action", str),
+        parameters=_dump(data.get("parameters")),
+        return_path=_field(data, "return_path", str) if "return_path" in data else "",
+        **{"async": _field(data, "async", bool)},
+    )
+    return session_id, request
+
+
+def scripting_answer(response):
+    """HttpServer::OnScriptingResponse: ``(status, body)`` for the frontend's response."""
+    answer = {"success": response.success}
+    if response.message:
+        answer["message"] = response.message
+    if response.response:
+        try:
+            answer["response"] = json.loads(response.response)
+        except ValueError as e:
+            log.warning(f"[json.exception.parse_error.101] {e}")
+            return 500, b""
+    return 200, _dump(answer).encode()
+
+
 class ScriptingHandler(ApiHandler):
-    def post(self):
-        log.warning("carta-standin cannot run scripting actions (no images to act on)")
-        self.reply(501)
+    """POST /api/scripting/action: HttpServer::HandleScriptingAction. The action goes to the
+    connected frontend session ``session_id`` (SessionManager::SendScriptingRequest: 404 when
+    there is none) and the request waits for the frontend's answer; 404 if the session closes
+    first (Session::CloseAllScriptingRequests). Errors have no body."""
+
+    waiting = None  # (session, scripting_request_id) while the frontend works
+
+    async def post(self):
+        try:
+            session_id, request = scripting_request(self.request.body)
+        except BadScriptingRequest as e:
+            log.warning(str(e))
+            return self.reply(400)
+        session = self.ctx.sessions.get(session_id)
+        if session is None:
+            return self.reply(404)
+        self.waiting = session, request.scripting_request_id
+        try:
+            response = await session.send_scripting_request(request)
+        except asyncio.CancelledError:
+            return  # the client went away
+        self.waiting = None
+        if response is None:
+            return self.reply(404)
+        status, body = scripting_answer(response)
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(body)
+
+    def on_connection_close(self):
+        if self.waiting:  # HttpServer::OnScriptingAbort
+            session, scripting_request_id = self.waiting
+            session.abort_scripting(scripting_request_id)
 
 
 class ConfigHandler(BaseHandler):

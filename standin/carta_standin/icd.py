@@ -81,6 +81,11 @@ _MESSAGES = {
     "OpenFileAck": "success:1:bool file_id:2:sfixed32 message:3:string",
     "ResumeSessionAck": "success:1:bool message:2:string",
     "ErrorData": "severity:1:ErrorSeverity tags:2:*string message:3:string data:4:string",
+    # carta-protobuf request/scripting.proto
+    "ScriptingRequest": "scripting_request_id:1:sfixed32 target:2:string action:3:string "
+    "parameters:4:string async:5:bool return_path:6:string",
+    "ScriptingResponse": "scripting_request_id:1:sfixed32 success:2:bool message:3:string "
+    "response:4:string",
 }
 
 # Which message a request event carries, and which a reply event carries.
@@ -98,6 +103,8 @@ EVENT_MESSAGES = {
     EventType.OPEN_FILE_ACK: "OpenFileAck",
     EventType.RESUME_SESSION_ACK: "ResumeSessionAck",
     EventType.ERROR_DATA: "ErrorData",
+    EventType.SCRIPTING_REQUEST: "ScriptingRequest",
+    EventType.SCRIPTING_RESPONSE: "ScriptingResponse",
 }
 
 _F = descriptor_pb2.FieldDescriptorProto

@@ -1,12 +1,14 @@
 """One websocket client (a CARTA session) speaking ICD 30, like carta_backend's Session.
 
 Implemented: REGISTER_VIEWER, FILE_LIST_REQUEST, REGION_LIST_REQUEST (real folder listings),
-the text PING/PONG keep-alive with --idle_timeout, and honest failures for what needs image
-data (OPEN_FILE, FILE_INFO_REQUEST, RESUME_SESSION with images). Other known events get an
-ERROR_DATA saying the stand-in does not support them; unknown event types are logged and
-ignored, as carta_backend does.
+the text PING/PONG keep-alive with --idle_timeout, the scripting round trip (SCRIPTING_REQUEST
+to the frontend, its SCRIPTING_RESPONSE back to the HTTP request), and honest failures for
+what needs image data (OPEN_FILE, FILE_INFO_REQUEST, RESUME_SESSION with images). Other known
+events get an ERROR_DATA saying the stand-in does not support them; unknown event types are
+logged and ignored, as carta_backend does.
 """
 
+import asyncio
 import os
 import platform
 import time
@@ -49,6 +51,8 @@ class SessionHandler(WebSocketHandler):
     def initialize(self, ctx):
         self.ctx = ctx
         self.session_id = 0
+        self.key = 0  # the id SessionManager keeps the session under (scripting finds it so)
+        self.scripting = {}  # scripting_request_id -> Future of the frontend's response
         self.last_message = time.monotonic()
 
     def check_origin(self, origin):
@@ -67,6 +71,9 @@ class SessionHandler(WebSocketHandler):
     def open(self, *args, **kwargs):
         self.session_id = (time.time_ns() // 1000) & 0xFFFFFFFF or 1
         self.address = self.request.headers.get("X-Forwarded-For") or self.request.remote_ip
+        # SessionManager::OnConnect (src/Session/SessionManager.cc): _sessions[session_id]
+        self.key = self.session_id
+        self.ctx.sessions[self.key] = self
         self.ctx.lifecycle.connected()
         log.info(
             f"Session {self.session_id} [{self.address}] Connected. "
@@ -78,6 +85,8 @@ class SessionHandler(WebSocketHandler):
             f"Session {self.session_id} [{self.address}] Deleted. "
             f"Remaining sessions: {self.ctx.lifecycle.sessions - 1}"
         )
+        self.ctx.sessions.pop(self.key, None)
+        self.close_scripting_requests()
         self.ctx.lifecycle.disconnected()
 
     async def on_message(self, message):
@@ -135,7 +144,14 @@ class SessionHandler(WebSocketHandler):
         else:
             ack.session_type = icd.SessionType.RESUMED
             if request.session_id != self.session_id:
+                # the id changes, the key in SessionManager's map does not
+                pointer = f"{id(self):#x}"
+                log.info(
+                    f"({pointer}) Session setting id to {request.session_id} "
+                    f"(was {self.session_id}) on resume"
+                )
                 self.session_id = request.session_id
+                log.info(f"({pointer}) Session setting id to {self.session_id}")
                 ack.message = f"Start a new backend and assign it with session id {self.session_id}"
             else:
                 ack.message = f"Network reconnected with session id {self.session_id}"
@@ -194,6 +210,40 @@ class SessionHandler(WebSocketHandler):
             ack.message = NOT_CARTA
         self.send(EventType.RESUME_SESSION_ACK, request_id, ack)
 
+    # Scripting, as src/Session/Session.cc: SendScriptingRequest, OnScriptingResponse,
+    # OnScriptingAbort, CloseAllScriptingRequests
+
+    def send_scripting_request(self, request) -> asyncio.Future:
+        """Send ``request`` (a ScriptingRequest) to the frontend as SCRIPTING_REQUEST (ICD
+        request id 0); the future gets its ScriptingResponse, or None if the session closes."""
+        answer = asyncio.get_running_loop().create_future()
+        self.send(EventType.SCRIPTING_REQUEST, 0, request)
+        self.scripting[request.scripting_request_id] = answer
+        return answer
+
+    async def scripting_response(self, icd_version, request_id, payload):
+        response = icd.messages.ScriptingResponse.FromString(payload)
+        answer = self.scripting.pop(response.scripting_request_id, None)
+        if answer is None:
+            log.warning(
+                "Could not find callback for scripting response with request ID "
+                f"{response.scripting_request_id}."
+            )
+        elif not answer.done():
+            answer.set_result(response)
+
+    def abort_scripting(self, scripting_request_id):
+        """The HTTP client went away: forget its request."""
+        answer = self.scripting.pop(scripting_request_id, None)
+        if answer is not None:
+            answer.cancel()
+
+    def close_scripting_requests(self):
+        for answer in self.scripting.values():
+            if not answer.done():
+                answer.set_result(None)
+        self.scripting.clear()
+
     def unsupported(self, event_type, request_id):
         log.warning(f"{event_type.name} is not supported by carta-standin")
         self.send(
@@ -214,4 +264,5 @@ class SessionHandler(WebSocketHandler):
         EventType.FILE_INFO_REQUEST: file_info,
         EventType.OPEN_FILE: open_file,
         EventType.RESUME_SESSION: resume_session,
+        EventType.SCRIPTING_RESPONSE: scripting_response,
     }
