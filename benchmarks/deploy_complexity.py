@@ -1,9 +1,11 @@
 """Deployment complexity: for each deployment guide, the operator's steps and the lines the
 operator writes, and the lines one change takes, against the targets of issue 10.
 
-  steps   the guide's "## Step N: ..." headings (docs/kubernetes.md, docs/slurm.md)
+  steps   the guide's "## Step N: ..." headings (docs/kubernetes.md, docs/slurm.md,
+          docs/slurm-from-kubernetes.md)
   lines   non-blank, non-comment lines of what the guide has the operator write: helm values,
-          jupyterhub_config.py files, the sudoers rule (docs/slurm.md's block)
+          jupyterhub_config.py files, the sudoers rule (docs/slurm.md's block), slurm.conf's
+          JWT line and the key's Secret (docs/slurm-from-kubernetes.md's blocks)
   change  lines added or changed by a documented change, from the diff of two tested files:
           "add a GPU profile" = helm-values/base.yaml against base.yaml with the GPU profile
           of tests/test_docs.py under hub.config (docs/profiles.md)
@@ -70,6 +72,18 @@ GUIDES = [
         ),
         max_steps=6,
         max_lines=30,
+    ),
+    Guide(
+        "CARTA on Slurm, Hub on Kubernetes",
+        "docs/slurm-from-kubernetes.md",
+        (
+            Source("helm-values/slurm.yaml"),
+            Source("helm-values/oidc.yaml"),
+            Source("docs/slurm-from-kubernetes.md", "AuthAltTypes=auth/jwt"),
+            Source("docs/slurm-from-kubernetes.md", "kubectl create secret generic"),
+        ),
+        max_steps=5,
+        max_lines=40,
     ),
 ]
 MAX_CHANGE = 8

@@ -152,3 +152,29 @@ def test_deploy_complexity_figures():
     )
     sudoers = deploy_complexity.Source("docs/slurm.md", "Cmnd_Alias").text()
     assert "NOPASSWD:SETENV: CARTA_SLURM" in sudoers
+    guide = deploy_complexity.GUIDES[2]
+    assert figures["CARTA on Slurm, Hub on Kubernetes: steps"] == len(
+        re.findall(r"^## Step \d+:", (ROOT / guide.doc).read_text(), re.MULTILINE)
+    )
+    assert figures["CARTA on Slurm, Hub on Kubernetes: lines written"] == sum(
+        len(deploy_complexity.written(s.text())) for s in guide.sources
+    )
+    assert {s.path for s in guide.sources} >= {"helm-values/slurm.yaml", guide.doc}
+
+
+def test_slurm_from_kubernetes_matches_the_test_cluster():
+    """docs/slurm-from-kubernetes.md's Slurm side is what the test cluster runs
+    (tests/helpers/slurm.py): its slurm.conf line, slurmrestd's account, authentication
+    and API version, in the daemon's JWT mode."""
+    from helpers import slurm
+
+    guide = ROOT / "docs" / "slurm-from-kubernetes.md"
+    conf = deploy_complexity.Source(str(guide.relative_to(ROOT)), "AuthAltTypes=").text()
+    for line in deploy_complexity.written(conf):
+        assert line in slurm.CONF.splitlines(), line
+    (start,) = [b for b in guide.read_text().split("\n\n") if "slurmrestd -a" in b]
+    argv = start.replace("\\\n", " ").split()
+    assert argv[argv.index("-u") + 1] == slurm.REST_USER
+    assert "SLURM_JWT=daemon" in argv
+    assert argv[argv.index("-a") + 1] == "rest_auth/jwt"
+    assert argv[argv.index("-s") + 1] == f"openapi/{slurm.REST_VERSION}"

@@ -83,6 +83,11 @@ def test_hub_image_adds_carta_hub_to_the_chart_image():
     assert image.fromHeader == "quay.io/jupyterhub/k8s-hub:4.4.0"
     assert "pip install --no-cache-dir --no-deps /tmp/carta-hub" in text
     assert "from carta_hub.hub.kube import CARTAKubeSpawner" in text
+    # CARTASlurmSpawner for helm-values/slurm.yaml: batchspawner, which the chart image lacks
+    assert re.search(r"pip install [^&]* batchspawner==1\.3\.\d+ ", text)
+    assert "from carta_hub.hub.slurm.spawner import CARTASlurmSpawner" in text
+    slurm_hub = yaml.safe_load((ROOT / "helm-values" / "slurm.yaml").read_text())["hub"]
+    assert slurm_hub["image"] == BASE_VALUES["hub"]["image"]
     # the chart loads the image's jupyterhub_config.d: it names our spawner
     ((source, target),) = [f for f in image.files if f[0].startswith("images/hub-config.d/")]
     assert target.startswith("/usr/local/etc/jupyterhub/jupyterhub_config.d/")
