@@ -375,10 +375,17 @@ async def test_poll_when_squeue_fails_or_forgets(make_spawner, tmp_path, stderr,
 
 
 def test_squeue_lines_parsed():
-    jobs = parse("7 PENDING n/a ReqNodeNotAvail, UnavailableNodes:c1\n8 RUNNING c042 None\n")
+    jobs = parse(
+        "7 PENDING n/a N/A N/A ReqNodeNotAvail, UnavailableNodes:c1\n"
+        "8 RUNNING c042 1700000000 1700001800 None\n"
+        "9 PENDING n/a 1700003600 1700005400 Resources\n"
+    )
     assert jobs["7"].status == JobStatus.PENDING and jobs["7"].node == ""
     assert jobs["7"].reason == "ReqNodeNotAvail, UnavailableNodes:c1"
+    assert jobs["7"].start_time is None and jobs["7"].end_time is None
     assert jobs["8"].status == JobStatus.RUNNING and jobs["8"].status_line == "RUNNING c042"
+    assert (jobs["8"].start_time, jobs["8"].end_time) == (1700000000, 1700001800)
+    assert jobs["9"].start_time == 1700003600 and jobs["9"].reason == "Resources"
 
 
 def test_state_keeps_the_login(make_spawner):

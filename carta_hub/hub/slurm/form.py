@@ -284,10 +284,11 @@ class ResourceFormMixin(HasTraits):
             fields.append(Folder("folder", "Start CARTA in folder (optional)", roots))
         return fields
 
-    def render_form(self, names):
-        """The options form as HTML; every text in it is escaped."""
+    def render_form(self, names, last=None):
+        """The options form as HTML, every text in it escaped, with the student's ``last``
+        choices (their previous ``user_options``) selected where still offered."""
         fields = self.resource_fields(names)
-        return "\n".join(f.html(f.default()) for f in fields if _shown(f))
+        return "\n".join(f.html(_remembered(f, last or {})) for f in fields if _shown(f))
 
     def parse_form(self, formdata):
         """Form data (``{name: [values]}``) to single strings, refusing repeated fields."""
@@ -329,6 +330,17 @@ class ResourceFormMixin(HasTraits):
             qos=values["qos"],
             folder=values["folder"],
         )
+
+
+def _remembered(field, last):
+    """``last``'s value of ``field`` if the field accepts it now, else its default."""
+    raw = last.get(field.name)
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = str(raw)
+    try:
+        return field.default() if raw is None else field.parse(raw)
+    except FormError:
+        return field.default()
 
 
 def _shown(field):

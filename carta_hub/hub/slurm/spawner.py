@@ -11,6 +11,7 @@ the Hub starts.
 
 import asyncio
 import json
+import math
 import os
 import re
 import shlex
@@ -22,12 +23,13 @@ from jupyterhub import apihandlers
 from jupyterhub.apihandlers import APIHandler
 from jupyterhub.utils import url_path_join
 from tornado import web
-from traitlets import Enum, Float, Int, List, Unicode, default, validate
+from traitlets import Dict, Enum, Float, Int, List, Unicode, Union, default, validate
 from traitlets.config import Config, Configurable
 
 from carta_hub import usercontext
 from carta_hub.hub.identity import IdentityError
-from carta_hub.hub.slurm.form import FormError, ResourceFormMixin
+from carta_hub.hub.slurm import extend
+from carta_hub.hub.slurm.form import NAME_RE, FormError, ResourceFormMixin
 from carta_hub.hub.slurm.jobscript import (
     compile_template,
     container_argv,
@@ -37,7 +39,7 @@ from carta_hub.hub.slurm.jobscript import (
     shell_log_file,
     template_variables,
 )
-from carta_hub.hub.slurm.squeue import QueuePoller
+from carta_hub.hub.slurm.squeue import JobInfo, QueuePoller
 from carta_hub.hub.spawner import CartaSpawnerMixin
 from carta_hub.hub.storage import CartaStorage, binds
 
@@ -196,6 +198,30 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         jobs). Otherwise squeue runs once per poll_interval.""",
     ).tag(config=True)
 
+    extend_step = Union(
+        [Int(min=0), Dict(value_trait=Int(min=0))],
+        default_value=0,
+        help="""Minutes a student may add to a running session's wall time at a time (the
+        "Extend" button in the CARTA tab; the Hub raises the job's time limit as
+        slurm_operator). 0: no extending. Per partition: {"interactive": 60, "*": 0} ("*":
+        the other partitions and the cluster's default one).""",
+    ).tag(config=True)
+
+    max_runtime = Union(
+        [Int(min=0), Dict(value_trait=Int(min=0))],
+        default_value=0,
+        help="""The longest wall time, in minutes, a session may reach by extending (its
+        first wall time included). 0: up to the partition's MaxTime, which is never
+        exceeded either. Per partition like extend_step: {"interactive": 480, "*": 240}.""",
+    ).tag(config=True)
+
+    slurm_operator = Unicode(
+        "slurm",
+        help="""The Slurm account the Hub raises time limits as (SlurmUser or a Slurm
+        operator; a student cannot raise their own): `sudo -n -u <slurm_operator> scontrol
+        update JobId=<id> TimeLimit=<minutes>` (the sudo rule in docs/slurm.md).""",
+    ).tag(config=True)
+
     connect_retry = 0.1  # seconds between connection attempts to a starting server
 
     @classmethod
@@ -214,6 +240,7 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
                 "batchspawner 1.3 (pip install 'batchspawner~=1.3.0') and register no other "
                 "handler there"
             )
+        app.handlers[:0] = extend.handlers(app.hub_prefix)  # before the Hub's API 404
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -247,6 +274,17 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
             if "\n" in option or "\r" in option:
                 raise ValueError(f"sbatch_options: {option!r} spans several lines")
         return proposal.value
+
+    @validate("extend_step", "max_runtime")
+    def _partition_names(self, proposal):
+        value = proposal.value
+        for name in value if isinstance(value, dict) else ():
+            if name != extend.OTHER and not NAME_RE.fullmatch(name):
+                raise ValueError(
+                    f"{proposal.trait.name}: {name!r} is neither a partition name nor "
+                    f"{extend.OTHER!r} (the other partitions)"
+                )
+        return value
 
     @validate("log_path")
     def _known_codes(self, proposal):
@@ -284,7 +322,7 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
             names = await self._names()
         except IdentityError as e:  # the spawn page shows it (not a bare 500)
             raise web.HTTPError(403, "%s", e) from None
-        return self.render_form(names)
+        return self.render_form(names, self.user_options)
 
     async def _options_from_form(self, formdata):
         return (await self._resources(self.parse_form(formdata))).options()
@@ -526,6 +564,40 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
             self._poller.forget(self.job_id)
         super().clear_state()
 
+    # --- extending a running job (carta_hub.hub.slurm.extend) ---
+
+    async def job_info(self, fresh: bool = True) -> JobInfo | None:
+        """The job as Slurm lists it: from a new query if ``fresh``, else the last one's."""
+        return await self._refresh(fresh) if self.job_id else None
+
+    def job_partition(self) -> str:
+        """The partition the student picked ("": the cluster's default one)."""
+        return str((self.user_options or {}).get("partition") or "")
+
+    async def partition_max_minutes(self, partition: str) -> int | None:
+        """The MaxTime of ``partition`` ("": the default one) in minutes; None: unlimited."""
+        code, out = await extend.run(["scontrol", "-o", "show", "partition"])
+        if code:
+            raise extend.ExtendError(502, f"Could not read the partitions' MaxTime: {out}")
+        return extend.partition_max_time(out, partition)
+
+    async def set_time_limit(self, minutes: int) -> None:
+        """Set the running job's time limit, as slurm_operator (students cannot raise it)."""
+        if not re.fullmatch(r"[0-9]+", self.job_id or ""):
+            raise extend.ExtendError(404, f"{self.job_id!r} is not a Slurm job id")
+        code, out = await extend.run(
+            ["sudo", "-n", "-u", self.slurm_operator, "scontrol", "update"]
+            + [f"JobId={self.job_id}", f"TimeLimit={int(minutes)}"]
+        )
+        if code and out.startswith("sudo:"):
+            raise extend.ExtendError(
+                502,
+                f"The Hub may not raise time limits as {self.slurm_operator} ({out}); "
+                "the operator needs to add the sudo rule of docs/slurm.md",
+            )
+        if code:
+            raise extend.ExtendError(409, f"Slurm refused the new time limit: {out}")
+
     # --- what the student sees ---
 
     async def progress(self):
@@ -550,7 +622,7 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
             return f"Slurm job {self.job_id} submitted"
         if info.status == JobStatus.PENDING:
             why = f" (Slurm reason: {info.reason})" if info.reason not in ("", "None") else ""
-            return f"Slurm job {self.job_id} is waiting in the queue{why}"
+            return f"Slurm job {self.job_id} is waiting in the queue{why}{_expected(info)}"
         return f"Slurm job {self.job_id} is running on node {info.node}; CARTA is starting"
 
     async def _why_ended(self, info):
@@ -604,6 +676,17 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         except Exception as e:  # a missing or unreadable log must not hide the job's state
             return f"(could not read it: {e})"
         return out[-4000:] or "(empty)"
+
+
+def _expected(info):
+    """Slurm's expected start of a pending job, in the Hub's time zone, if it has one."""
+    if info.start_time is None or info.start_time <= time.time():
+        return ""
+    when = time.localtime(info.start_time)
+    same_day = when[:3] == time.localtime()[:3]
+    wait = math.ceil((info.start_time - time.time()) / 60)
+    day = "" if same_day else time.strftime("%a %d %b ", when)
+    return f"; expected to start {day}{time.strftime('%H:%M %Z', when)} (in {wait} min)"
 
 
 def _describe(info):

@@ -7,13 +7,17 @@ spawner waits for a fresh answer (a job starting or being stopped). Spawners rea
 """
 
 import asyncio
+import os
 import shlex
 import time
 from dataclasses import dataclass
 
 from batchspawner import JobStatus
 
-FORMAT = "%i %T %B %r"  # id, long state, batch host, reason (last: it may contain spaces)
+# id, long state, batch host, start (expected while pending), end, reason (last: it may
+# contain spaces); times in epoch seconds through SLURM_TIME_FORMAT (TIME_ENV)
+FORMAT = "%i %T %B %S %e %r"
+TIME_ENV = {"SLURM_TIME_FORMAT": "%s"}
 PENDING = {
     "PENDING",
     "CONFIGURING",
@@ -35,6 +39,8 @@ class JobInfo:
     state: str
     node: str = ""
     reason: str = ""
+    start_time: float | None = None  # epoch seconds: actual, or Slurm's expected start
+    end_time: float | None = None  # epoch seconds: when the time limit ends the job
 
     @property
     def status(self):
@@ -53,14 +59,25 @@ class JobInfo:
 
 
 def parse(output):
-    """``squeue -h -o FORMAT`` output to ``{job_id: JobInfo}``."""
+    """``squeue -h -o FORMAT`` output (times as epoch seconds) to ``{job_id: JobInfo}``."""
     jobs = {}
     for line in output.splitlines():
-        parts = line.split(None, 3)
-        if len(parts) >= 2:
-            node = parts[2] if len(parts) > 2 and parts[2] != "n/a" else ""
-            jobs[parts[0]] = JobInfo(parts[0], parts[1], node, parts[3] if len(parts) > 3 else "")
+        parts = line.split(None, 5) + [""] * 4
+        if parts[1]:
+            jobs[parts[0]] = JobInfo(
+                parts[0],
+                parts[1],
+                "" if parts[2] == "n/a" else parts[2],
+                parts[5],
+                _epoch(parts[3]),
+                _epoch(parts[4]),
+            )
     return jobs
+
+
+def _epoch(field):
+    """An squeue time printed with ``SLURM_TIME_FORMAT=%s``; ``N/A``/``Unknown``: None."""
+    return float(field) if field.isdigit() and int(field) > 0 else None
 
 
 class QueuePoller:
@@ -177,7 +194,10 @@ class QueuePoller:
     async def _run_command(self, cmd):
         try:
             proc = await asyncio.create_subprocess_shell(
-                cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+                cmd,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env={**os.environ, **TIME_ENV},
             )
         except OSError as e:
             return "", str(e), -1
