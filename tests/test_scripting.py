@@ -1,12 +1,12 @@
 """Scripting CARTA from a notebook (issue 20): carta-python's requests, with the student's
 JupyterHub token, reach the CARTA tab the student has open and bring the frontend's answer back.
 
-The client below speaks carta-python's protocol (carta/protocol.py,
-``Protocol.request_scripting_action``: ``POST <frontend URL>/api/scripting/action`` with
-``Authorization: Bearer <token>`` and the JSON body ``{"session_id", "path", "action",
-"parameters", "async"[, "return_path"]}``; carta/util.py: ``split_action_path``, ``Macro``;
-carta/session.py: ``get_value`` calls ``fetchParameter``); carta-python itself is not on the
-package index here. The frontend is the real carta-frontend 6.0.0 in Chromium, behind a real
+carta-python is not on the package index here: helpers/carta_python/carta is its client
+side, line for line (carta/protocol.py, ``Protocol.request_scripting_action``: ``POST
+<frontend URL>/api/scripting/action`` with ``Authorization: Bearer <token>`` and the JSON body
+``{"session_id", "path", "action", "parameters", "async"[, "return_path"]}``), and runs the
+student guide's notebook example unchanged; :func:`call_action` sends the same request and
+keeps the raw answer. The frontend is the real carta-frontend 6.0.0 in Chromium, behind a real
 Hub; the backend is carta-standin (NOT CARTA), which passes actions to the frontend as
 carta_backend does.
 """
@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -28,6 +29,9 @@ from helpers.hub import SAME_USER_CARTA, VENV_BIN
 from helpers.jupyter import start_jupyter
 from helpers.procs import every_process
 from helpers.standin import FRONTEND, running_standin
+
+CARTA_PYTHON = Path(__file__).parent / "helpers" / "carta_python"
+EXAMPLE = Path(__file__).parent.parent / "docs" / "examples" / "notebook-scripting.py"
 
 FITS = b"SIMPLE  =                    T" + b" " * 2850
 LAB, CARTA_ONLY, OTHER = "lab.scripter", "carta.scripter", "other"
@@ -75,7 +79,8 @@ def call_action(url, token, session_id, path, *args, **kwargs):
 
 
 def ls(url, token, session_id, folder):
-    """carta-python's Session.ls in a folder: getFileList, then get_value of the listing."""
+    """The listing of ``folder``: getFileList, then get_value of the listing, as carta-python's
+    Session.ls does."""
     listed = call_action(url, token, session_id, "fileBrowserStore.getFileList", folder)
     assert listed.status_code == 200, listed.text
     assert listed.json() == {"success": True}  # the action returns nothing
@@ -86,6 +91,20 @@ def ls(url, token, session_id, folder):
     answer = fetched.json()
     assert answer["success"], answer
     return answer["response"]
+
+
+def run_in_notebook(environ, code, *args):
+    """``code`` run as a notebook cell of that environment runs it (carta-python installed)."""
+    done = subprocess.run(
+        [str(VENV_BIN / "python"), "-c", code, *args],
+        env={**environ, "PYTHONPATH": str(CARTA_PYTHON)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if done.returncode:
+        raise RuntimeError(done.stderr.strip().splitlines()[-1])
+    return done.stdout
 
 
 # --- the stand-in's round trip, as carta_backend's ---
@@ -187,16 +206,7 @@ def run_helper(environ, **kwargs):
         "import json, sys\nfrom carta_hub.scripting import carta_session\n"
         "print(json.dumps(carta_session(**json.loads(sys.argv[1]))))"
     )
-    done = subprocess.run(
-        [str(VENV_BIN / "python"), "-c", code, json.dumps(kwargs)],
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if done.returncode:
-        raise RuntimeError(done.stderr.strip().splitlines()[-1])
-    return json.loads(done.stdout)
+    return json.loads(run_in_notebook(environ, code, json.dumps(kwargs)))
 
 
 def token_page_token(student, hub):
@@ -270,11 +280,12 @@ def test_notebook_scripts_the_open_carta_tab_in_jupyterlab(browser, hub, artifac
         assert url.endswith(f"/user/{LAB}/carta/") and session_id == frontend_id
         assert token == notebook["JUPYTERHUB_API_TOKEN"]
 
-        listing = ls(url, token, session_id, "obs")
-        assert [f["name"] for f in listing["files"]] == [f"{LAB}-m51.fits"]
+        # the student guide's example, as a notebook cell
+        printed = run_in_notebook(notebook, EXAMPLE.read_text())
+        assert printed.strip() == repr([f"{LAB}-m51.fits"])
         assert student.files(f"{LAB}-m51.fits", page=carta)  # the student sees it
         assert student.folder(carta) == ["obs"]
-        student.screenshot("scripting-lab-carta", page=carta)
+        student.screenshot("student-scripting", page=carta)
 
         # the same through the Hub's proxy, as from the student's own machine
         public = hub.user_url(LAB, "carta/")
