@@ -13,6 +13,8 @@ from jupyterhub.services.auth import HubOAuthenticated
 from jupyterhub.utils import url_path_join
 from tornado import web
 
+from carta_hub.server.launcher import TILE_PATH
+
 ROUTE_PREFIX = "carta-hub/"
 
 
@@ -55,18 +57,35 @@ class _CartaOnly(HubOAuthenticated, web.RequestHandler):
         user = self.current_user
         return user["name"] if user else None
 
+    def carta_url(self) -> str:
+        """CARTA's page: the server's root."""
+        return self.settings["base_url"]
+
+    def root_dir(self) -> str:
+        """What a Jupyter Server would take as its root: the folder the spawner started this
+        server in (the home, or the spawner's notebook_dir)."""
+        return os.getcwd()
+
 
 class _Lab(JupyterHandler):
     def user_name(self) -> str | None:
         user = self.current_user
         return user.username if user else None
 
+    def carta_url(self) -> str:
+        """CARTA's page: the tile's URL, which carta_hub.server.jupyterlab serves."""
+        return url_path_join(self.base_url, TILE_PATH)
+
+    def root_dir(self) -> str:
+        """The Jupyter Server's root (JupyterLab's file browser paths start there)."""
+        return self.settings["server_root_dir"]
+
 
 def routes() -> list[type[Route]]:
     """Every route (imported here: the route modules import this one)."""
-    from carta_hub.server.scripting import Sessions
+    from carta_hub.server.links import Link
 
-    return [Sessions]
+    return [Link]
 
 
 def route_handlers(base_url: str, state: dict, lab: bool) -> list[tuple]:

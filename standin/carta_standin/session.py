@@ -196,6 +196,11 @@ class SessionHandler(WebSocketHandler):
 
     async def open_file(self, icd_version, request_id, payload):
         request = icd.messages.OpenFile.FromString(payload)
+        # recorded for tests: which image the frontend asked for (folder relative to the top)
+        log.info(
+            f"OPEN_FILE directory={request.directory!r} file={request.file!r} "
+            f"hdu={request.hdu!r} file_id={request.file_id}"
+        )
         log.warning(f"Cannot open {request.directory}/{request.file}: {NOT_CARTA}")
         self.send(
             EventType.OPEN_FILE_ACK,
