@@ -84,8 +84,9 @@ class _Lab(JupyterHandler):
 def routes() -> list[type[Route]]:
     """Every route (imported here: the route modules import this one)."""
     from carta_hub.server.links import Link
+    from carta_hub.server.scripting import Sessions
 
-    return [Link]
+    return [Link, Sessions]
 
 
 def route_handlers(base_url: str, state: dict, lab: bool) -> list[tuple]:
