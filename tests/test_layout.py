@@ -108,3 +108,10 @@ def test_the_wheel_holds_no_standin_and_needs_no_protobuf(tmp_path):
         "carta_hub/backend.py",
     ):
         assert shipped in names
+    # the prebuilt JupyterLab extension ("Open in CARTA"): installing the wheel needs no node
+    labextension = "carta_hub-{}.data/data/share/jupyter/labextensions/carta-hub/".format(
+        wheel.name.split("-")[1]
+    )
+    assert labextension + "package.json" in names
+    assert labextension + "schemas/carta-hub/plugin.json" in names
+    assert [n for n in names if n.startswith(labextension + "static/remoteEntry.")]

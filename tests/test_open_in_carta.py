@@ -108,9 +108,9 @@ def lab_folder(student, hub, folder):
     the root), without JupyterLab's question about news (it would be in the screenshots)."""
     lab = student.page
     lab.goto(hub.user_url(LAB_USER, f"lab/tree/{folder}" if folder else "lab"))
+    lab.locator(".jp-DirListing-item").first.wait_for()  # the folder it restored
     if not folder:
         lab.locator(".jp-BreadCrumbs-home").click()
-    lab.locator(".jp-DirListing-item").first.wait_for()
     news = lab.locator(".jp-toast-button", has_text="No")
     try:  # asked once per student (the answer is saved)
         news.click(timeout=3000)
@@ -143,6 +143,7 @@ def test_open_a_fits_file_from_the_file_browser(browser, lab_hub, artifacts):  #
         student.wait_connected(carta)
         # the frontend asked the backend for exactly that image
         assert wait_opened(lab_hub, since) == [("obs", CUBE)]
+        carta.get_by_text("Error loading file").wait_for()  # the stand-in's answer came
         student.screenshot("student-open-in-carta-tab", page=carta)
 
 
