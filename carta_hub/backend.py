@@ -145,6 +145,15 @@ class CartaBackend(Configurable):
         connections (this server, its websocket) are unaffected.""",
     ).tag(config=True)
 
+    warn_before_end = List(
+        Int(min=1),
+        [15 * 60, 5 * 60],
+        help="""Seconds before the session ends (the Slurm job's wall time, or idle_timeout
+        since the student last used CARTA) at which CARTA's tab shows a banner: at each, it
+        comes back if the student closed it. Until the first, only a quiet time-left
+        indicator shows. []: the indicator only.""",
+    ).tag(config=True)
+
     start_timeout = Int(
         120,
         help="Seconds to wait for the backend to listen before giving up.",

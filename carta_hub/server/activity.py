@@ -34,9 +34,21 @@ class LastUse:
 
     def __init__(self) -> None:
         self._seen: float | None = None
+        self._message: float | None = None
 
     def touch(self) -> None:
         self._seen = time.time()
+
+    def touch_message(self) -> None:
+        """A websocket connection or binary frame from the browser: use, and what restarts
+        carta_backend's --idle_timeout clock (src/Session/SessionManager.cc, the message
+        handler, and the Session constructor call Session::UpdateLastMessageTimestamp)."""
+        self._seen = self._message = time.time()
+
+    @property
+    def message_at(self) -> float | None:
+        """Epoch seconds of the last :meth:`touch_message` (None: none yet)."""
+        return self._message
 
     @property
     def when(self) -> datetime | None:

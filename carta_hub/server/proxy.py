@@ -16,6 +16,7 @@ from carta_hub.backend import LOOPBACK, BackendNotFound
 from carta_hub.server import scripting
 from carta_hub.server.activity import SETTING, count_request
 from carta_hub.server.backend_process import BackendFailed
+from carta_hub.server.clock import add_script, script_url
 from carta_hub.server.tunnel import request_target, tunnel
 
 
@@ -125,10 +126,12 @@ class CartaProxyHandler(SuperviseAndProxyHandler):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, update_last_activity=count_request, **kwargs)
         defaults = self.backend.backend.preference_defaults
+        self._clock_script = xhtml_escape(script_url(self.settings["base_url"]))
         self.rewrite_response = [
             rewrite_config,
             lambda response, request, path: fill_preferences(response, request, path, defaults),
             lambda response, path: self.backend.page_notice(response, path),
+            lambda response, path: add_script(response, path, self._clock_script),
         ]
         if self.backend.backend.offline:
             self.rewrite_response.append(restrict_connections)
@@ -211,9 +214,9 @@ class CartaProxyHandler(SuperviseAndProxyHandler):
             )
         await self.ensure_process()
         last_use = self.settings[SETTING]
-        last_use.touch()
+        last_use.touch_message()
         # the relay threads only stamp the time: no tornado or jupyter-server-proxy code there
-        await tunnel(self, self.backend.port, self.backend.token, target, last_use.touch)
+        await tunnel(self, self.backend.port, self.backend.token, target, last_use.touch_message)
 
     def _cross_site(self) -> str | None:
         """Why the request looks sent by another site's page (None: it does not).

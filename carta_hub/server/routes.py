@@ -83,10 +83,11 @@ class _Lab(JupyterHandler):
 
 def routes() -> list[type[Route]]:
     """Every route (imported here: the route modules import this one)."""
+    from carta_hub.server.clock import BannerScript, ExtendRoute, SessionRoute
     from carta_hub.server.links import Link
     from carta_hub.server.scripting import Sessions
 
-    return [Link, Sessions]
+    return [Link, SessionRoute, ExtendRoute, BannerScript, Sessions]
 
 
 def route_handlers(base_url: str, state: dict, lab: bool) -> list[tuple]:
