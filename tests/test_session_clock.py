@@ -24,6 +24,7 @@ from helpers.hub import SAME_USER_CARTA
 from helpers.login_node import ALICE, BOB, CONFIG, POLL, job_of
 from helpers.slurm import CountingSqueue, SlurmHub
 from playwright.sync_api import expect
+from test_slurm_extend import EXTEND_CONFIG, timelimit_rule  # noqa: F401  (fixture)
 
 BANNER, TEXT, CLOCK = "#carta-hub-banner", "#carta-hub-banner-text", "#carta-hub-clock"
 IDLE, IDLE_LEAD = 60, 45
@@ -130,11 +131,14 @@ def test_other_users_token_is_refused(idle_hub):
 
 RUNTIME = 30 * 60
 WALL_LEAD = RUNTIME - 75  # the banner 75 s after the job starts
-SLURM_CONFIG = CONFIG + TOKENS + f"\nc.CartaBackend.warn_before_end = [{WALL_LEAD}]\n"
+# jupyterhub_config/slurm-extend.py: 1 h steps
+SLURM_CONFIG = (
+    CONFIG + EXTEND_CONFIG + TOKENS + f"\nc.CartaBackend.warn_before_end = [{WALL_LEAD}]\n"
+)
 
 
 @pytest.fixture(scope="module")
-def slurm_site(slurm, students, hub_account):
+def slurm_site(slurm, students, hub_account, timelimit_rule):  # noqa: F811
     squeue = CountingSqueue()
     site = SlurmHub(slurm, squeue, POLL, SLURM_CONFIG)
     yield site
@@ -143,11 +147,15 @@ def slurm_site(slurm, students, hub_account):
     squeue.remove()
 
 
+def job_field(slurm, job, name):
+    out = slurm.run("scontrol", "show", "job", job).stdout
+    (value,) = [f.split("=", 1)[1] for f in out.split() if f.startswith(name + "=")]
+    return value
+
+
 def end_time(slurm, job):
     """``scontrol show job``'s EndTime (local time) as epoch seconds."""
-    out = slurm.run("scontrol", "show", "job", job).stdout
-    (value,) = [f.split("=", 1)[1] for f in out.split() if f.startswith("EndTime=")]
-    return datetime.fromisoformat(value).timestamp()
+    return datetime.fromisoformat(job_field(slurm, job, "EndTime")).timestamp()
 
 
 def test_wall_time_banner(browser, slurm_site, slurm, students, artifacts):  # noqa: F811
@@ -157,7 +165,7 @@ def test_wall_time_banner(browser, slurm_site, slurm, students, artifacts):  # n
     state = clock_json(hub, ALICE, user_token(hub, ALICE))
     assert state["reason"] == "wall time"
     assert state["ends_at"] == end_time(slurm, job), (state, job)
-    assert state["can_extend"] is False or state["step_minutes"] > 0
+    assert state["can_extend"] is True and state["step_minutes"] == 60, state
 
     with Student(browser, artifacts, "clock-slurm", timeout=120) as student:
         page = student.page
@@ -175,6 +183,20 @@ def test_wall_time_banner(browser, slurm_site, slurm, students, artifacts):  # n
         assert "wall time" in page.inner_text(TEXT)
         student.assert_healthy()
         student.screenshot("clock-wall-time")
+
+        # the student extends the session from the banner: Slurm's time limit rises by 1 h
+        page.click("#carta-hub-extend:has-text('Extend by 1 h')")
+        expect(page.locator(TEXT)).to_contain_text("Extended", timeout=30000)
+        assert job_field(slurm, job, "TimeLimit") == "01:30:00"
+        new_end = end_time(slurm, job)
+        shown = page.evaluate(
+            "end => new Date(end * 1000).toLocaleTimeString([], "
+            "{hour: '2-digit', minute: '2-digit'})",
+            new_end,
+        )
+        assert f"now ends at {shown}" in page.inner_text(TEXT)
+        assert clock_json(hub, ALICE, user_token(hub, ALICE))["ends_at"] == new_end
+        student.screenshot("clock-extended")
 
 
 def test_slurm_clock_refused_to_others(slurm_site, slurm):
