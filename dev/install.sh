@@ -8,7 +8,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 prefix=${CARTA_HUB_PREFIX:-/opt/carta-hub}
 sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
 
-apt_packages=(python3-venv slurm-wlm munge slapd ldap-utils chromium chromium-driver sudo libnss-wrapper iproute2 util-linux socat)
+apt_packages=(python3-venv slurm-wlm slurmrestd munge slapd ldap-utils chromium chromium-driver sudo libnss-wrapper iproute2 util-linux socat)
 missing=()
 command -v npm >/dev/null || missing+=(nodejs npm)
 for p in "${apt_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -69,6 +69,14 @@ class SlurmRest:
         reply = await self._call(self.operator, "GET", "jobs")
         return {str(j["job_id"]): job_info(j) for j in reply.get("jobs", [])}
 
+    async def query(self, ids: list[str]) -> tuple[dict[str, JobInfo] | None, str | None]:
+        """QueuePoller's query: ``ids`` Slurm lists, or (None, why it failed)."""
+        try:
+            jobs = await self.jobs()
+        except SlurmRestError as e:
+            return None, f"slurmrestd: {e}"
+        return {i: jobs[i] for i in ids if i in jobs}, None
+
     async def cancel(self, username: str, job_id: str) -> None:
         """Cancel ``job_id`` as its owner ``username``; a job Slurm forgot is no error."""
         try:

@@ -28,7 +28,7 @@ from traitlets.config import Config, Configurable
 
 from carta_hub import usercontext
 from carta_hub.hub.identity import IdentityError
-from carta_hub.hub.slurm import extend
+from carta_hub.hub.slurm import extend, joblog
 from carta_hub.hub.slurm.form import NAME_RE, FormError, ResourceFormMixin
 from carta_hub.hub.slurm.jobscript import (
     compile_template,
@@ -39,6 +39,7 @@ from carta_hub.hub.slurm.jobscript import (
     shell_log_file,
     template_variables,
 )
+from carta_hub.hub.slurm.rest import SlurmRest, SlurmRestError, sbatch_property
 from carta_hub.hub.slurm.squeue import JobInfo, QueuePoller
 from carta_hub.hub.spawner import CartaSpawnerMixin
 from carta_hub.hub.storage import CartaStorage, binds
@@ -60,6 +61,7 @@ SCRIPT_VARIABLES = (
     "container",
     "server",
     "command",
+    "report_log",
 )
 _FORM = "use c.{cls}.%s (the choices on the spawn form) instead"
 _SQUEUE = (
@@ -188,6 +190,28 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         user must see every user's jobs (no PrivateData=jobs for it).""",
     ).tag(config=True)
 
+    slurmrestd_url = Unicode(
+        "",
+        help="""Submit, list and cancel jobs through slurmrestd at this URL (e.g.
+        http://slurm-rest.example.org:6820), with tokens the Hub signs with jwt_key_file:
+        the Hub then needs no sudo rule, munge or Slurm commands. Empty: sbatch, scancel
+        and squeue through sudo (docs/slurm.md).""",
+    ).tag(config=True)
+
+    jwt_key_file = Unicode(
+        "",
+        help="""The cluster's HS256 JWT key (slurm.conf AuthAltParameters=jwt_key), a copy
+        readable only by the Hub's account: the Hub signs short-lived tokens for the
+        student it acts for (never root) and for slurm_operator. Needs slurmrestd_url.""",
+    ).tag(config=True)
+
+    jwt_lifetime = Int(
+        60,
+        min=10,
+        help="""Seconds a token the Hub signs stays valid. The Hub's and slurmctld's clocks
+        must agree to well within it.""",
+    ).tag(config=True)
+
     log_tail_lines = Int(
         30, help="Lines of the job's log shown to the student when the job dies early."
     ).tag(config=True)
@@ -229,7 +253,7 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         """At Hub start, besides the user templates: these settings (a spawner is made from
         them) and the port-only handler in place of batchspawner's. An error stops the Hub."""
         super().check_hub(app)
-        cls(config=app.config)
+        cls(config=app.config).check_transport()
         path = url_path_join(app.hub_prefix, "api/batchspawner")
         handler = _served_by(app, path)
         if handler is not PortOnlyHandler:
@@ -241,6 +265,7 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
                 "handler there"
             )
         app.handlers[:0] = extend.handlers(app.hub_prefix)  # before the Hub's API 404
+        app.handlers[:0] = joblog.handlers(app.hub_prefix)
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -251,7 +276,7 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
 
     def _refuse_unused_settings(self) -> None:
         """Settings that would do nothing are errors (the Hub does not start with them)."""
-        problems = unused_settings(type(self), self.config)
+        problems = unused_settings(type(self), self.config) + self._other_transport()
         if self.batch_script and self.job_template:
             name = type(self).__name__
             problems.append(
@@ -261,6 +286,43 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
             )
         if problems:
             raise ValueError("\n".join(problems))
+
+    def _other_transport(self) -> list[str]:
+        """The settings of the transport not in use (slurmrestd or sudo + commands)."""
+        name = type(self).__name__
+        if self.slurmrestd_url:
+            unused = ["exec_prefix", "batch_submit_cmd", "batch_cancel_cmd", "squeue_command"]
+            why = "the Hub talks to Slurm through slurmrestd (slurmrestd_url)"
+        else:
+            unused, why = ["jwt_key_file"], "it needs c.{name}.slurmrestd_url"
+        sections = [k.__name__ for k in type(self).__mro__ if issubclass(k, Configurable)]
+        return [
+            f"c.{section}.{key} has no effect on {name}: " + why.format(name=name)
+            for section in sections
+            if section in self.config
+            for key in unused
+            if key in self.config[section]
+        ]
+
+    def check_transport(self) -> None:
+        """slurmrestd's settings, at Hub start: a readable key, #SBATCH options it takes."""
+        if not self.slurmrestd_url:
+            return
+        name = type(self).__name__
+        if not self.jwt_key_file:
+            raise ValueError(f"c.{name}.slurmrestd_url needs c.{name}.jwt_key_file")
+        try:
+            self.rest().headers(self.slurm_operator)
+            for option in self.sbatch_options:
+                sbatch_property(*(option.split("=", 1) + [""])[:2])
+        except SlurmRestError as e:
+            raise ValueError(f"c.{name}: {e}") from None
+
+    def rest(self) -> SlurmRest:
+        """slurmrestd, as this spawner's settings reach it."""
+        return SlurmRest(
+            self.slurmrestd_url, self.jwt_key_file, self.jwt_lifetime, self.slurm_operator
+        )
 
     @validate("batch_script")
     def _known_variables(self, proposal):
@@ -421,7 +483,41 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
             container=container,
             server=server,
             command=shlex.join(srun + container + server),
+            report_log=joblog.report_command(self.log_tail_lines) if self.slurmrestd_url else "",
         )
+
+    # --- slurmrestd instead of sudo + sbatch/scancel (batchspawner's hooks) ---
+
+    async def submit_batch_script(self):
+        if not self.slurmrestd_url:
+            return await super().submit_batch_script()
+        script = await self._get_batch_script(**self.get_req_subvars())
+        self.log.info("Submitting %s's job through slurmrestd", self.req_username)
+        try:
+            self.job_id = await self.rest().submit(self.req_username, script, self.get_env())
+        except SlurmRestError as e:
+            raise RuntimeError(str(e)) from None
+        self.log.info("Job %s of %s submitted", self.job_id, self.req_username)
+        return self.job_id
+
+    async def cancel_batch_job(self):
+        if not self.slurmrestd_url:
+            return await super().cancel_batch_job()
+        self.log.info("Cancelling job %s of %s through slurmrestd", self.job_id, self.req_username)
+        try:
+            await self.rest().cancel(self.req_username, self.job_id)
+        except SlurmRestError as e:
+            raise RuntimeError(str(e)) from None
+
+    def user_env(self, env):
+        """USER and HOME of the resolved identity on the slurmrestd path (the Hub may not
+        know the student's account, e.g. on Kubernetes); batchspawner's otherwise."""
+        if not self.slurmrestd_url:
+            return super().user_env(env)
+        identity = getattr(self, "_identity", None)
+        if identity:
+            env.update(USER=identity.name, HOME=identity.home)
+        return env
 
     # --- lifecycle ---
 
@@ -435,6 +531,7 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
             self.server.port = 0
         self._progress.clear()
         self._progress_done = False
+        self.job_log = ""  # the end of the job's log, if it sends it (joblog)
         # give up a little before the Hub's start_timeout: the student then gets the job's
         # state and log tail, and the job is cancelled here, not a bare "timeout"
         started = time.monotonic()
@@ -443,7 +540,7 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         try:
             await self.submit_batch_script()
         except RuntimeError as e:
-            raise RuntimeError(f"Slurm refused the CARTA job: {e}") from None
+            raise SubmitError(f"Slurm refused the CARTA job: {e}") from None
         try:
             await asyncio.wait_for(self._until_ready(), deadline - time.monotonic())
         except asyncio.TimeoutError:
@@ -497,6 +594,15 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
 
     def _queue(self):
         """The Hub's one squeue poller, shared by all servers (kept for clear_state)."""
+        if self.slurmrestd_url:  # one GET .../jobs per interval
+            self._poller = QueuePoller.shared(
+                self.slurmrestd_url,
+                self.log,
+                self.poll_interval,
+                self.startup_poll_interval,
+                query=self.rest().query,
+            )
+            return self._poller
         self._poller = QueuePoller.shared(
             self.squeue_command, self.log, self.poll_interval, self.startup_poll_interval
         )
@@ -585,6 +691,11 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         """Set the running job's time limit, as slurm_operator (students cannot raise it)."""
         if not re.fullmatch(r"[0-9]+", self.job_id or ""):
             raise extend.ExtendError(404, f"{self.job_id!r} is not a Slurm job id")
+        if self.slurmrestd_url:
+            try:
+                return await self.rest().set_time_limit(self.job_id, minutes)
+            except SlurmRestError as e:
+                raise extend.ExtendError(409, f"Slurm refused the new time limit: {e}") from None
         code, out = await extend.run(
             ["sudo", "-n", "-u", self.slurm_operator, "scontrol", "update"]
             + [f"JobId={self.job_id}", f"TimeLimit={int(minutes)}"]
@@ -668,7 +779,11 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         return self.fill_setting("log_path", {k: v.replace("%", "%%") for k, v in names.items()})
 
     async def _log_tail(self, path):
-        """The end of the job's log, read as the user (batchspawner's exec_prefix)."""
+        """The end of the job's log, read as the user (batchspawner's exec_prefix), or on
+        the slurmrestd path as the job sent it (joblog)."""
+        if self.slurmrestd_url:
+            lines = getattr(self, "job_log", "").splitlines()[-self.log_tail_lines :]
+            return "\n".join(lines)[-4000:] or "(the job sent none: it did not reach the Hub)"
         prefix = format_template(self.exec_prefix, **self.get_req_subvars())
         cmd = f"{prefix} tail -n {self.log_tail_lines} -- {shlex.quote(path)}"
         try:
@@ -694,6 +809,19 @@ def _describe(info):
         return "Slurm no longer lists it"
     reason = f", reason {info.reason}" if info.reason not in ("", "None") else ""
     return f"Slurm state {info.state}{reason}"
+
+
+class SubmitError(web.HTTPError, RuntimeError):
+    """A job Slurm (or slurmrestd) did not take: its message on the spawn page, also when
+    the spawn fails within the Hub's first second (JupyterHub shows an HTTPError's
+    jupyterhub_message; any other exception as "Unhandled error")."""
+
+    def __init__(self, message: str):
+        super().__init__(503, "%s", message)
+        self.jupyterhub_message = message
+
+    def __str__(self):
+        return self.jupyterhub_message
 
 
 class PortOnlyHandler(APIHandler):

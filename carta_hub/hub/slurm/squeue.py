@@ -85,8 +85,11 @@ class QueuePoller:
 
     _shared = {}
 
-    def __init__(self, command, log, timeout=30.0):
+    def __init__(self, command, log, timeout=30.0, query=None):
         self.command = command
+        # ``await query(ids)``: ({job_id: JobInfo} of those Slurm lists, None) or (None,
+        # why it failed); default: one squeue call, else one slurmrestd request
+        self.query = query or self._squeue
         self.log = log
         self.timeout = timeout
         self.slow, self.fast = 30.0, 1.0
@@ -100,13 +103,14 @@ class QueuePoller:
         self._task = None
 
     @classmethod
-    def shared(cls, command, log, slow, fast):
-        """The poller of this event loop for ``command`` (a shell-style string)."""
+    def shared(cls, command, log, slow, fast, query=None):
+        """The poller of this event loop for ``command`` (a shell-style string, or the
+        slurmrestd URL that ``query`` asks)."""
         key = (asyncio.get_running_loop(), command)
         poller = cls._shared.get(key)
         if poller is None:
             cls._shared = {k: p for k, p in cls._shared.items() if not k[0].is_closed()}
-            poller = cls._shared[key] = cls(command, log)
+            poller = cls._shared[key] = cls(command, log, query=query)
         poller.slow, poller.fast = slow, fast
         return poller
 
@@ -173,16 +177,11 @@ class QueuePoller:
     async def _query(self, ids):
         self._last = time.monotonic()
         self.calls += 1
-        cmd = f"{self.command} -h --states=all -o {shlex.quote(FORMAT)} -j {','.join(ids)}"
-        out, err, code = await self._run_command(cmd)
-        answered = code == 0 or "Invalid job id" in err
-        if code == 0:
-            found = parse(out)
-        elif answered:
-            found = {}
-        else:
-            self.log.warning("squeue failed (%s): %s", code, err.strip())
-            found = {i: JobInfo(i, UNKNOWN, reason=err.strip()[:200]) for i in ids}
+        found, error = await self.query(ids)
+        answered = error is None
+        if not answered:
+            self.log.warning("%s", error)
+            found = {i: JobInfo(i, UNKNOWN, reason=error.strip()[:200]) for i in ids}
         self.jobs = {i: found.get(i) for i in ids if i in self.watched}
         for job_id in [i for i in self.on_gone if i in self.jobs]:
             info = self.jobs[job_id]
@@ -190,6 +189,15 @@ class QueuePoller:
                 info is None or info.status in (JobStatus.NOTFOUND, JobStatus.PENDING)
             ):
                 self.on_gone.pop(job_id)()
+
+    async def _squeue(self, ids):
+        cmd = f"{self.command} -h --states=all -o {shlex.quote(FORMAT)} -j {','.join(ids)}"
+        out, err, code = await self._run_command(cmd)
+        if code == 0:
+            return parse(out), None
+        if "Invalid job id" in err:
+            return {}, None
+        return None, f"squeue failed ({code}): {err.strip()}"
 
     async def _run_command(self, cmd):
         try:
