@@ -1,6 +1,7 @@
 """What benchmarks/slurm_spawn.py and slurm_scale.py share: the test suite's real one-node
-Slurm (tests/helpers/slurm.py), a timestamped counting squeue, and a Hub on a "login node"
-run as its own unprivileged account with docs/slurm.md's sudo rule.
+Slurm (tests/helpers/slurm.py), a timestamped counting squeue, a Hub on a "login node"
+run as its own unprivileged account with docs/slurm.md's sudo rule, and, with ``rest``,
+the test suite's slurmrestd (JWT) for Hubs that use it instead of sudo and the commands.
 
 The benchmarks create their OWN Hub account, student group and sudoers file (not the test
 suite's cartahub-slurm / cs-alice), so that a test session ending alongside cannot remove
@@ -23,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from helpers import slurm as slurm_helpers
 from helpers.hub import VENV_BIN, dumps, start_hub
 from helpers.ports import free_port, wait_for
-from helpers.slurm import CountingSqueue, SlurmCluster, login_node_config
+from helpers.slurm import REST_VERSION, CountingSqueue, SlurmCluster, SlurmRestd, login_node_config
 from helpers.users import ensure_user, remove_user
 
 HUB_USER = "cartahub-bench"
@@ -56,12 +57,12 @@ class Site:
     """A Slurm cluster claiming ``cpus`` CPUs, students with PAM passwords in GROUP, the
     Hub's account in group shadow with the sudo rule, a TimedSqueue; Hubs from ``hub()``."""
 
-    def __init__(self, students=("cb-student",), cpus=64, sudo_squeue=False):
+    def __init__(self, students=("cb-student",), cpus=64, sudo_squeue=False, rest=False):
         self.students = {name: secrets.token_hex(8) for name in students}
-        self.cpus, self.sudo_squeue = cpus, sudo_squeue
+        self.cpus, self.sudo_squeue, self.rest = cpus, sudo_squeue, rest
         self.dir = Path(tempfile.mkdtemp(prefix="carta-bench-", dir="/tmp"))
         self.dir.chmod(0o755)
-        self.hubs, self.cluster, self.squeue = [], None, None
+        self.hubs, self.cluster, self.squeue, self.restd = [], None, None, None
 
     def __enter__(self):
         try:
@@ -89,6 +90,9 @@ class Site:
         SUDOERS.write_text(RULE.format(extra=extra, hub_user=HUB_USER, group=GROUP))
         SUDOERS.chmod(0o440)
         subprocess.run(["visudo", "-cf", str(SUDOERS)], check=True, capture_output=True)
+        if self.rest:
+            self.restd = SlurmRestd(self.cluster).start()
+            self.jwt_key = self.restd.key_for(HUB_USER, self.dir)  # the Hub's copy, 0600
 
     def script(self, name, text):
         """An executable file in the site's folder (readable by everyone)."""
@@ -97,14 +101,21 @@ class Site:
         path.chmod(0o755)
         return path
 
-    def hub(self, config, poll=30.0):
+    def hub(self, config, poll=30.0, rest=False):
         """A Hub as HUB_USER on PAM (students of GROUP) with CARTASlurmSpawner bare and
-        the site's squeue, plus ``config``."""
+        the site's squeue, plus ``config``; with ``rest``, through the site's slurmrestd
+        (its sudo rule and squeue unused)."""
         workdir = Path(tempfile.mkdtemp(prefix="carta-bench-hub-", dir="/tmp"))
         entry = ensure_user(HUB_USER)
         os.chown(workdir, entry.pw_uid, entry.pw_gid)
         base = login_node_config(self.squeue, poll, free_port())
         base = base.replace(dumps(slurm_helpers.GROUP), dumps(GROUP))
+        if rest:
+            base = "\n".join(line for line in base.splitlines() if "squeue_command" not in line)
+            base += (
+                f"\nc.CARTASlurmSpawner.slurmrestd_url = {dumps(self.restd.url)}"
+                f"\nc.CARTASlurmSpawner.jwt_key_file = {dumps(str(self.jwt_key))}\n"
+            )
         hub = start_hub(
             workdir, base + config, user=HUB_USER, env={"SLURM_CONF": str(self.cluster.conf)}
         )
@@ -119,6 +130,10 @@ class Site:
     def home(self, name):
         return Path(os.path.expanduser(f"~{name}"))
 
+    def rest_job_lists(self):
+        """``GET .../jobs`` requests slurmrestd logged so far (its -vv log)."""
+        return self.restd.log.read_text(errors="replace").count(f"GET /slurm/{REST_VERSION}/jobs")
+
     def live_jobs(self):
         return [i for i, (s, _) in self.cluster.jobs().items() if s in LIVE]
 
@@ -132,6 +147,8 @@ class Site:
             except Exception as e:
                 print(f"(could not stop a Hub: {e})", file=sys.stderr)
             shutil.rmtree(hub.workdir, ignore_errors=True)
+        if self.restd:
+            self.restd.stop()
         if self.cluster:
             self.cluster.stop()
         SUDOERS.unlink(missing_ok=True)

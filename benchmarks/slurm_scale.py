@@ -21,6 +21,11 @@ on a "login node" (PAM, CHP, CARTASlurmSpawner run bare), one student with named
      per poll interval: --stock-servers tiny servers, squeue calls counted over
      --stock-window s at a 2 s poll interval, extrapolated to 200 servers (labelled so).
 
+With --rest both Hubs use the test suite's slurmrestd (c.CARTASlurmSpawner.slurmrestd_url,
+JWT) instead of sudo + sbatch/squeue/scancel, and step 3 counts slurmrestd's
+``GET /slurm/<version>/jobs`` requests (its -vv log) instead of squeue calls (goal: 1 per
+poll interval for all 200 sessions).
+
 Run as root from the repository: /opt/carta-hub/venv/bin/python benchmarks/slurm_scale.py
 """
 
@@ -71,6 +76,7 @@ def light_jobs(spawner):
 c.Spawner.pre_spawn_hook = light_jobs
 """
 STOCK_POLL = 2.0
+CALLS = "squeue calls"  # what steady state counts (--rest: slurmrestd's job lists)
 STOCK = """
 c.JupyterHub.spawner_class = "batchspawner.SlurmSpawner"
 c.JupyterHub.allow_named_servers = True
@@ -149,22 +155,23 @@ class Meter:
         }
 
 
-def steady_state(site, busy, idle, windows, window, poll):
+def steady_state(site, busy, idle, windows, window, poll, calls):
+    """Per window: ``calls()`` made (squeue runs or slurmrestd job lists) and CPU use."""
     meters = {"busy": Meter(busy), "idle": Meter(idle)}
     rows = []
     for _ in range(windows):
-        calls0, t0 = site.squeue.calls(), time.monotonic()
+        calls0, t0 = calls(), time.monotonic()
         before = {k: m.read() for k, m in meters.items()}
         time.sleep(window)
         after = {k: m.read() for k, m in meters.items()}
         elapsed = time.monotonic() - t0
-        row = {"calls": site.squeue.calls() - calls0, "intervals": elapsed / poll}
+        row = {"calls": calls() - calls0, "intervals": elapsed / poll}
         for k in meters:
             for part in before[k]:
                 row[f"{k} {part}"] = 100 * (after[k][part] - before[k][part]) / elapsed
         rows.append(row)
         print(
-            f"  window: {row['calls']} squeue calls in {elapsed:.1f} s; Hub CPU "
+            f"  window: {row['calls']} {CALLS} in {elapsed:.1f} s; Hub CPU "
             f"{row['busy hub']:.2f} % (idle Hub {row['idle hub']:.2f} %)",
             flush=True,
         )
@@ -204,7 +211,12 @@ def main():
     parser.add_argument("--window", type=float, default=20.0, help="seconds per window")
     parser.add_argument("--stock-servers", type=int, default=5)
     parser.add_argument("--stock-window", type=float, default=20.0)
+    parser.add_argument(
+        "--rest", action="store_true", help="the Hubs use slurmrestd instead of sudo + squeue"
+    )
     args = parser.parse_args()
+    global CALLS
+    CALLS = "slurmrestd GET .../jobs" if args.rest else "squeue calls"
 
     available = (
         int(re.search(r"MemAvailable:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1)) / 2**20
@@ -213,11 +225,11 @@ def main():
         sys.exit(f"only {available:.1f} GB of memory available; this needs ~9 GB")
 
     load = os.getloadavg()[0]
-    with Site(students=(STUDENT,), cpus=256, sudo_squeue=True) as site:
+    with Site(students=(STUDENT,), cpus=256, sudo_squeue=True, rest=args.rest) as site:
         tiny = site.script("tiny_server.py", TINY)
         config = CONFIG.format(tiny=dumps(str(tiny)))
-        busy = site.hub(config, poll=args.poll)
-        idle = site.hub(config, poll=args.poll)
+        busy = site.hub(config, poll=args.poll, rest=args.rest)
+        idle = site.hub(config, poll=args.poll, rest=args.rest)
         session = busy.login(STUDENT, site.students[STUDENT])
         busy.api("POST", f"/users/{STUDENT}", json={})
 
@@ -240,7 +252,8 @@ def main():
             f"poll_interval {args.poll:.0f} s",
             flush=True,
         )
-        rows = steady_state(site, busy, idle, args.windows, args.window, args.poll)
+        calls = site.rest_job_lists if args.rest else site.squeue.calls
+        rows = steady_state(site, busy, idle, args.windows, args.window, args.poll, calls)
 
         stop_started = time.time()
         with ThreadPoolExecutor(50) as pool:
@@ -256,7 +269,9 @@ def main():
         stop_times = [
             float(t) for t in re.findall(r"server took ([\d.]+) seconds to stop", busy.log())
         ]
-        squeue_failures = len(hub_log_times(busy, r"squeue failed"))
+        squeue_failures = len(
+            hub_log_times(busy, r"squeue failed|slurmrestd at \S+ is unreachable")
+        )
         stock = stock_baseline(site, tiny, args.stock_servers, args.stock_window)
 
     calls = sum(r["calls"] for r in rows)
@@ -279,8 +294,8 @@ def main():
         f"{args.window:.0f} s:"
     )
     print(
-        f"  squeue calls: {calls} in {intervals:.1f} poll intervals = "
-        f"{calls / intervals:.2f} per interval (target 1; squeue failures logged: "
+        f"  {CALLS}: {calls} in {intervals:.1f} poll intervals = "
+        f"{calls / intervals:.2f} per interval (target 1; failures logged: "
         f"{squeue_failures})"
     )
     print(
@@ -292,7 +307,7 @@ def main():
     print(f"  {'':<24}{'200 jobs':>20}{'idle Hub':>20}")
     for part, label in (
         ("hub", "Hub process"),
-        ("children", "Hub's squeue/sudo"),
+        ("children", "Hub's squeue/sudo" if CALLS == "squeue calls" else "Hub's children"),
         ("proxy", "CHP"),
     ):
         print(
@@ -313,7 +328,8 @@ def main():
     )
     met = calls <= intervals + 1 and acks == 50 and len(running) >= 200
     print(
-        f"targets (one squeue per interval, 200 jobs, 50 simultaneous spawns all succeed): "
+        f"targets (one {CALLS.removesuffix(' calls')} per interval, 200 jobs, 50 simultaneous "
+        "spawns all succeed): "
         f"{'met' if met else 'MISSED'}"
     )
 

@@ -11,6 +11,10 @@ within each of --rounds rounds, on a cluster with no other job:
               to the Hub beforehand) until the Hub answers that the server is ready; then the
               student's CARTA page through CHP (the server's Hub OAuth), a websocket through
               CHP and the wrapper, REGISTER_VIEWER -> ACK.
+  carta-hub-rest  the same with a second Hub (same account and config) that submits, lists
+              and cancels through the test suite's slurmrestd (JWT; c.CARTASlurmSpawner.
+              slurmrestd_url) instead of sudo + sbatch/squeue/scancel: its ratio to carta-hub
+              is printed (goal: no slower than the CLI path).
 
 Phases are timed from the Hub's log, the spawn's progress events, `date` stamps in the job
 (in the prologue, and a shim in front of carta-hub-singleuser: one `sh` and one `date` more
@@ -250,7 +254,8 @@ def hub_round(site, hub, session):
 
     (job,) = [i for i, (s, u) in site.cluster.jobs().items() if u == STUDENT and s == "RUNNING"]
     stamps = job_log_stamps(site.home(STUDENT) / f".carta-hub-slurm-{job}.log")
-    submitted = hub_log_times(hub, r"Job submitted\. output", t0)[0]
+    # batchspawner's line after sbatch; carta-hub's after slurmrestd's answer
+    submitted = hub_log_times(hub, r"Job submitted\. output|Job \d+ of \S+ submitted", t0)[0]
     port = hub_log_times(hub, r"POST /hub/api/batchspawner", t0)[0]
     seen_running = progress.first("is running on node")
     seen_up = progress.first("CARTA is up on")
@@ -291,16 +296,17 @@ def main():
     args = parser.parse_args()
 
     load = os.getloadavg()[0]
-    with Site(students=(STUDENT,)) as site:
+    with Site(students=(STUDENT,), rest=True) as site:
         shim = site.script("stamp-carta-hub-singleuser", SHIM)
         prologue = f"export PATH={VENV_BIN}:$PATH\n{STAMP.format(what='job-start')}"
-        hub = site.hub(
-            CONFIG.format(prologue=dumps(prologue), shim=dumps(str(shim)), extra=args.config)
-        )
+        config = CONFIG.format(prologue=dumps(prologue), shim=dumps(str(shim)), extra=args.config)
+        hub, rest_hub = site.hub(config), site.hub(config, rest=True)
         session = hub.login(STUDENT, site.students[STUDENT])
+        rest_session = rest_hub.login(STUDENT, site.students[STUDENT])
         arms = {
             "baseline": lambda: baseline_round(site),
             "carta-hub": lambda: hub_round(site, hub, session),
+            "carta-hub-rest": lambda: hub_round(site, rest_hub, rest_session),
         }
         for arm in arms.values():  # warm-up (page cache, first imports), not counted
             arm()
@@ -326,7 +332,7 @@ BASE_STEPS = [
     ("backend starts, to listening", "job started", "listening"),
 ]
 HUB_STEPS = [
-    ("Hub: form checks + sudo sbatch", "t0", "sbatch returned"),
+    ("Hub: form checks + submit (sudo sbatch or REST)", "t0", "sbatch returned"),
     ("Slurm schedules the job [in both]", "sbatch returned", "job started"),
     ("srun starts the job step", "job started", "step started (srun)"),
     ("carta-hub-singleuser: imports, config", "step started (srun)", "backend launched"),
@@ -350,6 +356,7 @@ def steps(runs, table):
 
 TITLES = {
     "carta-hub": "carta-hub: POST /users/NAME/server -> REGISTER_VIEWER_ACK through CHP + wrapper",
+    "carta-hub-rest": "carta-hub through slurmrestd: the same, the Hub without sudo or squeue",
 }
 
 
@@ -400,6 +407,36 @@ def report(runs, rounds):
             f"left out, per round {spread(paired)} s"
         )
         print(f"  target at most {TARGET} s over the baseline: {verdict} ({extra:.2f} s)")
+    rest_vs_cli(runs)
+
+
+def transport(r):
+    """The steps the transport does: submit (sudo sbatch or POST), and from the port
+    reported to the Hub answering (its job-state polls, squeue or GET .../jobs)."""
+    return r["sbatch returned"] + r["ready (POST answered)"] - r["port reported"]
+
+
+def rest_vs_cli(runs):
+    """The REST path against the CLI path of the same run: ratios of the medians of the
+    totals, of the totals without Slurm's scheduling wait, and of the transport's steps."""
+    if "carta-hub-rest" not in runs:
+        return
+    rest, cli = runs["carta-hub-rest"], runs["carta-hub"]
+
+    def ratio(f):
+        return statistics.median(map(f, rest)) / statistics.median(map(f, cli))
+
+    paired = [unqueued(r) - unqueued(c) for r, c in zip(rest, cli)]
+    steps = ratio(transport)
+    print(
+        f"\nREST / CLI, medians: totals {ratio(lambda r: r['total']):.2f}; without Slurm's "
+        f"scheduling wait {ratio(unqueued):.2f} (REST - CLI per round {spread(paired)} s); "
+        f"the transport's steps {steps:.2f} ({spread(list(map(transport, rest)))} s against "
+        f"{spread(list(map(transport, cli)))} s)"
+    )
+    print(
+        f"  goal no slower than the CLI path (transport's steps): {'met' if steps <= 1 else 'MISSED'}"
+    )
 
 
 if __name__ == "__main__":
