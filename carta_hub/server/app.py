@@ -12,7 +12,6 @@ from urllib.parse import urlparse
 
 from jupyter_server_proxy.standalone.proxy import make_standalone_proxy
 from jupyterhub.services.auth import HubOAuthCallbackHandler
-from jupyterhub.singleuser.mixins import JupyterHubLoginHandlerMixin
 from jupyterhub.utils import url_path_join
 from tornado import httpserver, netutil, web
 from traitlets import Bool, Int, Unicode, default, validate
@@ -37,6 +36,10 @@ class CartaOnlyHandler(_Standalone):
     @property
     def token_authenticated(self) -> bool:
         """The Hub OAuth took a token (``Authorization: token|Bearer``), not the cookie."""
+        # imported here: the module loads the Hub's database model, which this server
+        # defers (carta_hub.server.main); only a scripting request needs the answer
+        from jupyterhub.singleuser.mixins import JupyterHubLoginHandlerMixin
+
         return JupyterHubLoginHandlerMixin.is_token_authenticated(self)
 
     def check_scripting_xsrf(self) -> None:
