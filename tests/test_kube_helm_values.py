@@ -117,6 +117,11 @@ async def test_pods_from_values(variant, options, tmp_path, monkeypatch):
     )
     passed = json.loads(env(pod)[SERVER_CONFIG_ENV])["config"]
     assert passed["CartaBackend"]["top_level_folder"] == "/ceph"
+    # an open tab nobody uses ends with the chart's cull.timeout (its PINGs keep the culler
+    # off), a closed one before the culler's next round (docs/idle-culling.md)
+    cull, poll = values["cull"], 30  # Spawner.poll_interval
+    assert passed["CartaBackend"]["idle_timeout"] == cull["timeout"]
+    assert passed["CartaBackend"]["exit_timeout"] + poll + 5 <= cull["every"]
     # the identity's, not the chart's uid 1000 / fsGid 100
     assert nb["securityContext"]["runAsUser"] in (23501, 23502)
     assert pod["spec"]["securityContext"]["runAsUser"] in (23501, 23502)
