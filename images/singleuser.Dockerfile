@@ -3,6 +3,26 @@
 #   docker build -f images/singleuser.Dockerfile -t registry.example.org/carta-hub/singleuser:0.1.0 .
 # Pods run it as the user's own UID (any UID: nothing here is owned by a user) with a
 # read-only root filesystem; nss_wrapper (libnss-wrapper) lets that UID resolve its name.
+
+# Build stage: carta-hub's wheel with its JupyterLab extension ("Open in CARTA"), which the
+# package build's hook (hatch-jupyter-builder) builds with npm from labextension/. Node stays
+# in this stage; the image below installs the wheel.
+FROM node:22-bookworm-slim AS wheel
+
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-venv \
+ && rm -rf /var/lib/apt/lists/* \
+ && python3 -m venv /opt/build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY carta_hub carta_hub
+COPY labextension/package.json labextension/package-lock.json labextension/tsconfig.json labextension/
+COPY labextension/src labextension/src
+RUN /opt/build/bin/pip wheel --no-cache-dir --no-deps -w /dist .
+
+# The image
 FROM ubuntu:24.04
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
@@ -24,12 +44,14 @@ RUN apt-get update \
  && test -f /usr/share/carta/frontend/index.html \
  && test -f /usr/lib/x86_64-linux-gnu/libnss_wrapper.so
 
-# carta-hub with JupyterLab (lab mode) and batchspawner-singleuser (Slurm, via Apptainer)
-COPY pyproject.toml README.md /opt/src/carta-hub/
-COPY carta_hub /opt/src/carta-hub/carta_hub
+# carta-hub's wheel with JupyterLab (lab mode) and its "Open in CARTA" extension, and
+# batchspawner-singleuser (Slurm, via Apptainer)
+COPY --from=wheel /dist/ /opt/src/dist/
 RUN python3 -m venv /opt/carta-hub \
- && /opt/carta-hub/bin/pip install --no-cache-dir "/opt/src/carta-hub[lab,slurm]" \
- && rm -rf /opt/src
+ && set -- /opt/src/dist/carta_hub-*.whl \
+ && /opt/carta-hub/bin/pip install --no-cache-dir "$1[lab,slurm]" \
+ && rm -rf /opt/src \
+ && test -f /opt/carta-hub/share/jupyter/labextensions/carta-hub/package.json
 ENV PATH=/opt/carta-hub/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 # A non-root default; Kubernetes and Apptainer run it as the user.

@@ -1,10 +1,15 @@
 """images/: the Dockerfiles pass hadolint, the Apptainer recipe parses (spython), and the
 paths and commands they bake in are the ones the spawners and helm-values run."""
 
+import fnmatch
+import os
 import re
+import shutil
 import subprocess
 import sys
-from pathlib import Path
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 
 import pytest
 import tomllib
@@ -61,7 +66,8 @@ def test_singleuser_image_has_what_the_pods_run():
     nss = CARTAKubeSpawner.class_traits()["nss_wrapper_library"].default_value
     assert f"test -f {nss}" in text
     # the spawners' commands: carta-hub's console script, JupyterLab and batchspawner extras
-    assert '"/opt/src/carta-hub[lab,slurm]"' in text
+    # (of the wheel the build stage makes: test_singleuser_image_installs_the_built_wheel)
+    assert '"$1[lab,slurm]"' in text
     assert COMMANDS["carta"][0] in PYPROJECT["project"]["scripts"]
     assert any(
         d.startswith("batchspawner") for d in PYPROJECT["project"]["optional-dependencies"]["slurm"]
@@ -125,3 +131,135 @@ def test_images_have_setpriv_for_the_backend():
     assert "setpriv --pdeathsig TERM -- true" in install_text(
         recipe(SingularityParser, "carta-hub.def")
     )
+
+
+# --- the JupyterLab extension ("Open in CARTA") in the single-user image ---
+
+LABEXTENSION = PYPROJECT["tool"]["hatch"]["build"]["targets"]["wheel"]["shared-data"][
+    "carta_hub/labextension"
+]  # share/jupyter/labextensions/carta-hub
+
+
+@dataclass
+class Stage:
+    base: str
+    name: str
+    instructions: list = field(default_factory=list)  # (INSTRUCTION, arguments)
+
+    def args(self, instruction):
+        return [a for i, a in self.instructions if i == instruction]
+
+
+def stages(dockerfile):
+    """The stages of ``dockerfile`` in order (spython merges them into one recipe)."""
+    text = (IMAGES / dockerfile).read_text().replace("\\\n", " ")
+    found = []
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        instruction, _, args = line.strip().partition(" ")
+        if instruction.upper() == "FROM":
+            base, _, name = args.partition(" AS ")
+            found.append(Stage(base.strip(), name.strip()))
+        else:
+            found[-1].instructions.append((instruction.upper(), " ".join(args.split())))
+    return found
+
+
+def singleuser_stages():
+    build, final = stages("singleuser.Dockerfile")
+    return build, final
+
+
+def test_singleuser_image_installs_the_built_wheel():
+    """node and npm build the wheel (and so the extension) in a stage of their own; the image
+    installs that wheel and checks the extension is where JupyterLab looks, without node."""
+    build, final = singleuser_stages()
+    assert re.fullmatch(r"node:\d+-bookworm-slim", build.base) and build.name == "wheel"
+    (wheel_run,) = [r for r in build.args("RUN") if " wheel " in r]
+    dist = re.fullmatch(r"/opt/build/bin/pip wheel --no-cache-dir --no-deps -w (\S+) \.", wheel_run)
+    assert dist, wheel_run
+    assert final.base == "ubuntu:24.04"
+    assert f"--from={build.name} {dist.group(1).rstrip('/')}/ /opt/src/dist/" in final.args("COPY")
+    # the image copies no sources: the wheel is all it installs
+    assert all(c.startswith("--from=") for c in final.args("COPY"))
+    (install,) = [r for r in final.args("RUN") if "pip install" in r]
+    assert "set -- /opt/src/dist/carta_hub-*.whl" in install
+    assert '/opt/carta-hub/bin/pip install --no-cache-dir "$1[lab,slurm]"' in install
+    assert f"test -f /opt/carta-hub/{LABEXTENSION}/package.json" in install
+    assert not re.search(r"\b(node|nodejs|npm|yarn)\b", " ".join(final.args("RUN")))
+    # the Slurm side's image is this one: it checks the extension too
+    assert f"test -f /opt/carta-hub/{LABEXTENSION}/package.json" in install_text(
+        recipe(SingularityParser, "carta-hub.def")
+    )
+
+
+def docker_ignored(patterns, relative):
+    """Whether .dockerignore's ``patterns`` leave ``relative`` (a path in the context) out."""
+    parts = PurePosixPath(relative).parts
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    return any(
+        fnmatch.fnmatchcase(prefix, p) or (p.startswith("**/") and fnmatch.fnmatch(part, p[3:]))
+        for p in patterns
+        for prefix, part in zip(prefixes, parts)
+    )
+
+
+def copy_build_context(stage, dest):
+    """The build stage's COPY instructions, from this checkout as `docker build .` sends it
+    (without what .dockerignore leaves out), into ``dest`` standing for its WORKDIR."""
+    ignore_file = ROOT / ".dockerignore"
+    patterns = [
+        line.strip()
+        for line in (ignore_file.read_text() if ignore_file.exists() else "").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+
+    def ignore(folder, names):
+        here = Path(folder).relative_to(ROOT)
+        return [n for n in names if docker_ignored(patterns, (here / n).as_posix())]
+
+    (workdir,) = stage.args("WORKDIR")
+    for copy in stage.args("COPY"):
+        *sources, target = copy.split()
+        into = dest / PurePosixPath(workdir, target).relative_to(workdir)
+        for source in sources:
+            assert not docker_ignored(patterns, source), source
+            if (ROOT / source).is_dir():
+                shutil.copytree(ROOT / source, into, ignore=ignore, dirs_exist_ok=True)
+            elif target.endswith("/"):
+                into.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / source, into / Path(source).name)
+            else:
+                shutil.copy2(ROOT / source, into)
+
+
+@pytest.mark.timeout(600)
+def test_the_build_stage_makes_a_wheel_with_the_extension(tmp_path):
+    """The wheel built from what the build stage copies, as it builds it (pip wheel of its
+    WORKDIR; here without build isolation, with this venv's hatch-jupyter-builder and npm's
+    cache), carries the extension, built afresh: a checkout's build output is not sent."""
+    build, _ = singleuser_stages()
+    src = tmp_path / "src"
+    copy_build_context(build, src)
+    assert not (src / "carta_hub" / "labextension").exists()
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "npm_config_prefer_offline": "true",
+    }
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
+        + ["-w", str(tmp_path / "dist"), "."],
+        cwd=src,
+        env=env,
+        check=True,
+    )
+    (wheel,) = (tmp_path / "dist").glob("carta_hub-*.whl")
+    data = f"carta_hub-{wheel.name.split('-')[1]}.data/data/{LABEXTENSION}/"
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        package = z.read(data + "package.json").decode()
+    assert '"name": "carta-hub"' in package
+    assert data + "schemas/carta-hub/plugin.json" in names
+    assert [n for n in names if n.startswith(data + "static/remoteEntry.")]
