@@ -29,6 +29,7 @@ from helpers.hub import SAME_USER_CARTA, VENV_BIN
 from helpers.jupyter import start_jupyter
 from helpers.procs import every_process
 from helpers.standin import FRONTEND, running_standin
+from playwright.sync_api import expect
 
 CARTA_PYTHON = Path(__file__).parent / "helpers" / "carta_python"
 EXAMPLE = Path(__file__).parent.parent / "docs" / "examples" / "notebook-scripting.py"
@@ -41,6 +42,7 @@ CONFIG = (
 c.CartaBackend.enable_scripting = True
 c.CartaBackend.top_level_folder = "{home}"
 c.CartaBackend.offline = True
+c.CartaBackend.idle_timeout = 3600
 
 def carta_mode(spawner):
     spawner.carta_mode = "lab" if spawner.user.name.startswith("lab") else "carta"
@@ -274,6 +276,8 @@ def test_notebook_scripts_the_open_carta_tab_in_jupyterlab(browser, hub, artifac
         carta = student.context.new_page()
         carta.goto(hub.user_url(LAB, "carta/"))
         frontend_id = int(student.wait_connected(carta))
+        # the session's clock (issue 21) in JupyterLab's CARTA tab too
+        expect(carta.locator("#carta-hub-clock")).to_have_text("1 h left", timeout=10000)
 
         notebook = notebook_environment(LAB)
         url, session_id, token = run_helper(notebook)

@@ -88,7 +88,8 @@
     if (seconds < 120) return `${seconds} s`;
     const minutes = Math.ceil(seconds / 60);
     const hours = Math.floor(minutes / 60);
-    return hours ? `${hours} h ${minutes % 60} min` : `${minutes} min`;
+    if (!hours) return `${minutes} min`;
+    return minutes % 60 ? `${hours} h ${minutes % 60} min` : `${hours} h`;
   }
 
   function at(epoch) {
