@@ -188,6 +188,8 @@ def test_a_file_outside_the_top_level_folder_gets_a_message(browser, lab_hub, ar
         text = dialog.inner_text()
         assert "Cannot open in CARTA" in text
         assert "/outside.fits is outside CARTA's top-level folder" in text
+        assert "Copy or move it into that folder" in text
+        assert "c.CartaBackend" not in text  # a student's message, not an operator's
         student.screenshot("student-open-in-carta-outside")
         assert len(student.context.pages) == 1  # no broken tab left behind
 

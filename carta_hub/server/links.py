@@ -77,8 +77,7 @@ def target(root: str, top: str, path: str) -> Target:
         raise LinkError(
             403,
             f"{shown} is outside CARTA's top-level folder ({top}): CARTA cannot open it. "
-            "Copy or move it into that folder, or ask your site to change "
-            "c.CartaBackend.top_level_folder.",
+            "Copy or move it into that folder, or ask your site's support for access.",
         )
     relative = os.path.relpath(folder, real_top)  # "." for the top: the frontend skips ""
     return Target(folder=relative, file=os.path.basename(full) if is_image_file else "")
