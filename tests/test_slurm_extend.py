@@ -15,11 +15,18 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 from helpers.hubpages import post_form, read_progress
-from helpers.login_node import ALICE, BOB, CONFIG, POLL, job_of
+from helpers.login_node import (
+    ALICE,
+    BOB,
+    CONFIG,
+    POLL,
+    extend_api,
+    job_of,
+    scontrol_job,
+    server_token,
+)
 from helpers.ports import wait_for
-from helpers.procs import user_processes
 from helpers.slurm import HUB_USER, CountingSqueue, SlurmHub
 
 from carta_hub.hub.slurm.form import ResourceFormMixin
@@ -76,33 +83,6 @@ def site(slurm, students, hub_account, timelimit_rule):
     squeue.remove()
 
 
-def scontrol_job(slurm, job):
-    """``scontrol show job``'s fields, times in epoch seconds."""
-    out = subprocess.run(
-        ["scontrol", "-o", "show", "job", job],
-        env={**slurm.env, "SLURM_TIME_FORMAT": "%s"},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return dict(f.split("=", 1) for f in out.split() if "=" in f)
-
-
-def server_token(name):
-    """The API token of ``name``'s server, as its job holds it."""
-    ((_, environ),) = user_processes(name, "carta-hub-singleuser")
-    return environ[b"JUPYTERHUB_API_TOKEN"].decode()
-
-
-def extend(site, token, method="GET"):
-    return requests.request(
-        method,
-        f"{site.hub.url}/hub/api/carta-hub/extend",
-        headers={"Authorization": f"token {token}"},
-        timeout=60,
-    )
-
-
 def test_queued_job_shows_expected_start(site, slurm, students):
     """A full node: Alice's job waits, and her spawn page says when Slurm expects it to start."""
     filler = slurm.submit(
@@ -118,7 +98,9 @@ def test_queued_job_shows_expected_start(site, slurm, students):
         messages = read_progress(hub, ALICE, lambda m: "expected to start" in m)
         (job,) = job_of(slurm, ALICE, "PENDING")
         expected = int(scontrol_job(slurm, job)["StartTime"])
-        clock = time.strftime("%H:%M", time.localtime(expected))
+        when = time.localtime(expected)  # the day too when it is not today (near midnight)
+        day = "" if when[:3] == time.localtime()[:3] else time.strftime("%a %d %b ", when)
+        clock = day + time.strftime("%H:%M", when)
         assert re.search(
             rf"Slurm job {job} is waiting in the queue \(Slurm reason: \w+\); expected to "
             rf"start {clock} \S+ \(in \d+ min\)",
@@ -141,7 +123,7 @@ def running(site, slurm, name, **options):
 def test_extend_raises_the_time_limit(site, slurm):
     job = running(site, slurm, ALICE, **ALICE_FORM)
     token = server_token(ALICE)
-    before = extend(site, token)
+    before = extend_api(site.hub, token)
     assert before.status_code == 200, before.text
     state = before.json()
     assert state == {
@@ -152,7 +134,7 @@ def test_extend_raises_the_time_limit(site, slurm):
         "time_limit_minutes": 120,
         "ends_at": float(scontrol_job(slurm, job)["EndTime"]),
     }
-    r = extend(site, token, "POST")
+    r = extend_api(site.hub, token, "POST")
     assert r.status_code == 200, r.text
     shown = scontrol_job(slurm, job)
     assert shown["TimeLimit"] == "03:00:00", shown
@@ -164,7 +146,7 @@ def test_extend_stops_at_max_runtime(site, slurm):
     job = running(site, slurm, ALICE, **ALICE_FORM)
     token = server_token(ALICE)
     for _ in range(8):
-        r = extend(site, token, "POST")
+        r = extend_api(site.hub, token, "POST")
         if r.status_code != 200:
             break
     assert r.status_code == 403, r.text
@@ -172,7 +154,7 @@ def test_extend_stops_at_max_runtime(site, slurm):
         "Your session already has the longest wall time allowed here (8:00 h)."
     )
     assert scontrol_job(slurm, job)["TimeLimit"] == "08:00:00"
-    state = extend(site, token).json()
+    state = extend_api(site.hub, token).json()
     assert not state["can_extend"] and state["why_not"] == r.json()["message"], state
     assert state["time_limit_minutes"] == 480
 
@@ -185,10 +167,10 @@ def test_partition_max_time_and_nobody_elses_job(site, slurm, students):
     alice_before = scontrol_job(slurm, alice_job)["TimeLimit"]
     bob_job = running(site, slurm, BOB, partition="short", cores=1, memory_gb=1, runtime="0:30:00")
     bob = server_token(BOB)
-    r = extend(site, bob, "POST")
+    r = extend_api(site.hub, bob, "POST")
     assert r.status_code == 200 and r.json()["time_limit_minutes"] == 60, r.text
     assert scontrol_job(slurm, bob_job)["TimeLimit"] == "01:00:00"
-    r = extend(site, bob, "POST")
+    r = extend_api(site.hub, bob, "POST")
     assert r.status_code == 403, r.text
     assert "the longest wall time of partition short (1:00 h)" in r.json()["message"]
     assert scontrol_job(slurm, alice_job)["TimeLimit"] == alice_before
@@ -199,11 +181,11 @@ def test_partition_max_time_and_nobody_elses_job(site, slurm, students):
     own = session.post(f"{url}/users/{BOB}/tokens", headers=xsrf, json={"note": "bob's own"})
     assert own.status_code == 201, own.text
     for method in ("GET", "POST"):
-        r = extend(site, own.json()["token"], method)
+        r = extend_api(site.hub, own.json()["token"], method)
         assert r.status_code == 404, r.text
         r = session.request(method, f"{url}/carta-hub/extend", headers=xsrf)  # his cookie
         assert r.status_code == 404, r.text
-    r = extend(site, site.hub.api_token, "POST")  # the tests' service: no server at all
+    r = extend_api(site.hub, site.hub.api_token, "POST")  # the tests' service: no server at all
     assert r.status_code in (403, 404), r.text
     assert scontrol_job(slurm, alice_job)["TimeLimit"] == alice_before
     assert scontrol_job(slurm, bob_job)["TimeLimit"] == "01:00:00"
@@ -218,10 +200,10 @@ def test_no_extend_step_and_the_form_after_a_restart(site, slurm, students):
     site.restart()
     wait_for(lambda: site.hub.server(ALICE).get("ready"), 60, "alice's server re-attached")
     token = server_token(ALICE)
-    state = extend(site, token).json()
+    state = extend_api(site.hub, token).json()
     assert state["can_extend"] is False and state["step_minutes"] == 0, state
     assert state["why_not"] == "Extending sessions is not offered for this kind of session."
-    r = extend(site, token, "POST")
+    r = extend_api(site.hub, token, "POST")
     assert r.status_code == 403 and r.json()["message"] == state["why_not"], r.text
     assert scontrol_job(slurm, job)["TimeLimit"] == limit
 

@@ -20,6 +20,7 @@ import pytest
 from helpers.ports import free_port, wait_for
 from helpers.slurm import SlurmRestd
 
+from carta_hub.hub.slurm import extend as extend_module
 from carta_hub.hub.slurm import rest as rest_module
 from carta_hub.hub.slurm.rest import SlurmRest, SlurmRestError, job_properties
 
@@ -200,6 +201,7 @@ CAROL_UID = 65100
 FAIL_MARK = ".carta-rest-test-fail"  # in a home: that student's job fails in its prologue
 HUB_CONFIG = """
 load_subconfig("slurm-rest.py", path={configs})
+load_subconfig("slurm-extend.py", path={configs})
 c.CARTASlurmSpawner.slurmrestd_url = {url}
 c.CARTASlurmSpawner.jwt_key_file = {key}
 c.JupyterHub.hub_bind_url = "http://127.0.0.1:{hub_port}"
@@ -379,6 +381,73 @@ def test_hub_restart_keeps_the_session(rest_site, slurm, students):
     assert job_of(slurm, ALICE) == [job]
     session = hub.login(ALICE, students[ALICE])
     assert asyncio.run(listing(hub, session, ALICE, ALICE)).success
+
+
+def test_partition_max_time_from_slurmrestd(client):
+    """GET .../partitions as slurm_operator: short's MaxTime=60; debug, the default
+    partition, has MaxTime=INFINITE (None); a partition Slurm lacks is named."""
+    partitions = extend_module.rest_partitions(run(client.partitions()))
+    assert extend_module.partition_max_time(partitions, "short") == 60
+    assert extend_module.partition_max_time(partitions, "debug") is None
+    assert extend_module.partition_max_time(partitions, "") is None
+    with pytest.raises(extend_module.ExtendError, match="Slurm lists no partition gpu"):
+        extend_module.partition_max_time(partitions, "gpu")
+
+
+def test_extend_through_slurmrestd(rest_site, slurm, students):
+    """jupyterhub_config/slurm-extend.py on the REST Hub, after a Hub restart: the server's
+    token raises its job's TimeLimit (as slurm_operator through slurmrestd: the Hub has no
+    Slurm commands and no sudo) up to max_runtime (8 h) and partition short's MaxTime (1 h),
+    then is refused with which cap it is."""
+    from helpers.login_node import extend_api, job_of, scontrol_job, server_token
+
+    hub = rest_site.hub
+    if not hub.server(ALICE).get("ready"):  # when this test runs alone
+        spawn(rest_site, ALICE, students[ALICE], FORM)
+        wait_for(lambda: hub.server(ALICE).get("ready"), 60, "alice's server")
+    (job,) = job_of(slurm, ALICE)
+    token = server_token(ALICE)
+    state = extend_api(hub, token)
+    assert state.status_code == 200, state.text
+    assert state.json() == {
+        "can_extend": True,
+        "why_not": "",
+        "step_minutes": 60,
+        "max_minutes": 480,
+        "time_limit_minutes": 30,
+        "ends_at": float(scontrol_job(slurm, job)["EndTime"]),
+    }
+    r = extend_api(hub, token, "POST")
+    assert r.status_code == 200, r.text
+    shown = scontrol_job(slurm, job)
+    assert shown["TimeLimit"] == "01:30:00", shown
+    assert r.json() == {"time_limit_minutes": 90, "ends_at": float(shown["EndTime"])}
+    for _ in range(8):  # 2:30 ... 7:30, 8:00, refused
+        r = extend_api(hub, token, "POST")
+        if r.status_code != 200:
+            break
+    assert r.status_code == 403, r.text
+    assert r.json()["message"] == (
+        "Your session already has the longest wall time allowed here (8:00 h)."
+    )
+    assert scontrol_job(slurm, job)["TimeLimit"] == "08:00:00"
+
+    bob = "cs-bob"
+    spawn(rest_site, bob, students[bob], {**FORM, "partition": "short"})
+    wait_for(lambda: hub.server(bob).get("ready"), 60, "bob's server")
+    try:
+        (bob_job,) = job_of(slurm, bob)
+        r = extend_api(hub, server_token(bob), "POST")
+        assert r.status_code == 200 and r.json()["time_limit_minutes"] == 60, r.text
+        assert scontrol_job(slurm, bob_job)["TimeLimit"] == "01:00:00"
+        r = extend_api(hub, server_token(bob), "POST")
+        assert r.status_code == 403, r.text
+        assert r.json()["message"] == (
+            "Your session already has the longest wall time of partition short (1:00 h)."
+        )
+    finally:
+        hub.stop_server(bob)
+    assert scontrol_job(slurm, job)["TimeLimit"] == "08:00:00"
 
 
 def test_slurmrestd_down_then_back(rest_site, restd, students):

@@ -1,5 +1,12 @@
 """The login-node site that tests/test_slurm_hub.py and tests/test_browser_slurm.py share: two
-of helpers/slurm.py's students, their data file, the spawn form's choices, the poll interval."""
+of helpers/slurm.py's students, their data file, the spawn form's choices, the poll interval;
+how a job's server calls the Hub's extend API and how ``scontrol show job`` reads."""
+
+import subprocess
+
+import requests
+
+from .procs import user_processes
 
 ALICE, BOB = "cs-alice", "cs-bob"
 FITS = b"SIMPLE  =                    T" + b" " * 2850
@@ -15,3 +22,31 @@ c.CartaBackend.top_level_folder = "/home"
 
 def job_of(slurm, name, state="RUNNING"):
     return [i for i, (s, user) in slurm.jobs().items() if user == name and s == state]
+
+
+def scontrol_job(slurm, job):
+    """``scontrol show job``'s fields, times in epoch seconds."""
+    out = subprocess.run(
+        ["scontrol", "-o", "show", "job", job],
+        env={**slurm.env, "SLURM_TIME_FORMAT": "%s"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return dict(f.split("=", 1) for f in out.split() if "=" in f)
+
+
+def server_token(name):
+    """The API token of ``name``'s server, as its job holds it."""
+    ((_, environ),) = user_processes(name, "carta-hub-singleuser")
+    return environ[b"JUPYTERHUB_API_TOKEN"].decode()
+
+
+def extend_api(hub, token, method="GET"):
+    """``method`` on the Hub's carta-hub/extend API with ``token``, as a job's server calls it."""
+    return requests.request(
+        method,
+        f"{hub.url}/hub/api/carta-hub/extend",
+        headers={"Authorization": f"token {token}"},
+        timeout=60,
+    )

@@ -8,9 +8,12 @@ operator account (``CARTASlurmSpawner.set_time_limit``), never beyond the operat
 """
 
 import asyncio
+import hmac
 import json
 import re
 import weakref
+from collections.abc import Iterable
+from typing import NamedTuple
 
 from batchspawner import JobStatus
 from jupyterhub.apihandlers import APIHandler
@@ -38,25 +41,71 @@ def per_partition(setting: int | dict, partition: str) -> int:
     return setting.get(partition, setting.get(OTHER, 0))
 
 
+def is_server_token(spawner, token: str | None) -> bool:
+    """Whether ``token`` is the API token JupyterHub gave ``spawner``'s server in this Hub's
+    run. Neither may be empty (a restarted Hub holds none); compared in constant time."""
+    expected = spawner.api_token or ""
+    return bool(expected and token) and hmac.compare_digest(expected.encode(), token.encode())
+
+
 def hours(minutes: int) -> str:
     """``90`` -> ``1:30 h``: a time limit as the student reads it."""
     return f"{minutes // 60}:{minutes % 60:02d} h"
 
 
-def partition_max_time(lines: str, partition: str) -> int | None:
-    """MaxTime in minutes of ``partition`` ("": the Default=YES one) in ``scontrol -o show
-    partition``'s output; None: UNLIMITED. ExtendError if it is not listed."""
+class Partition(NamedTuple):
+    """A Slurm partition as the extend policy reads it, from either transport."""
+
+    name: str
+    default: bool  # the cluster's default partition (Default=YES)
+    max_minutes: int | None  # MaxTime in minutes; None: UNLIMITED
+
+
+def partition_max_time(partitions: Iterable[Partition], partition: str) -> int | None:
+    """MaxTime in minutes of ``partition`` ("": the default one); None: UNLIMITED.
+    ExtendError if Slurm does not list it."""
+    for listed in partitions:
+        if listed.name == partition or (not partition and listed.default):
+            return listed.max_minutes
+    raise ExtendError(502, f"Slurm lists no partition {partition or '(default)'}")
+
+
+def scontrol_partitions(lines: str) -> list[Partition]:
+    """The partitions of ``scontrol -o show partition``'s output (the CLI transport)."""
+    partitions = []
     for line in lines.splitlines():
         fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
-        if fields.get("PartitionName") == partition or (
-            not partition and fields.get("Default") == "YES"
-        ):
-            found = SLURM_TIME.fullmatch(fields.get("MaxTime", ""))
-            if not found:
-                return None  # UNLIMITED
-            days, h, m, sec = (int(x or 0) for x in found.groups())
-            return days * 1440 + h * 60 + m + (sec > 0)
-    raise ExtendError(502, f"Slurm lists no partition {partition or '(default)'}")
+        partitions.append(
+            Partition(
+                fields.get("PartitionName", ""),
+                fields.get("Default") == "YES",
+                _minutes(fields.get("MaxTime", "")),
+            )
+        )
+    return partitions
+
+
+def _minutes(text: str) -> int | None:
+    """``[D-]HH:MM:SS`` in minutes (seconds round up); None: anything else (UNLIMITED)."""
+    found = SLURM_TIME.fullmatch(text)
+    if not found:
+        return None
+    days, h, m, sec = (int(x or 0) for x in found.groups())
+    return days * 1440 + h * 60 + m + (sec > 0)
+
+
+def rest_partitions(listed: list[dict]) -> list[Partition]:
+    """The partitions of slurmrestd's ``GET .../partitions`` (v0.0.38): ``max_time_limit``
+    in minutes, -1 for MaxTime=INFINITE (as Slurm 22.05's slurmrestd answers), the default
+    partition with ``"default"`` in its ``flags``."""
+    return [
+        Partition(
+            str(p.get("name") or ""),
+            "default" in (p.get("flags") or []),
+            most if isinstance(most := p.get("max_time_limit"), int) and most >= 0 else None,
+        )
+        for p in listed
+    ]
 
 
 async def run(argv: list[str], timeout: float = 30) -> tuple[int, str]:
@@ -149,7 +198,7 @@ class ExtendHandler(APIHandler):
         Hub no longer holds it (it is not in the spawner's state): then the token's own
         record names the server it was made for (JupyterHub's note "Server at <url>")."""
         if spawner.api_token:
-            return spawner.api_token == token
+            return is_server_token(spawner, token)
         record = self.get_token()
         return bool(spawner.server and record and record.user) and (
             record.user.id == spawner.user.id

@@ -13,6 +13,8 @@ from jupyterhub.apihandlers import APIHandler
 from jupyterhub.utils import url_path_join
 from tornado import web
 
+from carta_hub.hub.slurm.extend import is_server_token
+
 PATH = "api/carta-hub/job-log"
 MAX_BYTES = 16384  # what a job may send; the Hub keeps the last lines of it
 
@@ -27,7 +29,7 @@ class JobLogHandler(APIHandler):
             raise web.HTTPError(413, f"At most {MAX_BYTES} bytes of log are accepted here.")
         token = self.get_auth_token()
         for spawner in self.current_user.spawners.values():
-            if spawner.api_token == token and hasattr(spawner, "job_log"):
+            if hasattr(spawner, "job_log") and is_server_token(spawner, token):
                 spawner.job_log = body.decode(errors="replace")
                 self.set_status(201)
                 self.finish(json.dumps({"message": "log kept"}))

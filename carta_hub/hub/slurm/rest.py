@@ -85,6 +85,12 @@ class SlurmRest:
             if "Invalid job id specified" not in str(e):
                 raise
 
+    async def partitions(self) -> list[dict]:
+        """Every partition as slurmrestd describes it, as slurm_operator: ONE ``GET
+        .../partitions`` (extend.rest_partitions reads their MaxTime)."""
+        reply = await self._call(self.operator, "GET", "partitions")
+        return [p for p in reply.get("partitions") or [] if isinstance(p, dict)]
+
     async def set_time_limit(self, job_id: str, minutes: int) -> None:
         """Set the time limit of ``job_id`` as slurm_operator (students may not raise it)."""
         body = {"time_limit": int(minutes)}

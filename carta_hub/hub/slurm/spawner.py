@@ -243,7 +243,9 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         "slurm",
         help="""The Slurm account the Hub raises time limits as (SlurmUser or a Slurm
         operator; a student cannot raise their own): `sudo -n -u <slurm_operator> scontrol
-        update JobId=<id> TimeLimit=<minutes>` (the sudo rule in docs/slurm.md).""",
+        update JobId=<id> TimeLimit=<minutes>` (the sudo rule in docs/slurm.md), or with
+        slurmrestd_url a token for it (no sudo rule), which also reads partitions' MaxTime
+        and lists all jobs. Never root.""",
     ).tag(config=True)
 
     connect_retry = 0.1  # seconds between connection attempts to a starting server
@@ -681,11 +683,20 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         return str((self.user_options or {}).get("partition") or "")
 
     async def partition_max_minutes(self, partition: str) -> int | None:
-        """The MaxTime of ``partition`` ("": the default one) in minutes; None: unlimited."""
+        """The MaxTime of ``partition`` ("": the default one) in minutes; None: unlimited.
+        Through slurmrestd as slurm_operator, else ``scontrol`` as the Hub's user."""
+        if self.slurmrestd_url:
+            try:
+                listed = extend.rest_partitions(await self.rest().partitions())
+            except SlurmRestError as e:
+                raise extend.ExtendError(
+                    502, f"Could not read the partitions' MaxTime: {e}"
+                ) from None
+            return extend.partition_max_time(listed, partition)
         code, out = await extend.run(["scontrol", "-o", "show", "partition"])
         if code:
             raise extend.ExtendError(502, f"Could not read the partitions' MaxTime: {out}")
-        return extend.partition_max_time(out, partition)
+        return extend.partition_max_time(extend.scontrol_partitions(out), partition)
 
     async def set_time_limit(self, minutes: int) -> None:
         """Set the running job's time limit, as slurm_operator (students cannot raise it)."""
@@ -840,7 +851,7 @@ class PortOnlyHandler(APIHandler):
             raise web.HTTPError(400, 'Only {"port": 1-65535} is accepted here.')
         token = self.get_auth_token()
         for spawner in self.current_user.spawners.values():
-            if spawner.api_token == token:
+            if extend.is_server_token(spawner, token):
                 spawner.port = port
                 self.set_status(201)
                 self.finish(json.dumps({"message": "port set"}))
