@@ -2,8 +2,10 @@
 unprivileged user with docs/slurm.md's sudo rule (tests/helpers/slurm.py): the shipped
 login-node config (slurm-pam.py, which loads culling.py) adapted to this cluster passes; deliberate
 misconfigurations (missing image, missing bind source, no sudo rule, a user of UID 0, a culler
-with admin scopes) each give their own message and a fix. On Kubernetes (the API simulator):
-the volume claims."""
+with admin scopes) each give their own message and a fix. Through slurmrestd (the test
+cluster's, JWT), as a Hub user without sudo rule or SLURM_CONF: the key, slurmrestd, the API
+version and the operator's token instead of sudo and squeue. On Kubernetes (the API
+simulator): the volume claims."""
 
 import asyncio
 import os
@@ -15,7 +17,8 @@ from pathlib import Path
 
 import pytest
 from helpers.hub import VENV_BIN
-from helpers.slurm import HUB_USER
+from helpers.ports import free_port
+from helpers.slurm import HUB_USER, SlurmRestd
 from helpers.users import ensure_user, remove_user
 from k8s_simulator import write_kubeconfig
 from kube_support import use_kubeconfig
@@ -70,8 +73,9 @@ def configs(slurm, hub_account):
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run_check(slurm, configs, config, user, *names):
-    """``carta-hub check`` as the unix ``user``, with the Hub's environment."""
+def run_check(slurm, configs, config, user, *names, slurm_conf=True):
+    """``carta-hub check`` as the unix ``user``, with the Hub's environment (with
+    ``slurm_conf``: Slurm's client configuration)."""
     cmd = [
         "setpriv",
         f"--reuid={user}",
@@ -84,7 +88,9 @@ def run_check(slurm, configs, config, user, *names):
         str(configs / config),
         *names,
     ]
-    env = {**os.environ, "SLURM_CONF": str(slurm.conf)}
+    env = {k: v for k, v in os.environ.items() if k != "SLURM_CONF"}
+    if slurm_conf:
+        env["SLURM_CONF"] = str(slurm.conf)
     result = subprocess.run(
         cmd, check=False, cwd=configs, env=env, capture_output=True, text=True, timeout=90
     )
@@ -122,6 +128,108 @@ def test_misconfigurations_named_with_fixes(slurm, configs):
     for text in expected:
         assert text in out, f"{text!r} not in:\n{out}"
     assert "4 problem(s), 1 warning(s)" in out, out
+
+
+# The same login-node config through slurmrestd (jupyterhub_config/slurm-rest.py)
+REST = (
+    GOOD
+    + """
+load_subconfig("slurm-rest.py", path="{configs}")
+c.CARTASlurmSpawner.slurmrestd_url = "{url}"
+c.CARTASlurmSpawner.jwt_key_file = "{key}"
+"""
+)
+
+
+@pytest.fixture(scope="module")
+def restd(slurm):
+    server = SlurmRestd(slurm).start()
+    yield server
+    server.stop()
+
+
+def rest_config(configs, name, url, key, extra=""):
+    """A config through slurmrestd at ``url`` with the key ``key``, as ``name``."""
+    values = {"configs": CONFIGS, "tmp": configs, "venv_bin": VENV_BIN, "url": url, "key": key}
+    (configs / name).write_text(REST.format(**values) + extra)
+    return name
+
+
+def key_of(user, path, data):
+    """A JWT key file readable only by ``user``, holding ``data``."""
+    path.write_bytes(data)
+    entry = pwd.getpwnam(user)
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+    path.chmod(0o600)
+    return path
+
+
+def test_slurmrestd_setup_passes_without_sudo(slurm, configs, restd):
+    """A Hub user without the sudo rule and without Slurm's client configuration: the REST
+    path needs neither, and check asks for neither."""
+    key = restd.key_for(NO_RULE_USER, configs)
+    config = rest_config(configs, "rest.py", restd.url, key)
+    code, out = run_check(slurm, configs, config, NO_RULE_USER, STUDENT, slurm_conf=False)
+    assert code == 0, out
+    for line in (
+        f"Slurm JWT key readable: {key}",
+        f"slurmrestd at {restd.url} answers; carta-hub uses its API v0.0.38",
+        "Slurm accepts the Hub's token for slurm (c.CARTASlurmSpawner.slurm_operator)",
+        f"{STUDENT} runs as UID {pwd.getpwnam(STUDENT).pw_uid}",
+        "0 problem(s), 0 warning(s)",
+    ):
+        assert line in out, out
+    for word in ("sudo", "squeue", "sbatch", "munge"):
+        assert word not in out, out
+    # the Hub may run off the cluster (Kubernetes): a path missing here is a warning
+    image = 'c.CARTASlurmSpawner.container_runtime = "apptainer"\n'
+    image += f'c.CARTASlurmSpawner.container_image = "{configs}/missing.sif"\n'
+    config = rest_config(configs, "rest-image.py", restd.url, key, image)
+    code, out = run_check(slurm, configs, config, NO_RULE_USER, STUDENT, slurm_conf=False)
+    assert code == 0, out
+    assert f"[WARNING] container image: {configs}/missing.sif does not exist on this host " in out
+    assert "through slurmrestd the Hub may run off the cluster" in out
+    assert "0 problem(s), 1 warning(s)" in out, out
+
+
+def test_slurmrestd_problems_named(slurm, configs, restd):
+    """A wrong key, a key the Hub cannot read, slurmrestd unreachable, a partition Slurm
+    lacks: each SlurmRest's (or the partitions') message, and nothing about sudo."""
+    wrong = key_of(NO_RULE_USER, configs / "wrong.key", os.urandom(32))
+    unreadable = key_of(HUB_USER, configs / "hubs.key", slurm.jwt_key.read_bytes())
+    good = restd.key_for(NO_RULE_USER, configs)
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    cases = [
+        (
+            rest_config(configs, "rest-wrong-key.py", restd.url, wrong),
+            f"c.CARTASlurmSpawner.jwt_key_file ({wrong}) is not the key of the cluster's",
+        ),
+        (
+            rest_config(configs, "rest-unreadable.py", restd.url, unreadable),
+            f"The Hub cannot read the Slurm JWT key c.CARTASlurmSpawner.jwt_key_file="
+            f"'{unreadable}' (Permission denied)",
+        ),
+        (
+            rest_config(configs, "rest-unreachable.py", nowhere, good),
+            f"slurmrestd at {nowhere} is unreachable",
+        ),
+        (
+            rest_config(
+                configs,
+                "rest-partition.py",
+                restd.url,
+                good,
+                'c.CARTASlurmSpawner.partitions = ["debug", "nonexistent"]\n',
+            ),
+            "partitions nonexistent offered to students do not exist (the cluster has debug,",
+        ),
+    ]
+    for config, message in cases:
+        code, out = run_check(slurm, configs, config, NO_RULE_USER, STUDENT, slurm_conf=False)
+        assert code == 1, out
+        assert message in out, f"{message!r} not in:\n{out}"
+        assert "1 problem(s), 0 warning(s)" in out, out
+        assert "sudo" not in out, out
 
 
 @pytest.mark.fast

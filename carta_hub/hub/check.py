@@ -10,7 +10,9 @@ It loads the configuration and, for each user, resolves the POSIX identity
 database), then checks what the spawner will need: for Slurm the sudo rule (``sbatch``,
 ``scancel``, ``tail`` as the user), ``squeue``, the partitions, the image, home, log folder and
 bind sources; for Kubernetes the volume claims; the backend and folders for servers started
-on this host. It also checks the installed jupyter-server-proxy and the idle culler's scopes.
+on this host. It also checks the installed jupyter-server-proxy and the idle culler's scopes,
+and, when CARTASlurmSpawner talks to Slurm through slurmrestd (no sudo, no Slurm commands),
+the JWT key, slurmrestd, the API version and a token Slurm accepts, instead of sudo and squeue.
 Exit status 1 when a problem was found, 0 otherwise (warnings do not count).
 """
 
@@ -348,8 +350,22 @@ def slurm_findings(hub, username, ident):
             )
         )
     found += host_findings(hub, user, container)
+    if spawner.slurmrestd_url:  # no sudo, no Slurm commands: the Hub's section checks it
+        return [_off_cluster(f) for f in found]
     found += sudo_findings(spawner, ident.name)
     return found + queue_findings(spawner, ident.name)
+
+
+def _off_cluster(finding):
+    """Through slurmrestd the Hub may run where the cluster's files are not (Kubernetes):
+    a path missing here is a warning."""
+    if finding.level != "problem":
+        return finding
+    return warning(
+        f"{finding.text} (through slurmrestd the Hub may run off the cluster: check it on "
+        "a compute node)",
+        finding.fix,
+    )
 
 
 def sudo_findings(spawner, login):
@@ -403,18 +419,56 @@ def queue_findings(spawner, login):
                 "c.CARTASlurmSpawner.squeue_command",
             )
         ]
-    found = [ok(f"{spawner.squeue_command} answers")]
     existing = set(_run(["sinfo", "-h", "-o", "%R"]).stdout.split())
+    return [ok(f"{spawner.squeue_command} answers")] + _partition_findings(spawner, existing)
+
+
+def _partition_findings(spawner, existing):
     missing = [p for p in spawner.partitions if p not in existing]
-    if missing:
-        found.append(
-            problem(
-                f"partitions {', '.join(missing)} offered to students do not exist"
-                f" (the cluster has {', '.join(sorted(existing)) or 'none'})",
-                "correct c.CARTASlurmSpawner.partitions",
-            )
+    if not missing:
+        return []
+    return [
+        problem(
+            f"partitions {', '.join(missing)} offered to students do not exist"
+            f" (the cluster has {', '.join(sorted(existing)) or 'none'})",
+            "correct c.CARTASlurmSpawner.partitions",
         )
-    return found
+    ]
+
+
+async def rest_findings(hub):
+    """CARTASlurmSpawner through slurmrestd (the same for every user): the JWT key readable,
+    slurmrestd reachable, the API version it would use, a token for slurm_operator that Slurm
+    accepts (the Hub's poll, ``GET .../jobs``), the partitions offered. Each failure is
+    SlurmRest's message. Nothing for the sudo + Slurm commands path (each user's section)."""
+    from carta_hub.hub.slurm.rest import SlurmRestError
+    from carta_hub.hub.slurm.spawner import CARTASlurmSpawner
+
+    if not issubclass(hub.spawner_class, CARTASlurmSpawner):
+        return []
+    try:
+        spawner = hub.spawner_class(config=hub.config, user=CheckUser("carta-hub-check"))
+    except Exception:  # each user's section reports the refused settings
+        return []
+    if not spawner.slurmrestd_url:
+        return []
+    try:
+        spawner.check_transport()  # the key, and #SBATCH options slurmrestd can take
+    except ValueError as e:
+        return [problem(str(e), "correct the setting named (docs/slurm.md)")]
+    rest, name = spawner.rest(), type(spawner).__name__
+    found = [ok(f"Slurm JWT key readable: {spawner.jwt_key_file}")]
+    try:
+        api = await rest.version(rest.operator)
+        found.append(ok(f"slurmrestd at {rest.url} answers; carta-hub uses its API {api}"))
+        await rest.jobs()
+        found.append(
+            ok(f"Slurm accepts the Hub's token for {rest.operator} (c.{name}.slurm_operator)")
+        )
+        existing = {str(p.get("name")) for p in await rest.partitions()}
+    except SlurmRestError as e:
+        return found + [problem(str(e))]
+    return found + _partition_findings(spawner, existing)
 
 
 def _run(argv):
@@ -530,6 +584,7 @@ async def run_checks(config_file, usernames):
         f"Hub ({config_file}, {hub_class.__name__})": proxy_findings()
         + culler_findings(hub)
         + templates
+        + await rest_findings(hub)
     }
     if templates[0].level == "problem":  # every user's spawn would fail the same way
         return sections
