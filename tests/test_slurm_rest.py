@@ -164,6 +164,9 @@ def test_wrong_key_is_named(restd, key_dir, outdir):
     with pytest.raises(SlurmRestError) as e:
         run(client.submit(ALICE, script(outdir), {"PATH": "/bin"}))
     assert f"jwt_key_file ({bad}) is not the key of the cluster's" in str(e.value)
+    with pytest.raises(SlurmRestError) as e:  # what extend and carta-hub check read
+        run(client.partitions())
+    assert f"jwt_key_file ({bad}) is not the key of the cluster's" in str(e.value)
     with pytest.raises(SlurmRestError, match="cannot read the Slurm JWT key"):
         run(SlurmRest(restd.url, str(key_dir / "missing")).jobs())
 

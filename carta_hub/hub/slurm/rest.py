@@ -250,7 +250,8 @@ def _json(body: bytes | None) -> dict:
 
 
 def _refused(reply: dict) -> bool:
-    codes = {e.get("error_number", e.get("error_code")) for e in _error_list(reply)}
+    # v0.0.38 names the code error_number (jobs, diag), error_code or errno (partitions)
+    codes = {e.get("error_number", e.get("error_code", e.get("errno"))) for e in _error_list(reply)}
     return bool(codes & _REFUSED)
 
 
