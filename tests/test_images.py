@@ -263,3 +263,4 @@ def test_the_build_stage_makes_a_wheel_with_the_extension(tmp_path):
     assert '"name": "carta-hub"' in package
     assert data + "schemas/carta-hub/plugin.json" in names
     assert [n for n in names if n.startswith(data + "static/remoteEntry.")]
+    assert not [n for n in names if n.startswith("carta_hub/labextension/")]  # in it once
