@@ -154,6 +154,20 @@ class CartaBackend(Configurable):
         indicator shows. []: the indicator only.""",
     ).tag(config=True)
 
+    autosave_before_end = Int(
+        300,
+        min=0,
+        help="""Seconds before the session ends (the Slurm job's wall time, or idle_timeout
+        since the student last used CARTA; for idle at most half of idle_timeout) at which
+        the server saves each open CARTA tab as a workspace named autosave-<date>-<time>
+        (in the student's ~/.carta/config/workspaces), once per end; the next session's
+        tab then offers to restore it. Needs enable_scripting (the server asks the open tab
+        to save itself, as a carta-python script would) and verbosity 4 or more (it finds
+        the open tabs in CARTA's log). The tab's answer is a message to CARTA, which
+        restarts CARTA's idle clock: an idle session saved this way lasts idle_timeout
+        longer, once. 0: off.""",
+    ).tag(config=True)
+
     start_timeout = Int(
         120,
         help="Seconds to wait for the backend to listen before giving up.",

@@ -19,9 +19,10 @@ from traitlets.config import Application, catch_config_error
 
 from carta_hub import __version__
 from carta_hub.backend import BackendNotFound, CartaBackend, server_config
-from carta_hub.server import hubapi
+from carta_hub.server import autosave, hubapi
 from carta_hub.server.activity import SETTING, ActivityReporter, LastUse
 from carta_hub.server.backend_process import BackendFailed, BackendProcess
+from carta_hub.server.clock import server_clock
 from carta_hub.server.proxy import CartaProxyHandler
 from carta_hub.server.routes import route_handlers
 
@@ -117,7 +118,7 @@ class CartaSingleUserApp(Application):
         prefix = re.escape(self.base_url)
         last_use = LastUse()
         self.reporter = ActivityReporter(last_use, self.activity_interval, self.log)
-        state = {"backend": backend}
+        state = self.state = {"backend": backend}
         handlers = [
             (f"^{prefix[:-1]}$", web.RedirectHandler, {"url": self.base_url}),
             (f"^{prefix}oauth_callback", HubOAuthCallbackHandler),
@@ -180,6 +181,7 @@ class CartaSingleUserApp(Application):
             code = 1
             self.stopped.set()
         self.reporter.start()
+        autosave.start(self.state, server_clock(self.state, self.reporter.last_use), self.log)
         await stopping
         server.stop()
         await self.backend.stop()

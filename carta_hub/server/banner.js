@@ -2,22 +2,27 @@
 // A quiet "time left" in the free end of CARTA's menu bar; at each of the site's lead times
 // (c.CartaBackend.warn_before_end) a banner in a band of its own between the menu bar and
 // CARTA's panels (the panels move down: it covers none of CARTA's controls), with
-// "Extend by N h" where the Hub allows it. Same origin only (CartaBackend.offline's CSP).
+// "Extend by N h" where the Hub allows it. After a session that ended with a workspace saved
+// by the server (carta_hub/server/autosave.py), the same band offers to restore it (CARTA's
+// ?workspace=). Same origin only (CartaBackend.offline's CSP).
 (() => {
   "use strict";
   const here = document.currentScript.src;
   const SESSION = new URL("session", here).href;
   const EXTEND = new URL("session/extend", here).href;
   const POLL_MS = 30000;
+  const SAVE_POLL_MS = 5000; // once the server saves before the end: see the save, the new end
   const NOTICE_MS = 20000; // how long the outcome of an extend stays
   const BAND = 40; // px: the banner's band
 
   let state = null; // the last answer of GET session
   let offset = 0; // server clock - this browser's clock, in seconds
   let closedAt = null; // the lead time whose banner the student closed
+  let restoreClosed = false; // the student closed the offer to restore
   let notice = null; // {text, until, bad}: the outcome of an extend
   let extending = false;
   let recheck = null;
+  let refreshedAt = 0;
 
   const style = document.createElement("style");
   style.textContent = `
@@ -29,6 +34,8 @@
       font: 14px/18px sans-serif; }
     #carta-hub-banner.carta-hub-last { border-color: #cd4246; background: #fbe3e4; color: #4d0f11; }
     #carta-hub-banner.carta-hub-good { border-color: #238551; background: #e2f3e9; color: #0d3b22; }
+    #carta-hub-banner.carta-hub-info { border-color: #2d72d2; background: #e5eefb; color: #10294d; }
+    #carta-hub-restore { font: 13px sans-serif; font-weight: bold; color: inherit; }
     #carta-hub-banner-text { flex: 1; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
     #carta-hub-banner button { font: 13px sans-serif; padding: 3px 10px; cursor: pointer; }
     body.carta-hub-banner-on .layout-container { top: ${48 + BAND}px !important; }`;
@@ -39,8 +46,10 @@
   const text = element("span", "carta-hub-banner-text");
   const extend = element("button", "carta-hub-extend", {type: "button"});
   const close = element("button", "carta-hub-banner-close", {type: "button", title: "Hide until the next warning"});
+  const restore = element("a", "carta-hub-restore");
+  restore.textContent = "Restore";
   close.textContent = "\u00d7";
-  banner.append(text, extend, close);
+  banner.append(text, restore, extend, close);
   document.body.append(indicator, banner);
 
   function element(tag, id, attributes = {}) {
@@ -67,6 +76,7 @@
   }
 
   async function refresh() {
+    refreshedAt = Date.now();
     try {
       const [status, body] = await call(SESSION, "GET");
       if (status === 200) {
@@ -108,13 +118,31 @@
   }
 
   function warning(left) {
-    if (state.reason === "idle") return `CARTA will close in ${duration(left)} unless you use it.`;
+    const saved = (state.autosave && state.autosave.saved) || [];
+    const note = saved.length ? ` Your work was saved as workspace ${saved[saved.length - 1]}.` : "";
+    if (state.reason === "idle") return `CARTA will close in ${duration(left)} unless you use it.${note}`;
     return `Your CARTA session ends at ${at(state.ends_at)} (in ${duration(left)}): the wall time of ` +
-      "its Slurm job. Save your work (File \u25b8 Save Workspace) before then.";
+      `its Slurm job. Save your work (File \u25b8 Save Workspace) before then.${note}`;
+  }
+
+  // the earlier session's autosave, unless this page opened it or the student closed the offer
+  function offer() {
+    const saved = state && state.restore;
+    if (!saved || restoreClosed) return null;
+    const opened = new URLSearchParams(location.search).get("workspace");
+    return saved.workspaces.includes(opened) ? null : saved;
+  }
+
+  function offerText(saved) {
+    const why = saved.reason === "idle" ? "before it closed for being idle" : "before its wall time ended";
+    return `Your last CARTA session was saved at ${at(saved.saved_at)}, ${why}, as workspace ` +
+      `${saved.workspaces.join(", ")} (File \u25b8 Open Workspace).`;
   }
 
   function render() {
     const left = secondsLeft();
+    const saveLead = (state && state.autosave && state.autosave.lead) || 0;
+    if (left !== null && left <= saveLead && Date.now() - refreshedAt >= SAVE_POLL_MS) refresh();
     indicator.textContent = left === null ? "" : `${duration(left)} left`;
     indicator.title = left === null ? "" : `CARTA ends at ${at(state.ends_at)} (${state.reason})`;
     fitIndicator();
@@ -123,7 +151,10 @@
     notice = null;
     const reached = left === null ? null : lead(left);
     if (reached === null) closedAt = null; // used again (idle), or extended
-    if (reached === null || reached === closedAt) return hide();
+    if (reached === null || reached === closedAt) {
+      const saved = offer();
+      return saved ? show(offerText(saved), "carta-hub-info", false, saved.url) : hide();
+    }
     const last = reached === Math.min(...state.warn_before);
     show(warning(left), last ? "carta-hub-last" : "", state.reason === "wall time" && state.can_extend);
   }
@@ -139,9 +170,11 @@
     indicator.style.visibility = right + 8 < left ? "visible" : "hidden";
   }
 
-  function show(message, tone, offerExtend) {
+  function show(message, tone, offerExtend, restoreUrl = null) {
     text.textContent = message;
     banner.className = tone;
+    restore.style.display = restoreUrl ? "" : "none";
+    if (restoreUrl) restore.href = restoreUrl;
     extend.style.display = offerExtend ? "" : "none";
     extend.textContent = extending ? "Extending\u2026" : `Extend by ${steps()}`;
     extend.disabled = extending;
@@ -163,6 +196,7 @@
   close.addEventListener("click", () => {
     const left = secondsLeft();
     closedAt = left === null ? null : lead(left);
+    restoreClosed = restoreClosed || (closedAt === null && offer() !== null);
     notice = null;
     render();
   });

@@ -30,6 +30,7 @@ from tornado import httpclient
 
 from carta_hub.server import hubapi
 from carta_hub.server.activity import SETTING
+from carta_hub.server.autosave import autosaver
 from carta_hub.server.routes import ROUTE_PREFIX, Route
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "banner.js")
@@ -136,10 +137,16 @@ class Clock:
             self._extend_at = time.monotonic()
         return self._extend
 
-    async def state(self) -> dict:
+    async def end(self) -> tuple[float | None, str | None, float | None]:
+        """``(ends_at, reason, wall end)``: the earliest end and why (None, None: none)."""
         wall, idle = await self.wall.end(), self.idle_end()
         ends = [(t, reason) for t, reason in ((wall, "wall time"), (idle, "idle")) if t]
         ends_at, reason = min(ends) if ends else (None, None)
+        return ends_at, reason, wall
+
+    async def state(self) -> dict:
+        ends_at, reason, wall = await self.end()
+        idle = self.idle_end()
         policy = await self.extend_policy() if wall else {"can_extend": False}
         return {
             "ends_at": ends_at,
@@ -167,19 +174,26 @@ class Clock:
         return 200, await self.state()
 
 
-def clock(route: Route) -> Clock:
-    """The server's clock, made at the first request."""
-    state = route.state
+def server_clock(state: dict, last_use) -> Clock:
+    """The server's clock (``state``: the routes' state), made at its first use."""
     if "clock" not in state:
-        state["clock"] = Clock(route.backend.backend, route.settings[SETTING])
+        state["clock"] = Clock(state["backend"].backend, last_use)
     return state["clock"]
+
+
+def clock(route: Route) -> Clock:
+    return server_clock(route.state, route.settings[SETTING])
 
 
 class SessionRoute(Route):
     path = "session"
 
     async def get(self):
-        self.write_json(await clock(self).state())
+        model = await clock(self).state()
+        model.update(
+            autosaver(self.state, clock(self)).page_model(self.carta_url(), model["reason"])
+        )
+        self.write_json(model)
 
 
 class ExtendRoute(Route):

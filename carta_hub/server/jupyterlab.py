@@ -8,11 +8,16 @@ import os
 from jupyter_server.utils import url_path_join
 
 from carta_hub.backend import CartaBackend, server_config
+from carta_hub.server import autosave
 from carta_hub.server.activity import SETTING, LastUse, publish
 from carta_hub.server.backend_process import BackendProcess
+from carta_hub.server.clock import server_clock
 from carta_hub.server.launcher import TILE_PATH
 from carta_hub.server.proxy import CartaProxyHandler
 from carta_hub.server.routes import route_handlers
+
+#: The web application setting holding carta-hub's routes' state
+STATE = "carta_hub_state"
 
 
 def _load_jupyter_server_extension(serverapp):
@@ -21,7 +26,7 @@ def _load_jupyter_server_extension(serverapp):
     backend = BackendProcess(CartaBackend(parent=serverapp, config=config), serverapp.log)
     serverapp.web_app.settings[SETTING] = LastUse()
     pattern = url_path_join(serverapp.base_url, TILE_PATH, "(.*)")
-    state = {"backend": backend}
+    state = serverapp.web_app.settings[STATE] = {"backend": backend}
     serverapp.web_app.add_handlers(
         ".*",
         [
@@ -33,5 +38,8 @@ def _load_jupyter_server_extension(serverapp):
 
 
 async def _start_jupyter_server_extension(serverapp):
-    """With the event loop running: CARTA's use becomes the Jupyter Server's activity."""
-    publish(serverapp.web_app.settings)
+    """With the event loop running: CARTA's use becomes the Jupyter Server's activity, and
+    the open tab is saved before the session ends (:mod:`carta_hub.server.autosave`)."""
+    settings = serverapp.web_app.settings
+    publish(settings)
+    autosave.start(settings[STATE], server_clock(settings[STATE], settings[SETTING]), serverapp.log)
