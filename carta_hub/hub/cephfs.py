@@ -19,13 +19,13 @@ def _label(what, value):
 
 
 def manifests(
-    cluster_id,
-    namespace,
-    fs_name="cephfs",
-    secret="ceph-csi/csi-cephfs-secret",
-    claim="cephfs",
-    root="/",
-):
+    cluster_id: str,
+    namespace: str,
+    fs_name: str = "cephfs",
+    secret: str = "ceph-csi/csi-cephfs-secret",
+    claim: str = "cephfs",
+    root: str = "/",
+) -> str:
     """The PersistentVolume and PersistentVolumeClaim, as a YAML stream."""
     secret_namespace, _, secret_name = secret.partition("/")
     if not (

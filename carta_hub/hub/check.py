@@ -24,16 +24,20 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 import yaml
 from packaging.version import Version
 from traitlets.config import PyFileConfigLoader
 
 from carta_hub.backend import BackendNotFound, CartaBackend
-from carta_hub.hub.identity import IdentityError, IdentityResolver
+from carta_hub.hub.identity import Identity, IdentityError, IdentityResolver
 from carta_hub.hub.slurm.jobscript import log_file
 from carta_hub.hub.storage import CartaStorage, binds
 from carta_hub.usercontext import TemplateError, UserContext
+
+if TYPE_CHECKING:
+    from jupyterhub.app import JupyterHub
 
 # (first fixed version, advisory) of jupyter-server-proxy
 PROXY_ADVISORIES = [
@@ -55,15 +59,15 @@ class Finding:
     fix: str = ""
 
 
-def ok(text):
+def ok(text: str) -> Finding:
     return Finding("ok", text)
 
 
-def warning(text, fix=""):
+def warning(text: str, fix: str = "") -> Finding:
     return Finding("warning", text, fix)
 
 
-def problem(text, fix=""):
+def problem(text: str, fix: str = "") -> Finding:
     return Finding("problem", text, fix)
 
 
@@ -77,14 +81,14 @@ class CheckUser:
         self.spawners = {}
         self._auth_state = auth_state
 
-    async def get_auth_state(self):
+    async def get_auth_state(self) -> dict | None:
         return self._auth_state
 
 
 # --- the Hub's configuration ---
 
 
-def load_hub(path):
+def load_hub(path: str) -> "JupyterHub":
     """The Hub application configured from ``path`` (not started)."""
     from jupyterhub.app import JupyterHub
 
@@ -93,7 +97,7 @@ def load_hub(path):
     return JupyterHub(config=config)
 
 
-async def stored_auth_state(hub, name):
+async def stored_auth_state(hub: "JupyterHub", name: str) -> dict | None:
     """``name``'s decrypted auth_state from the Hub database, or None if there is none."""
     from jupyterhub import crypto, orm
     from sqlalchemy import create_engine
@@ -114,7 +118,7 @@ async def stored_auth_state(hub, name):
 # --- checks of the whole Hub ---
 
 
-def proxy_findings(installed=None):
+def proxy_findings(installed: str | None = None) -> list[Finding]:
     """The jupyter-server-proxy on this host against the advisories and carta-hub's needs."""
     try:
         installed = installed or version("jupyter-server-proxy")
@@ -143,7 +147,7 @@ def proxy_findings(installed=None):
     return found or [ok(f"jupyter-server-proxy {installed}")]
 
 
-def culler_findings(hub):
+def culler_findings(hub: "JupyterHub") -> list[Finding]:
     """The idle culler service holds exactly the scopes it needs."""
     cullers = [s for s in hub.services if _is_culler(s)]
     if not cullers:
@@ -188,7 +192,9 @@ def _culler_finding(hub, service):
 # --- checks of one user ---
 
 
-async def identity_findings(hub, username):
+async def identity_findings(
+    hub: "JupyterHub", username: str
+) -> tuple[Identity | None, list[Finding]]:
     """The user's identity (or None) and what was found resolving it."""
     resolver = IdentityResolver(config=hub.config)
     found, auth_state = [], None
@@ -229,7 +235,7 @@ def _identity_fix(message):
     )
 
 
-def template_findings(hub):
+def template_findings(hub: "JupyterHub") -> list[Finding]:
     """Every user template (docs/identity-storage.md) uses only the user fields."""
     from carta_hub.hub.spawner import check_user_templates
 
@@ -240,7 +246,7 @@ def template_findings(hub):
     return [ok("user templates use only the user fields")]
 
 
-def host_findings(hub, user: UserContext, container):
+def host_findings(hub: "JupyterHub", user: UserContext, container: bool) -> list[Finding]:
     """Paths a server started for ``user`` needs; ``container``: inside an image."""
     mounts = CartaStorage(config=hub.config).render(user)
     found = [
@@ -257,7 +263,7 @@ def host_findings(hub, user: UserContext, container):
     return found
 
 
-def backend_findings(backend):
+def backend_findings(backend: CartaBackend) -> list[Finding]:
     """carta_backend, its frontend and folders, when the server runs on a host like this."""
     try:
         executable = backend.resolve_executable()
@@ -315,7 +321,7 @@ def _path_finding(path, what, setting, directory=False):
 # --- Slurm ---
 
 
-def slurm_findings(hub, username, ident):
+def slurm_findings(hub: "JupyterHub", username: str, ident: Identity) -> list[Finding]:
     try:
         spawner = hub.spawner_class(config=hub.config, user=CheckUser(username))
     except Exception as e:  # operator values are validated here
@@ -368,7 +374,7 @@ def _off_cluster(finding):
     )
 
 
-def sudo_findings(spawner, login):
+def sudo_findings(spawner, login: str) -> list[Finding]:
     """The spawner's exec_prefix (sudo) may run sbatch, scancel and tail as the user."""
     from batchspawner import format_template
 
@@ -408,7 +414,7 @@ def _sudo_rule():
     )
 
 
-def queue_findings(spawner, login):
+def queue_findings(spawner, login: str) -> list[Finding]:
     """squeue answers for the user's jobs, and the offered partitions exist."""
     result = _run(shlex.split(spawner.squeue_command) + ["-h", "-o", "%i", "-u", login])
     if result.returncode:
@@ -436,7 +442,7 @@ def _partition_findings(spawner, existing):
     ]
 
 
-async def rest_findings(hub):
+async def rest_findings(hub: "JupyterHub") -> list[Finding]:
     """CARTASlurmSpawner through slurmrestd (the same for every user): the JWT key readable,
     slurmrestd reachable, the API version it would use, a token for slurm_operator that Slurm
     accepts (the Hub's poll, ``GET .../jobs``), the partitions offered. Each failure is
@@ -491,7 +497,7 @@ def _me():
 # --- Kubernetes ---
 
 
-async def kube_findings(hub, username, ident):
+async def kube_findings(hub: "JupyterHub", username: str, ident: Identity) -> list[Finding]:
     """The claims of c.CartaStorage.mounts exist and are bound, in the spawner's namespace."""
     from kubernetes_asyncio.client.rest import ApiException
 
@@ -542,7 +548,7 @@ async def _claim_finding(spawner, claim):
 # --- running it ---
 
 
-async def user_findings(hub, username):
+async def user_findings(hub: "JupyterHub", username: str) -> list[Finding]:
     from carta_hub.hub.slurm.spawner import CARTASlurmSpawner
     from carta_hub.hub.spawner import CartaSpawnerMixin
 
@@ -568,7 +574,7 @@ def _in_pods(cls):
     return any(base.__name__ == "KubeSpawner" for base in cls.__mro__)
 
 
-async def run_checks(config_file, usernames):
+async def run_checks(config_file: str, usernames: list[str]) -> dict[str, list[Finding]]:
     """``{section: [Finding]}`` for the Hub and for each user."""
     try:
         hub = load_hub(config_file)
@@ -593,7 +599,7 @@ async def run_checks(config_file, usernames):
     return sections
 
 
-def report(sections):
+def report(sections: dict[str, list[Finding]]) -> int:
     """Print the findings; the number of problems."""
     for section, found in sections.items():
         print(section)

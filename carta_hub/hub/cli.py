@@ -5,7 +5,7 @@ import asyncio
 import sys
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="carta-hub", description="carta-hub operator tools")
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check", help="what would break these users' CARTA spawns")

@@ -65,14 +65,14 @@ class Identity:
             username=username, login=self.name, uid=self.uid, gid=self.gid, home=self.home
         )
 
-    def passwd_lines(self):
+    def passwd_lines(self) -> str:
         """/etc/passwd content naming this user (plus root) for NSS wrappers."""
         return (
             "root:x:0:0:root:/root:/bin/sh\n"
             f"{self.name}:x:{self.uid}:{self.gid}:{self.name}:{self.home or '/'}:/bin/sh\n"
         )
 
-    def group_lines(self):
+    def group_lines(self) -> str:
         """/etc/group content with the primary and supplementary groups."""
         lines = ["root:x:0:"]
         for gid in (self.gid, *self.groups):
@@ -168,7 +168,7 @@ class IdentityResolver(LoggingConfigurable):
             raise ValueError(f"need 0 <= min <= max, got {proposal['value']}")
         return proposal["value"]
 
-    async def resolve(self, user):
+    async def resolve(self, user) -> Identity:
         """The :class:`Identity` of a JupyterHub ``user``, or :class:`IdentityError`."""
         reasons = []
         for source in self.sources:

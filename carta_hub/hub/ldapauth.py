@@ -38,7 +38,7 @@ class CartaLDAPAuthenticator(LDAPAuthenticator):
         group_search_base.""",
     ).tag(config=True)
 
-    def get_user_attributes(self, conn, userdn):
+    def get_user_attributes(self, conn: ldap3.Connection, userdn: str) -> dict:
         attributes = super().get_user_attributes(conn, userdn)
         if self.group_search_base:
             dns, gids = self._user_groups(conn, userdn)
@@ -60,7 +60,7 @@ class CartaLDAPAuthenticator(LDAPAuthenticator):
             gids += entry.entry_attributes_as_dict.get("gidNumber", [])
         return dns, sorted(int(g) for g in gids)
 
-    async def authenticate(self, handler, data):
+    async def authenticate(self, handler, data: dict) -> dict | None:
         model = await super().authenticate(handler, data)
         if model and self.admin_groups:
             attributes = model["auth_state"]["user_attributes"]

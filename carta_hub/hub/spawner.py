@@ -83,7 +83,7 @@ class CartaSpawnerMixin(Configurable):
         ``c.CartaBackend``. Subclasses add their own."""
         return {"CartaBackend": CartaBackend(parent=self).settings()}
 
-    def get_env(self):
+    def get_env(self) -> dict:
         env = super().get_env()
         env.update(server_environment(self.carta_server_config(), self.carta_user))
         return env
@@ -94,14 +94,14 @@ class CartaSpawnerMixin(Configurable):
 
     _exit_watch = None
 
-    def start_polling(self):
+    def start_polling(self) -> None:
         """The Hub's periodic poll and, for a local process, a poll as soon as it ends: the
         Hub then removes its route at once, before another user can bind the freed port."""
         super().start_polling()
         if isinstance(self, LocalProcessSpawner) and self.pid:
             self._exit_watch = exitwatch.when_ended(self.pid, self._process_ended)
 
-    def stop_polling(self):
+    def stop_polling(self) -> None:
         super().stop_polling()
         cancel, self._exit_watch = self._exit_watch, None
         if cancel:
@@ -126,7 +126,7 @@ class CARTALocalSpawner(CartaSpawnerMixin, LocalProcessSpawner):
             cmd[0] = beside
         return cmd
 
-    async def start(self):
+    async def start(self) -> tuple[str, int]:
         try:
             return await super().start()
         except (FileNotFoundError, PermissionError) as e:

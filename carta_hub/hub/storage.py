@@ -47,7 +47,7 @@ class Mount:
     read_only: bool = False
     hpc_path: str = ""
 
-    def bind(self):
+    def bind(self) -> dict:
         """This mount as an Apptainer bind ``{source, target, read_only}``."""
         source = self.hpc_path or self.host_path or self.mount_path
         return {"source": source, "target": self.mount_path, "read_only": self.read_only}
@@ -118,7 +118,7 @@ def _relative(path):
     return posixpath.normpath(path) if path else ""
 
 
-def kube_volumes(mounts):
+def kube_volumes(mounts: list[Mount]) -> tuple[list[dict], list[dict]]:
     """Kubernetes ``(volumes, volumeMounts)`` for rendered ``mounts``; one volume per source."""
     volumes, volume_mounts, names = [], [], {}
     for mount in mounts:
@@ -139,6 +139,6 @@ def _volume(name, mount):
     return {"name": name, "hostPath": {"path": mount.host_path, "type": "Directory"}}
 
 
-def binds(mounts):
+def binds(mounts: list[Mount]) -> list[dict]:
     """Apptainer binds ``[{source, target, read_only}]`` for rendered ``mounts``."""
     return [m.bind() for m in mounts]

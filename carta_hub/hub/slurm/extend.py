@@ -212,7 +212,7 @@ class ExtendHandler(APIHandler):
         return info
 
     @web.authenticated
-    async def get(self):
+    async def get(self) -> None:
         spawner = self._spawner()
         info = await self._running(spawner, fresh=False)
         try:
@@ -233,7 +233,7 @@ class ExtendHandler(APIHandler):
         )
 
     @web.authenticated
-    async def post(self):
+    async def post(self) -> None:
         spawner = self._spawner()
         lock = _locks.setdefault(spawner, asyncio.Lock())
         async with lock:

@@ -12,6 +12,7 @@ what was wrong and what to do, and nothing is submitted. Only the canonical valu
 import html
 import posixpath
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from traitlets import Dict, Enum, HasTraits, Int, List, Unicode, Union, validate
@@ -44,7 +45,7 @@ class Resources:
     qos: str
     folder: str
 
-    def options(self):
+    def options(self) -> dict:
         """As JSON-able ``user_options`` (re-validated on every start)."""
         return asdict(self)
 
@@ -59,7 +60,7 @@ class Choice:
     unit: str = ""
     labels: tuple = ()  # (value, text) pairs shown instead of the value
 
-    def parse(self, raw):
+    def parse(self, raw: object) -> str:
         if raw == "" and not self.values:
             return ""
         if raw not in self.values:
@@ -69,13 +70,13 @@ class Choice:
             )
         return raw
 
-    def default(self):
+    def default(self) -> str:
         return self.values[0] if self.values else ""
 
-    def text(self, value):
+    def text(self, value: str) -> str:
         return dict(self.labels).get(value) or (f"{value} {self.unit}" if self.unit else value)
 
-    def html(self, value):
+    def html(self, value: str) -> str:
         if len(self.values) == 1:
             return _row(self.label, html.escape(self.text(self.values[0])))
         options = "".join(
@@ -102,7 +103,7 @@ class Range:
     start: int
     unit: str = ""
 
-    def parse(self, raw):
+    def parse(self, raw: object) -> str:
         if not isinstance(raw, str) or not COUNT_RE.fullmatch(raw):
             raise FormError(f"{self.label}: {_show(raw)} is not a whole number.")
         if not self.low <= int(raw) <= self.high:
@@ -112,10 +113,10 @@ class Range:
             )
         return raw
 
-    def default(self):
+    def default(self) -> str:
         return str(self.start)
 
-    def html(self, value):
+    def html(self, value: str) -> str:
         return _row(
             self.label,
             f'<input type="number" class="form-control" name="{self.name}" '
@@ -133,7 +134,7 @@ class Folder:
     label: str
     roots: tuple
 
-    def parse(self, raw):
+    def parse(self, raw: object) -> str:
         if raw == "":
             return ""
         if not isinstance(raw, str) or not PATH_RE.fullmatch(raw) or _not_normal(raw):
@@ -148,10 +149,10 @@ class Folder:
             )
         return raw
 
-    def default(self):
+    def default(self) -> str:
         return ""
 
-    def html(self, value):
+    def html(self, value: str) -> str:
         return _row(
             self.label,
             f'<input type="text" class="form-control" name="{self.name}" '
@@ -265,7 +266,7 @@ class ResourceFormMixin(HasTraits):
             raise ValueError(f"{proposal.trait.name}: give at least one choice")
         return spec
 
-    def resource_fields(self, names):
+    def resource_fields(self, names: Mapping[str, str]) -> list[Choice | Range | Folder]:
         """The form's fields for one user (``names``: {username}, {login}, {home}...)."""
         modes = self.mode_choices or [getattr(self, "carta_mode", "carta")]
         fields = [
@@ -284,13 +285,13 @@ class ResourceFormMixin(HasTraits):
             fields.append(Folder("folder", "Start CARTA in folder (optional)", roots))
         return fields
 
-    def render_form(self, names, last=None):
+    def render_form(self, names: Mapping[str, str], last: dict | None = None) -> str:
         """The options form as HTML, every text in it escaped, with the student's ``last``
         choices (their previous ``user_options``) selected where still offered."""
         fields = self.resource_fields(names)
         return "\n".join(f.html(_remembered(f, last or {})) for f in fields if _shown(f))
 
-    def parse_form(self, formdata):
+    def parse_form(self, formdata: dict) -> dict:
         """Form data (``{name: [values]}``) to single strings, refusing repeated fields."""
         options = {}
         for key, values in formdata.items():
@@ -301,7 +302,7 @@ class ResourceFormMixin(HasTraits):
             options[key] = values[0]
         return options
 
-    def validate_resources(self, options, names):
+    def validate_resources(self, options: object, names: Mapping[str, str]) -> Resources:
         """Check ``options`` (form or REST API) against the choices: :class:`Resources`."""
         if not isinstance(options, dict):
             raise FormError("Server options must be an object of field names to values.")

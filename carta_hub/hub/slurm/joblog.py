@@ -23,7 +23,7 @@ class JobLogHandler(APIHandler):
     """Owner-only: the token must be the api_token of one of the caller's servers."""
 
     @web.authenticated
-    def post(self):
+    def post(self) -> None:
         body = self.request.body
         if len(body) > MAX_BYTES:
             raise web.HTTPError(413, f"At most {MAX_BYTES} bytes of log are accepted here.")

@@ -3,6 +3,7 @@ command around the single-user server, and checks for what goes on ``#SBATCH`` l
 
 import re
 import shlex
+from collections.abc import Iterable, Mapping
 from importlib.resources import files
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def template_variables(text: str) -> set[str]:
     return meta.find_undeclared_variables(_environment().parse(text))
 
 
-def bind_spec(bind):
+def bind_spec(bind: Mapping) -> str:
     """``{source, target, read_only}`` as ``--bind`` argument ``source:target[:ro]``."""
     for path in (bind["source"], bind["target"]):
         if not BIND_PATH.fullmatch(path):
@@ -55,7 +56,13 @@ def bind_spec(bind):
     return f"{bind['source']}:{bind['target']}" + (":ro" if bind.get("read_only") else "")
 
 
-def container_argv(runtime, image, binds, gpus, extra_args=()):
+def container_argv(
+    runtime: str,
+    image: str,
+    binds: Iterable[Mapping],
+    gpus: int,
+    extra_args: Iterable[str] = (),
+) -> list[str]:
     """``apptainer exec ... IMAGE`` (or singularity), or nothing for ``runtime == "none"``."""
     if runtime == "none":
         return []
@@ -72,7 +79,7 @@ def container_argv(runtime, image, binds, gpus, extra_args=()):
     return argv + list(extra_args) + [image]
 
 
-def sbatch_value(what, value):
+def sbatch_value(what: str, value: str) -> str:
     """``value`` if it can stand on an ``#SBATCH`` line, else ValueError naming ``what``."""
     if not SBATCH_VALUE.fullmatch(value):
         raise ValueError(
@@ -81,7 +88,7 @@ def sbatch_value(what, value):
     return value
 
 
-def log_file(path, job_id, login, job_name):
+def log_file(path: str, job_id: str, login: str, job_name: str) -> str:
     """``path`` with Slurm's ``%j %u %x %%`` replaced as sbatch would."""
     values = {"j": job_id, "u": login, "x": job_name, "%": "%"}
 
@@ -93,7 +100,7 @@ def log_file(path, job_id, login, job_name):
     return LOG_CODES.sub(value, path)
 
 
-def shell_log_file(path, login, job_name):
+def shell_log_file(path: str, login: str, job_name: str) -> str:
     """:func:`log_file` as one shell word, the job id taken from ``$SLURM_JOB_ID``."""
     parts = log_file(path, "\0", login, job_name).split("\0")
     return '"${SLURM_JOB_ID}"'.join(shlex.quote(part) for part in parts)

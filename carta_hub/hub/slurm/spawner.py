@@ -16,6 +16,7 @@ import os
 import re
 import shlex
 import time
+from collections.abc import AsyncIterator
 
 from batchspawner import JobStatus, SlurmSpawner, format_template
 from jinja2 import Template, TemplateSyntaxError
@@ -405,7 +406,7 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
     async def _resources(self, options):
         return self.validate_resources(options or {}, await self._names())
 
-    def get_req_subvars(self):
+    def get_req_subvars(self) -> dict:
         """batchspawner's values for its command templates, shell-quoted: exec_prefix
         (``sudo -E -u {username}``) and batch_submit_cmd/batch_cancel_cmd run in a shell."""
         return {
@@ -415,18 +416,18 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
 
     # --- the job script ---
 
-    def get_env(self):
+    def get_env(self) -> dict:
         env = super().get_env()
         if os.environ.get("SLURM_CONF"):  # a non-default cluster config reaches sbatch and srun
             env["SLURM_CONF"] = os.environ["SLURM_CONF"]
         return env
 
-    async def run_command(self, cmd, input=None, env=None):
+    async def run_command(self, cmd: str, input: str | None = None, env: dict | None = None) -> str:
         """batchspawner's commands (sbatch, scancel, tail) under ``umask 077``: sudo keeps
         it, and sbatch hands it to the job, whose --output file Slurm creates with it."""
         return await super().run_command(f"umask 077; {cmd}", input=input, env=env)
 
-    def server_argv(self):
+    def server_argv(self) -> list[str]:
         """The single-user server's command line. The CARTA-only server reports its port to
         the Hub itself; JupyterLab's runs through batchspawner-singleuser."""
         argv = list(self.cmd) + self.get_args()
@@ -445,7 +446,7 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
             config["CartaBackend"]["starting_folder"] = folder
         return config
 
-    def cmd_formatted_for_batch(self):
+    def cmd_formatted_for_batch(self) -> str:
         return shlex.join(self.server_argv())
 
     def job_script_template(self) -> Template:
@@ -490,7 +491,7 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
 
     # --- slurmrestd instead of sudo + sbatch/scancel (batchspawner's hooks) ---
 
-    async def submit_batch_script(self):
+    async def submit_batch_script(self) -> str:
         if not self.slurmrestd_url:
             return await super().submit_batch_script()
         script = await self._get_batch_script(**self.get_req_subvars())
@@ -502,7 +503,7 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         self.log.info("Job %s of %s submitted", self.job_id, self.req_username)
         return self.job_id
 
-    async def cancel_batch_job(self):
+    async def cancel_batch_job(self) -> None:
         if not self.slurmrestd_url:
             return await super().cancel_batch_job()
         self.log.info("Cancelling job %s of %s through slurmrestd", self.job_id, self.req_username)
@@ -511,7 +512,7 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         except SlurmRestError as e:
             raise RuntimeError(str(e)) from None
 
-    def user_env(self, env):
+    def user_env(self, env: dict) -> dict:
         """USER and HOME of the resolved identity on the slurmrestd path (the Hub may not
         know the student's account, e.g. on Kubernetes); batchspawner's otherwise."""
         if not self.slurmrestd_url:
@@ -523,7 +524,7 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
 
     # --- lifecycle ---
 
-    async def start(self):
+    async def start(self) -> tuple[str, int]:
         self._job_names = await self._names()
         self._job = self.validate_resources(self.user_options or {}, self._job_names)
         self.carta_mode = self._job.mode
@@ -616,14 +617,14 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         self.job_status = info.status_line if info else ""
         return info
 
-    async def query_job_status(self):
+    async def query_job_status(self) -> JobStatus:
         if not self.job_id:
             self.job_status = ""
             return JobStatus.NOTFOUND
         info = await self._refresh(fresh=True)
         return info.status if info else JobStatus.NOTFOUND
 
-    async def poll(self):
+    async def poll(self) -> int | None:
         if self.job_id:
             info = await self._refresh(fresh=False)
             if info is not None and info.status == JobStatus.PENDING and self.pending != "spawn":
@@ -642,7 +643,7 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         self.clear_state()
         return 1
 
-    def start_polling(self):
+    def start_polling(self) -> None:
         """The Hub's periodic poll, and a poll as soon as the shared squeue sees the job end."""
         super().start_polling()
         if self.job_id:
@@ -652,22 +653,22 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
         if self.pending not in ("spawn", "stop"):
             asyncio.ensure_future(self.poll_and_notify())
 
-    async def stop(self, now=False):
+    async def stop(self, now: bool = False) -> None:
         if self.job_id:
             await super().stop(now=now)
 
-    def get_state(self):
+    def get_state(self) -> dict:
         state = super().get_state()
         if self.job_id:  # who to scancel as after a Hub restart (the login may differ)
             state["login"] = self.req_username
         return state
 
-    def load_state(self, state):
+    def load_state(self, state: dict) -> None:
         super().load_state(state)
         if state.get("login"):
             self.req_username = state["login"]
 
-    def clear_state(self):
+    def clear_state(self) -> None:
         if self.job_id and getattr(self, "_poller", None):
             self._poller.forget(self.job_id)
         super().clear_state()
@@ -722,7 +723,7 @@ class CARTASlurmSpawner(ResourceFormMixin, CartaSpawnerMixin, SlurmSpawner):
 
     # --- what the student sees ---
 
-    async def progress(self):
+    async def progress(self) -> AsyncIterator[dict]:
         shown = 0
         while True:
             while shown < len(self._progress):
@@ -844,7 +845,7 @@ class PortOnlyHandler(APIHandler):
     """
 
     @web.authenticated
-    def post(self):
+    def post(self) -> None:
         data = self.get_json_body()
         port = data.get("port") if isinstance(data, dict) else None
         if set(data or {}) != {"port"} or type(port) is not int or not 0 < port < 65536:

@@ -10,6 +10,7 @@ import asyncio
 import os
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from batchspawner import JobStatus
@@ -43,7 +44,7 @@ class JobInfo:
     end_time: float | None = None  # epoch seconds: when the time limit ends the job
 
     @property
-    def status(self):
+    def status(self) -> JobStatus:
         if self.state in RUNNING:
             return JobStatus.RUNNING
         if self.state in PENDING:
@@ -53,12 +54,12 @@ class JobInfo:
         return JobStatus.NOTFOUND
 
     @property
-    def status_line(self):
+    def status_line(self) -> str:
         """batchspawner's ``job_status`` format: ``STATE HOST``."""
         return f"{self.state} {self.node}"
 
 
-def parse(output):
+def parse(output: str) -> dict[str, JobInfo]:
     """``squeue -h -o FORMAT`` output (times as epoch seconds) to ``{job_id: JobInfo}``."""
     jobs = {}
     for line in output.splitlines():
@@ -103,7 +104,7 @@ class QueuePoller:
         self._task = None
 
     @classmethod
-    def shared(cls, command, log, slow, fast, query=None):
+    def shared(cls, command: str, log, slow: float, fast: float, query=None) -> "QueuePoller":
         """The poller of this event loop for ``command`` (a shell-style string, or the
         slurmrestd URL that ``query`` asks)."""
         key = (asyncio.get_running_loop(), command)
@@ -114,7 +115,7 @@ class QueuePoller:
         poller.slow, poller.fast = slow, fast
         return poller
 
-    async def status(self, job_id, fresh=True):
+    async def status(self, job_id: str, fresh: bool = True) -> JobInfo | None:
         """``JobInfo`` of ``job_id``, or None when Slurm no longer lists it.
 
         ``fresh``: from a query started after this call; otherwise the cached answer
@@ -125,12 +126,12 @@ class QueuePoller:
             await self._next_tick()
         return self.jobs.get(job_id)
 
-    def forget(self, job_id):
+    def forget(self, job_id: str) -> None:
         self.watched.discard(job_id)
         self.jobs.pop(job_id, None)
         self.on_gone.pop(job_id, None)
 
-    def notify_when_gone(self, job_id, callback):
+    def notify_when_gone(self, job_id: str, callback: Callable[[], object]) -> None:
         """Call ``callback()`` once, right after the query that finds ``job_id`` ended or
         back in the queue (requeued): the Hub then learns it within one query interval
         instead of at its next poll of the cached answer."""
