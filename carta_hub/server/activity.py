@@ -24,7 +24,7 @@ JUPYTER_SETTING = "carta_last_activity"
 PUBLISH_SECONDS = 5
 
 
-def isoformat(moment):
+def isoformat(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
@@ -88,13 +88,13 @@ class ActivityReporter:
         self.token = os.environ.get("JUPYTERHUB_API_TOKEN")
         self.server_name = os.environ.get("JUPYTERHUB_SERVER_NAME", "")
 
-    def start(self):
+    def start(self) -> None:
         if not (self.url and self.token):
             self.log.warning("JUPYTERHUB_ACTIVITY_URL is not set: not reporting activity")
             return
         ioloop.PeriodicCallback(self.report, self.interval * 1000).start()
 
-    async def report(self):
+    async def report(self) -> None:
         moment = self.last_use.when
         if moment is None or moment == self._reported:
             return

@@ -81,7 +81,7 @@ async def die_with_parent() -> list[str]:
     return prefix
 
 
-def free_port():
+def free_port() -> int:
     """A port that is free on loopback right now (taken before the backend binds it: the
     backend gives up on it and is started again on another)."""
     with socket.socket() as sock:
@@ -162,7 +162,7 @@ def listening(pid: int, port: int) -> bool:
     return any(inode in inodes for _, inode in ours)
 
 
-def warn_unwritable_home(log):
+def warn_unwritable_home(log) -> None:
     """CARTA runs from a full or read-only home (the wrapper keeps its log, the backend gets
     --no_log and a HOME of the session's own, :mod:`carta_hub.server.sessionhome`), but what the
     student saves is lost when the server stops: say so."""
@@ -216,10 +216,10 @@ class BackendProcess:
         self._prefix = None  # die_with_parent()'s, found at the first start
 
     @property
-    def running(self):
+    def running(self) -> bool:
         return self.proc is not None and self.proc.returncode is None and not _exited(self.proc.pid)
 
-    async def ensure_running(self):
+    async def ensure_running(self) -> tuple[int, str]:
         """Start the backend unless it runs; return ``(port, token)``."""
         async with self._lock:
             if not self.running:
@@ -342,7 +342,7 @@ class BackendProcess:
                 self.proc.kill()
                 await self.proc.wait()
 
-    async def stop(self):
+    async def stop(self) -> None:
         """Stop the backend if it runs."""
         async with self._lock:
             await self._kill()

@@ -86,7 +86,7 @@ def target(root: str, top: str, path: str) -> Target:
 class Link(Route):
     path = "link"
 
-    async def get(self):
+    async def get(self) -> None:
         path = self.get_query_argument("path", "")
         top = self.backend.backend.setting("top_level_folder") or "/"
         try:

@@ -8,6 +8,7 @@ anything ever use them), which saves ~17 MB per session (benchmarks/memory.py).
 
 import importlib.util
 import sys
+from importlib.machinery import ModuleSpec
 
 HUB_ONLY = frozenset({"jupyterhub.orm", "jupyterhub.roles"})
 
@@ -15,7 +16,7 @@ HUB_ONLY = frozenset({"jupyterhub.orm", "jupyterhub.roles"})
 class HubOnlyFinder:
     """Finds the HUB_ONLY modules as the next finders do, with a lazy loader."""
 
-    def find_spec(self, name, path, target=None):
+    def find_spec(self, name: str, path, target=None) -> ModuleSpec | None:
         if name not in HUB_ONLY:
             return None
         for finder in sys.meta_path[sys.meta_path.index(self) + 1 :]:
@@ -26,7 +27,7 @@ class HubOnlyFinder:
         return None
 
 
-def main():
+def main() -> None:
     if not any(isinstance(f, HubOnlyFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, HubOnlyFinder())
     from carta_hub.server.app import main as serve

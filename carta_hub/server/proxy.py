@@ -15,12 +15,12 @@ from tornado.httputil import HTTPHeaders, responses
 from carta_hub.backend import LOOPBACK, BackendNotFound
 from carta_hub.server import scripting
 from carta_hub.server.activity import SETTING, count_request
-from carta_hub.server.backend_process import BackendFailed
+from carta_hub.server.backend_process import BackendFailed, BackendProcess
 from carta_hub.server.clock import add_script, script_url
 from carta_hub.server.tunnel import request_target, tunnel
 
 
-def rewrite_config(response, request, path):
+def rewrite_config(response, request, path: str) -> None:
     """Point the frontend's ``apiAddress`` at this server's own prefix.
 
     The backend runs without ``--http_url_prefix`` (it rejects `.` and `%` in usernames), so
@@ -38,7 +38,7 @@ def rewrite_config(response, request, path):
         response.body = json.dumps(config).encode()
 
 
-def fill_preferences(response, request, path, defaults):
+def fill_preferences(response, request, path: str, defaults: dict) -> None:
     """Fill the operator's default preferences into keys the user has not saved."""
     if path != "/api/database/preferences" or request.method != "GET" or response.code != 200:
         return
@@ -109,7 +109,7 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 HTTP_FORWARDED = {"accept-encoding", "content-type", "carta-auth-token"}
 
 
-def restrict_connections(response):
+def restrict_connections(response) -> None:
     """Keep the frontend (and its workers) from contacting any host but this server."""
     response.headers["Content-Security-Policy"] = OFFLINE_POLICY
 
@@ -137,20 +137,20 @@ class CartaProxyHandler(SuperviseAndProxyHandler):
             self.rewrite_response.append(restrict_connections)
 
     @property
-    def backend(self):
+    def backend(self) -> BackendProcess:
         return self.state["backend"]
 
     @property
-    def port(self):
+    def port(self) -> int | None:
         return self.backend.port
 
-    async def ensure_process(self):
+    async def ensure_process(self) -> None:
         try:
             await self.backend.ensure_running()
         except (BackendNotFound, BackendFailed) as e:
             raise web.HTTPError(503, str(e), reason="CARTA could not start") from e
 
-    async def proxy(self, port, path):
+    async def proxy(self, port: int, path: str) -> None:
         # jupyter-server-proxy switches XSRF checks off (check_xsrf_cookie): another site's
         # page could otherwise change the student's preferences or layouts with their cookies.
         # A script with a token is no page: as for the Jupyter Server's own API, it may post
@@ -175,20 +175,20 @@ class CartaProxyHandler(SuperviseAndProxyHandler):
         switches off for what it proxies."""
         JupyterHandler.check_xsrf_cookie(self)
 
-    def get_client_uri(self, protocol, host, port, proxied_path):
+    def get_client_uri(self, protocol: str, host: str, port: int, proxied_path: str) -> str:
         # jupyter-server-proxy passes "localhost", which resolves to ::1 first where
         # /etc/hosts says so: any local user listening on [::1]:port would get the token.
         return super().get_client_uri(protocol, LOOPBACK, port, proxied_path)
 
-    def proxy_request_options(self):
+    def proxy_request_options(self) -> dict:
         # the frontend deletes layouts, snippets, workspaces and preferences with a DELETE
         # that has a JSON body, which tornado's client refuses unless told otherwise
         return {**super().proxy_request_options(), "allow_nonstandard_methods": True}
 
-    def get_request_headers_override(self):
+    def get_request_headers_override(self) -> dict:
         return {"carta-auth-token": self.backend.token}
 
-    def proxy_request_headers(self):
+    def proxy_request_headers(self) -> HTTPHeaders:
         # Only what carta_backend reads (the Hub's cookies and credentials, Referer and the
         # like would push the head over uWebSockets' 4 KiB: see tunnel.FORWARDED); tornado's
         # client sets Host and Content-Length itself.
@@ -198,7 +198,7 @@ class CartaProxyHandler(SuperviseAndProxyHandler):
                 forwarded.add(name, value)
         return forwarded
 
-    async def get(self, path):
+    async def get(self, path: str) -> None:
         if self.request.headers.get("Upgrade", "").lower() != "websocket":
             return await self.http_get(path)
         if not self.current_user:

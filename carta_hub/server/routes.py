@@ -7,6 +7,7 @@ each mode's authentication. Every route answers only the server's owner.
 
 import json
 import os
+from typing import TYPE_CHECKING
 
 from jupyter_server.base.handlers import JupyterHandler
 from jupyterhub.services.auth import HubOAuthenticated
@@ -14,6 +15,9 @@ from jupyterhub.utils import url_path_join
 from tornado import web
 
 from carta_hub.server.launcher import TILE_PATH
+
+if TYPE_CHECKING:
+    from carta_hub.server.backend_process import BackendProcess
 
 ROUTE_PREFIX = "carta-hub/"
 
@@ -32,11 +36,11 @@ class Route:
         self.state = state
 
     @property
-    def backend(self):
+    def backend(self) -> "BackendProcess":
         """The server's :class:`~carta_hub.server.backend_process.BackendProcess`."""
         return self.state["backend"]
 
-    async def prepare(self):
+    async def prepare(self) -> None:
         result = super().prepare()  # the Jupyter Server's is a coroutine, tornado's is not
         if result is not None:
             await result

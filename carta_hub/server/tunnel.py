@@ -11,8 +11,10 @@ import mmap
 import re
 import socket
 import threading
+from collections.abc import Callable
 
 from tornado import iostream
+from tornado.httputil import HTTPHeaders
 
 from carta_hub.backend import LOOPBACK
 
@@ -45,7 +47,7 @@ def request_target(path: str, query: str) -> str | None:
     return target if TARGET.fullmatch(target) else None
 
 
-def upgrade_request(target, headers, port, token):
+def upgrade_request(target: str, headers: HTTPHeaders, port: int, token: str) -> bytes:
     """The upgrade request as the backend should see it (``target``: from
     :func:`request_target`)."""
     lines = [f"GET {target} HTTP/1.1", f"Host: {LOOPBACK}:{port}"]
@@ -73,7 +75,7 @@ class ClientFrames:
         size = self._head[1] & 0x7F
         return 2 + {126: 2, 127: 8}.get(size, 0) + (4 if self._head[1] & 0x80 else 0)
 
-    def feed(self, data):
+    def feed(self, data: bytes | memoryview) -> None:
         pos, end = 0, len(data)
         while pos < end:
             if self._skip:
@@ -181,7 +183,9 @@ async def _copy(src, dst, observe):
         dst.close()
 
 
-async def tunnel(handler, port, token, target, on_interaction):
+async def tunnel(
+    handler, port: int, token: str, target: str, on_interaction: Callable[[], object]
+) -> None:
     """Connect ``handler``'s upgrade request to the backend on ``port`` and relay bytes.
 
     ``on_interaction`` is called from the browser-to-backend thread (or, over TLS, the event
