@@ -53,7 +53,7 @@ def saver(tmp_path, monkeypatch):
 
     monkeypatch.setattr(autosave, "save_session", save_session)
     clock = FakeClock()
-    saver = autosave.Autosave(process, clock)
+    saver = autosave.Autosave({"backend": process, "clock": clock}, clock.last_use)
     saver.posts, saver.home = posts, tmp_path
     return saver
 
@@ -112,14 +112,15 @@ async def test_record_private_and_offered_once(saver):
     record = saver.home / ".carta" / autosave.RECORD
     assert stat.S_IMODE(record.stat().st_mode) == 0o600
     assert saver.page_model("/user/x/", None)["restore"] is None  # this server's own save
-    following = autosave.Autosave(saver.process, FakeClock())
+    following = autosave.Autosave({**saver.state, "clock": FakeClock()}, saver.last_use)
     restore = following.page_model("/user/x/", None)["restore"]
     assert restore["url"] == f"/user/x/?workspace={saver.posts[0]}"
     assert restore["reason"] == "wall time"
-    assert autosave.Autosave(saver.process, FakeClock()).page_model("/", None)["restore"] is None
+    third = autosave.Autosave({**saver.state, "clock": FakeClock()}, saver.last_use)
+    assert third.page_model("/", None)["restore"] is None
 
 
 def test_a_record_naming_other_files_is_ignored(saver):
     record = saver.home / ".carta" / autosave.RECORD
     autosave.write_record(str(record), {"workspaces": ["../../x"], "saved_at": 1})
-    assert autosave.Autosave(saver.process, FakeClock()).previous is None
+    assert autosave.Autosave(saver.state, saver.last_use).previous is None

@@ -22,7 +22,6 @@ from carta_hub.backend import BackendNotFound, CartaBackend, server_config
 from carta_hub.server import autosave, hubapi
 from carta_hub.server.activity import SETTING, ActivityReporter, LastUse
 from carta_hub.server.backend_process import BackendFailed, BackendProcess
-from carta_hub.server.clock import server_clock
 from carta_hub.server.proxy import CartaProxyHandler
 from carta_hub.server.routes import route_handlers
 
@@ -181,7 +180,7 @@ class CartaSingleUserApp(Application):
             code = 1
             self.stopped.set()
         self.reporter.start()
-        autosave.start(self.state, server_clock(self.state, self.reporter.last_use), self.log)
+        autosave.start(self.state, self.reporter.last_use, self.log)
         await stopping
         server.stop()
         await self.backend.stop()

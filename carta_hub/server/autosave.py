@@ -35,6 +35,7 @@ from urllib.parse import quote
 from tornado import httpclient
 
 from carta_hub.backend import LOOPBACK
+from carta_hub.server.clock import server_clock
 
 #: Seconds between looks at the clock (sooner when an end is near).
 POLL = 15
@@ -121,10 +122,10 @@ async def save_session(port: int, token: str, session_id: int, name: str) -> str
 class Autosave:
     """One server's autosaves: the loop that saves, and the earlier server's save it offers."""
 
-    def __init__(self, process, clock, log=None):
-        self.process = process  # the BackendProcess
-        self.settings = process.backend
-        self.clock = clock
+    def __init__(self, state: dict, last_use, log=None):
+        self.state, self.last_use = state, last_use
+        self.process = state["backend"]  # the BackendProcess
+        self.settings = self.process.backend
         self.log = log or logging.getLogger("carta_hub")
         self.path = record_path(self.settings.folder("{home}"))
         self.previous = read_record(self.path)  # to offer in this server's tabs
@@ -133,6 +134,12 @@ class Autosave:
         self._wall_saved: set[float] = set()  # wall ends saved for
         self._idle_saved = None  # message_at after the last idle save
         self._pending = None  # (reason, end) of this server's record while it stands
+
+    @property
+    def clock(self):
+        """The server's clock, made at its first use (a page's, or the first open tab's): its
+        idle end counts from then until CARTA's first message."""
+        return server_clock(self.state, self.last_use)
 
     @property
     def enabled(self) -> bool:
@@ -144,7 +151,7 @@ class Autosave:
 
     def due(self, reason: str, ends_at: float) -> bool:
         if reason == "idle":  # once until the student uses CARTA again
-            return self._idle_saved is None or self.clock.last_use.message_at != self._idle_saved
+            return self._idle_saved is None or self.last_use.message_at != self._idle_saved
         return ends_at not in self._wall_saved
 
     async def run(self) -> None:
@@ -158,6 +165,8 @@ class Autosave:
 
     async def check(self) -> float:
         """Save if an end is near; the seconds until the next look."""
+        if not self.process.running or not self.process.sessions.models():
+            return POLL  # no open tab to save (or to come back from a save)
         ends_at, reason, wall = await self.clock.end()
         self.withdraw(wall)
         if ends_at is None:
@@ -175,7 +184,7 @@ class Autosave:
         if self._pending is None:
             return
         reason, end = self._pending
-        used = reason == "idle" and self.clock.last_use.message_at != self._idle_saved
+        used = reason == "idle" and self.last_use.message_at != self._idle_saved
         if used or (reason == "wall time" and wall is not None and wall != end):
             remove_record(self.path)
             self._pending = None
@@ -183,9 +192,7 @@ class Autosave:
     async def save(self, reason: str, ends_at: float) -> None:
         if self.process.home_problem:
             return  # the workspace would be saved in this session's temporary home
-        sessions = self.process.sessions.models() if self.process.running else []
-        if not sessions:
-            return
+        sessions = self.process.sessions.models()
         stamp = time.strftime("%Y-%m-%d-%H%M")
         names = []
         for i, session in enumerate(sessions):
@@ -205,7 +212,7 @@ class Autosave:
                 )
                 names.append(name)
         if reason == "idle":
-            self._idle_saved = self.clock.last_use.message_at  # moved by the tabs' answers
+            self._idle_saved = self.last_use.message_at  # moved by the tabs' answers
         else:
             self._wall_saved.add(ends_at)
         if names:
@@ -245,16 +252,16 @@ class Autosave:
                 self.log.warning("Could not update %s: %s", self.path, e)
 
 
-def autosaver(state: dict, clock, log=None) -> Autosave:
+def autosaver(state: dict, last_use, log=None) -> Autosave:
     """The server's :class:`Autosave` (``state``: the routes' state), made at its first use."""
     if "autosave" not in state:
-        state["autosave"] = Autosave(state["backend"], clock, log)
+        state["autosave"] = Autosave(state, last_use, log)
     return state["autosave"]
 
 
-def start(state: dict, clock, log) -> None:
+def start(state: dict, last_use, log) -> None:
     """Start saving before the end (with the event loop running), when the settings ask."""
-    saver = autosaver(state, clock, log)
+    saver = autosaver(state, last_use, log)
     if not saver.enabled:
         return
     if saver.settings.verbosity < 4:

@@ -30,7 +30,6 @@ from tornado import httpclient
 
 from carta_hub.server import hubapi
 from carta_hub.server.activity import SETTING
-from carta_hub.server.autosave import autosaver
 from carta_hub.server.routes import ROUTE_PREFIX, Route
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "banner.js")
@@ -189,10 +188,11 @@ class SessionRoute(Route):
     path = "session"
 
     async def get(self):
+        from carta_hub.server.autosave import autosaver  # it imports this module
+
         model = await clock(self).state()
-        model.update(
-            autosaver(self.state, clock(self)).page_model(self.carta_url(), model["reason"])
-        )
+        saver = autosaver(self.state, self.settings[SETTING])
+        model.update(saver.page_model(self.carta_url(), model["reason"]))
         self.write_json(model)
 
 

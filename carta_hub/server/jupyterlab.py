@@ -11,7 +11,6 @@ from carta_hub.backend import CartaBackend, server_config
 from carta_hub.server import autosave
 from carta_hub.server.activity import SETTING, LastUse, publish
 from carta_hub.server.backend_process import BackendProcess
-from carta_hub.server.clock import server_clock
 from carta_hub.server.launcher import TILE_PATH
 from carta_hub.server.proxy import CartaProxyHandler
 from carta_hub.server.routes import route_handlers
@@ -42,4 +41,4 @@ async def _start_jupyter_server_extension(serverapp):
     the open tab is saved before the session ends (:mod:`carta_hub.server.autosave`)."""
     settings = serverapp.web_app.settings
     publish(settings)
-    autosave.start(settings[STATE], server_clock(settings[STATE], settings[SETTING]), serverapp.log)
+    autosave.start(settings[STATE], settings[SETTING], serverapp.log)
