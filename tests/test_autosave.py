@@ -88,6 +88,8 @@ def test_saved_before_idle_end_and_offered_next_time(browser, hub, artifacts):  
         assert IDLE - LEAD - 6 <= time.monotonic() - started, "saved too early"
         (name,) = NAME.findall(page.inner_text(TEXT))
         student.assert_healthy()
+        state = session_json(hub)  # the tab is still open: nothing to offer yet
+        assert state["autosave"]["saved"] == [name] and state["restore"] is None
 
     # the real frontend's workspace, stored by the stand-in where carta_backend stores it
     saved = home / ".carta" / "config" / "workspaces" / f"{name}.json"
@@ -97,7 +99,6 @@ def test_saved_before_idle_end_and_offered_next_time(browser, hub, artifacts):  
     record = home / ".carta" / "carta-hub-autosave.json"
     assert stat.S_IMODE(record.stat().st_mode) == 0o600
     assert json.loads(record.read_text())["workspaces"] == [name]
-    assert session_json(hub)["autosave"]["saved"] == [name]
 
     restart(hub)  # the next session: a new server
     with Student(browser, artifacts, "autosave-restore", timeout=60) as student:

@@ -43,8 +43,9 @@ def saver(tmp_path, monkeypatch):
         running=True,
         port=1,
         token="t",
-        sessions=SimpleNamespace(models=lambda: [{"session_id": 7}]),
     )
+    process.open = [{"session_id": 7}]  # the tabs CARTA logged as connected
+    process.sessions = SimpleNamespace(models=lambda: process.open)
     posts = []
 
     async def save_session(port, token, session_id, name):
@@ -124,3 +125,26 @@ def test_a_record_naming_other_files_is_ignored(saver):
     record = saver.home / ".carta" / autosave.RECORD
     autosave.write_record(str(record), {"workspaces": ["../../x"], "saved_at": 1})
     assert autosave.Autosave(saver.state, saver.last_use).previous is None
+
+
+async def test_idle_save_withdrawn_when_the_student_comes_back(saver):
+    clock, record = saver.clock, saver.home / ".carta" / autosave.RECORD
+    clock.reason, clock.ends_at = "idle", time.time() + 200
+    await saver.check()
+    assert record.exists()
+    clock.last_use.message_at = time.time() + 1  # the saved tab is used again
+    clock.ends_at = time.time() + 600
+    await saver.check()
+    assert not record.exists()
+
+
+async def test_idle_save_offered_when_its_session_was_dropped(saver):
+    clock = saver.clock
+    clock.reason, clock.ends_at = "idle", time.time() + 200
+    await saver.check()
+    saver.process.open = [{"session_id": 8}]  # CARTA dropped the tab; the student reopened it
+    clock.last_use.message_at = time.time() + 1
+    clock.ends_at = time.time() + 600
+    await saver.check()
+    restore = saver.page_model("/user/x/", "idle")["restore"]
+    assert restore["workspaces"] == saver.posts and restore["reason"] == "idle"

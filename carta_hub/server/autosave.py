@@ -130,10 +130,10 @@ class Autosave:
         self.path = record_path(self.settings.folder("{home}"))
         self.previous = read_record(self.path)  # to offer in this server's tabs
         self.saved: list[str] = []  # this server's
-        self._shown = False
+        self._shown: dict | None = None  # the record this server marked as offered
         self._wall_saved: set[float] = set()  # wall ends saved for
         self._idle_saved = None  # message_at after the last idle save
-        self._pending = None  # (reason, end) of this server's record while it stands
+        self._pending = None  # this server's record while it stands
 
     @property
     def clock(self):
@@ -168,7 +168,7 @@ class Autosave:
         if not self.process.running or not self.process.sessions.models():
             return POLL  # no open tab to save (or to come back from a save)
         ends_at, reason, wall = await self.clock.end()
-        self.withdraw(wall)
+        self.withdraw(wall, {s["session_id"] for s in self.process.sessions.models()})
         if ends_at is None:
             return POLL
         wait = ends_at - self.lead(reason) - time.time()
@@ -178,14 +178,14 @@ class Autosave:
             await self.save(reason, ends_at)
         return POLL
 
-    def withdraw(self, wall: float | None) -> None:
-        """The session did not end when saved for (the student came back, or extended):
-        the next one has nothing to offer."""
-        if self._pending is None:
-            return
-        reason, end = self._pending
-        used = reason == "idle" and self.last_use.message_at != self._idle_saved
-        if used or (reason == "wall time" and wall is not None and wall != end):
+    def withdraw(self, wall: float | None, open_ids: set[int]) -> None:
+        """A saved tab is still open and its session did not end when saved for (the
+        student came back, or extended): the next session has nothing to offer."""
+        pending = self._pending
+        if pending is None or not open_ids & set(pending["sessions"]):
+            return  # the saved tabs' sessions ended: the save stands
+        used = pending["reason"] == "idle" and self.last_use.message_at != self._idle_saved
+        if used or (pending["reason"] == "wall time" and wall not in (None, pending["end"])):
             remove_record(self.path)
             self._pending = None
 
@@ -194,7 +194,7 @@ class Autosave:
             return  # the workspace would be saved in this session's temporary home
         sessions = self.process.sessions.models()
         stamp = time.strftime("%Y-%m-%d-%H%M")
-        names = []
+        names, ids = [], []
         for i, session in enumerate(sessions):
             name = f"autosave-{stamp}" + (f"-{i + 1}" if i else "")
             port, token = self.process.port, self.process.token
@@ -211,6 +211,7 @@ class Autosave:
                     reason,
                 )
                 names.append(name)
+                ids.append(session["session_id"])
         if reason == "idle":
             self._idle_saved = self.last_use.message_at  # moved by the tabs' answers
         else:
@@ -219,23 +220,34 @@ class Autosave:
             self.saved += names
             record = {"workspaces": names, "saved_at": time.time(), "reason": reason}
             write_record(self.path, record)
-            self._pending = reason, ends_at
+            self._pending = {"record": record, "reason": reason, "end": ends_at, "sessions": ids}
+
+    def offer(self) -> dict | None:
+        """The save to offer: an earlier server's, or this server's once the saved tabs'
+        sessions have ended (CARTA dropped them as idle; the student opened CARTA again)."""
+        if self.previous:
+            return self.previous
+        pending = self._pending
+        open_ids = {s["session_id"] for s in self.process.sessions.models()}
+        if pending and self.process.running and not open_ids & set(pending["sessions"]):
+            return pending["record"]
+        return None
 
     def page_model(self, carta_url: str, reason: str | None) -> dict:
-        """For GET carta-hub/session: what this server saved, and the earlier save to offer
+        """For GET carta-hub/session: what this server saved, and the save to offer
         (offered once: a later server does not offer it again)."""
         restore = None
-        if self.previous:
-            names = self.previous["workspaces"]
+        if record := self.offer():
+            names = record["workspaces"]
             restore = {
                 "workspaces": names,
                 "url": f"{carta_url}?workspace={quote(names[0])}",
-                "saved_at": self.previous["saved_at"],
-                "reason": self.previous.get("reason"),
+                "saved_at": record["saved_at"],
+                "reason": record.get("reason"),
             }
-            if not self._shown:
-                self._shown = True
-                self._mark_shown()
+            if self._shown is not record:
+                self._shown = record
+                self._mark_shown(record)
         return {
             "autosave": {
                 "lead": self.lead(reason) if self.enabled and reason else 0,
@@ -244,10 +256,10 @@ class Autosave:
             "restore": restore,
         }
 
-    def _mark_shown(self) -> None:
-        if read_record(self.path) == self.previous:  # not yet replaced by this server's
+    def _mark_shown(self, record: dict) -> None:
+        if read_record(self.path) == record:  # not replaced by a newer save
             try:
-                write_record(self.path, {**self.previous, "shown": True})
+                write_record(self.path, {**record, "shown": True})
             except OSError as e:
                 self.log.warning("Could not update %s: %s", self.path, e)
 
