@@ -47,17 +47,18 @@ else:
 
 
 def demo_account(name="carta-demo"):
-    """A local account with a random password, created once; returns its password."""
+    """A local account with a random password, chosen once and set at every start (so the
+    printed one works even if the account's password changed since); returns it."""
     password_file = os.path.join(state, f"{name}.password")
+    if subprocess.run(["id", name], capture_output=True).returncode:
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
     if not os.path.exists(password_file):
-        if subprocess.run(["id", name], capture_output=True).returncode:
-            subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
-        password = secrets.token_urlsafe(12)
-        subprocess.run(["chpasswd"], input=f"{name}:{password}", text=True, check=True)
         with open(os.open(password_file, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
-            f.write(password)
+            f.write(secrets.token_urlsafe(12))
     with open(password_file) as f:
-        return f.read()
+        password = f.read()
+    subprocess.run(["chpasswd"], input=f"{name}:{password}", text=True, check=True)
+    return password
 
 
 def sample_image(name="carta-demo"):

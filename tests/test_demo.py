@@ -8,6 +8,7 @@ import math
 import os
 import pwd
 import re
+import secrets
 import struct
 import subprocess
 from importlib.metadata import distribution
@@ -33,11 +34,14 @@ SAMPLE = "sample-cube.fits"
 
 @pytest.fixture(scope="module")
 def demo_account():
-    """Remove the demo account after this module's tests, unless it was there before them."""
-    existed = subprocess.run(["id", ACCOUNT], check=False, capture_output=True).returncode == 0
+    """Remove the demo account after this module's tests, unless it was there before them:
+    then give it back its password (the tests' demo sets one of its own)."""
+    shadow = subprocess.run(["getent", "shadow", ACCOUNT], capture_output=True, text=True)
     yield
-    if not existed:
+    if shadow.returncode:
         subprocess.run(["userdel", "--remove", ACCOUNT], check=False, capture_output=True)
+    else:
+        subprocess.run(["usermod", "-p", shadow.stdout.split(":")[1], ACCOUNT], check=True)
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +74,19 @@ async def test_demo_account_gets_carta_as_itself(demo):
 def test_demo_refuses_a_wrong_password(demo):
     with pytest.raises(PermissionError):
         demo.login(ACCOUNT, "wrong")
+
+
+def test_the_printed_password_works_after_the_accounts_changed(demo, hub_factory):
+    """Another start of the demo logs in with the password it prints, also when the
+    account's password was changed since (as this module's own demo did to a newcomer's)."""
+    folder = demo.workdir / "demo"
+    subprocess.run(["chpasswd"], input=f"{ACCOUNT}:{secrets.token_urlsafe(12)}", text=True)
+    again = hub_factory(
+        f'load_subconfig("{DEMO}")\n', user=None, env={"CARTA_HUB_DEMO_DIR": str(folder)}
+    )
+    password = (folder / f"{ACCOUNT}.password").read_text()
+    assert password in again.log()
+    again.login(ACCOUNT, password)
 
 
 def test_the_sample_cube_belongs_to_the_account(demo):
