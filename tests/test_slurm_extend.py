@@ -22,6 +22,7 @@ from helpers.login_node import (
     CONFIG,
     POLL,
     extend_api,
+    extend_to_the_limit,
     job_of,
     scontrol_job,
     server_token,
@@ -145,15 +146,7 @@ def test_extend_raises_the_time_limit(site, slurm):
 def test_extend_stops_at_max_runtime(site, slurm):
     job = running(site, slurm, ALICE, **ALICE_FORM)
     token = server_token(ALICE)
-    for _ in range(8):
-        r = extend_api(site.hub, token, "POST")
-        if r.status_code != 200:
-            break
-    assert r.status_code == 403, r.text
-    assert r.json()["message"] == (
-        "Your session already has the longest wall time allowed here (8:00 h)."
-    )
-    assert scontrol_job(slurm, job)["TimeLimit"] == "08:00:00"
+    r = extend_to_the_limit(site.hub, token, slurm, job)
     state = extend_api(site.hub, token).json()
     assert not state["can_extend"] and state["why_not"] == r.json()["message"], state
     assert state["time_limit_minutes"] == 480

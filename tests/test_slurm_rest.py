@@ -402,7 +402,13 @@ def test_extend_through_slurmrestd(rest_site, slurm, students):
     token raises its job's TimeLimit (as slurm_operator through slurmrestd: the Hub has no
     Slurm commands and no sudo) up to max_runtime (8 h) and partition short's MaxTime (1 h),
     then is refused with which cap it is."""
-    from helpers.login_node import extend_api, job_of, scontrol_job, server_token
+    from helpers.login_node import (
+        extend_api,
+        extend_to_the_limit,
+        job_of,
+        scontrol_job,
+        server_token,
+    )
 
     hub = rest_site.hub
     if not hub.server(ALICE).get("ready"):  # when this test runs alone
@@ -425,15 +431,7 @@ def test_extend_through_slurmrestd(rest_site, slurm, students):
     shown = scontrol_job(slurm, job)
     assert shown["TimeLimit"] == "01:30:00", shown
     assert r.json() == {"time_limit_minutes": 90, "ends_at": float(shown["EndTime"])}
-    for _ in range(8):  # 2:30 ... 7:30, 8:00, refused
-        r = extend_api(hub, token, "POST")
-        if r.status_code != 200:
-            break
-    assert r.status_code == 403, r.text
-    assert r.json()["message"] == (
-        "Your session already has the longest wall time allowed here (8:00 h)."
-    )
-    assert scontrol_job(slurm, job)["TimeLimit"] == "08:00:00"
+    extend_to_the_limit(hub, token, slurm, job)  # 2:30 ... 7:30, 8:00, refused
 
     bob = "cs-bob"
     spawn(rest_site, bob, students[bob], {**FORM, "partition": "short"})

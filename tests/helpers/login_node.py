@@ -50,3 +50,18 @@ def extend_api(hub, token, method="GET"):
         headers={"Authorization": f"token {token}"},
         timeout=60,
     )
+
+
+def extend_to_the_limit(hub, token, slurm, job):
+    """Extend until the Hub refuses: it refuses at the 8:00 h max_runtime of
+    jupyterhub_config/slurm-extend.py, with that reason, and Slurm's TimeLimit stays there."""
+    for _ in range(8):
+        r = extend_api(hub, token, "POST")
+        if r.status_code != 200:
+            break
+    assert r.status_code == 403, r.text
+    assert r.json()["message"] == (
+        "Your session already has the longest wall time allowed here (8:00 h)."
+    )
+    assert scontrol_job(slurm, job)["TimeLimit"] == "08:00:00"
+    return r
